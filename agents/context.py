@@ -1,0 +1,137 @@
+"""What an agent sees of its run: the conversation, and calls that emit events."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from agents.tools import Tool, ToolError
+
+
+class AgentError(Exception):
+    """Ends the run `failed` with this reason and message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Parked(Exception):
+    """Raised by `RunContext.park`: the run stops here and waits for a signal."""
+
+    def __init__(self, node: str, correlation_key: str, prompt: str, state: dict[str, Any]) -> None:
+        super().__init__(f"parked at {node}")
+        self.node = node
+        self.correlation_key = correlation_key
+        self.prompt = prompt
+        self.state = state
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Handed to an agent that is woken by a signal."""
+
+    correlation_key: str
+    payload: Any
+    state: dict[str, Any]
+
+
+class Sink(Protocol):
+    """Where a run's events go (the run manager's runner)."""
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None: ...
+
+    def set_node(self, node: str | None) -> None: ...
+
+    def correlation_key(self, node: str) -> str: ...
+
+
+class RunContext:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        task_id: str,
+        thread_id: str,
+        user_id: str,
+        message_id: str,
+        history: list[dict[str, Any]],
+        tools: dict[str, Tool],
+        resume: Resume | None = None,
+        demo_delay_s: float = 0.0,
+    ) -> None:
+        self.sink = sink
+        self.task_id = task_id
+        self.thread_id = thread_id
+        self.user_id = user_id
+        self.message_id = message_id
+        self.history = history
+        self.tools = tools
+        self.resume = resume
+        self.demo_delay_s = demo_delay_s
+
+    @property
+    def user_text(self) -> str:
+        """The text of the last user message."""
+        for msg in reversed(self.history):
+            if msg.get("role") == "user":
+                return "".join(p.get("text", "") for p in msg.get("parts", []) if p.get("type") == "text")
+        return ""
+
+    @asynccontextmanager
+    async def step(self, node: str) -> AsyncIterator[None]:
+        self.sink.set_node(node)
+        await self.sink.emit("step.started", {"node": node})
+        yield
+        await self.sink.emit("step.finished", {"node": node})
+
+    async def text_start(self) -> str:
+        part_id = f"txt_{uuid.uuid4().hex[:16]}"
+        await self.sink.emit("text.start", {"messageId": self.message_id, "partId": part_id})
+        return part_id
+
+    async def text_delta(self, part_id: str, delta: str) -> None:
+        await self.sink.emit("text.delta", {"partId": part_id, "delta": delta})
+
+    async def text_end(self, part_id: str) -> None:
+        await self.sink.emit("text.end", {"partId": part_id})
+
+    async def say(self, text: str) -> None:
+        """One whole text part."""
+        part = await self.text_start()
+        await self.text_delta(part, text)
+        await self.text_end(part)
+
+    async def tool_call(self, name: str, args: dict[str, Any], call_id: str | None = None) -> Any:
+        """Announce a tool call, run it and return its output (a ToolError returns None after a `tool.error`)."""
+        call_id = call_id or f"call_{uuid.uuid4().hex[:16]}"
+        await self.sink.emit("tool.call.start", {"toolCallId": call_id, "toolName": name})
+        await self.sink.emit("tool.call.args", {"toolCallId": call_id, "delta": orjson.dumps(args).decode()})
+        await self.sink.emit("tool.call.end", {"toolCallId": call_id, "toolName": name, "input": args})
+        return await self.run_tool(call_id, name, args)
+
+    async def run_tool(self, call_id: str, name: str, args: dict[str, Any]) -> Any:
+        tool = self.tools.get(name)
+        if tool is None:
+            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": f"unknown tool: {name}"})
+            return None
+        if tool.parks:
+            prompt = str(args.get("prompt", ""))
+            self.park(name, prompt, {"toolCallId": call_id, "toolName": name, "input": args})
+        assert tool.run is not None
+        try:
+            output = await tool.run(args)
+        except ToolError as exc:
+            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": str(exc)})
+            return None
+        await self.sink.emit("tool.result", {"toolCallId": call_id, "output": output})
+        return output
+
+    def park(self, node: str, prompt: str, state: dict[str, Any]) -> None:
+        """Stop the run here until a signal with the returned correlation key arrives."""
+        raise Parked(node, self.sink.correlation_key(node), prompt, state)

@@ -1,0 +1,154 @@
+"""The demo agent: offline and deterministic (SPEC section 7).
+
+Plain text gets a streamed reply quoting it, word by word.  Commands:
+`/count N`, `/sleep S`, `/fail`, `/approve TEXT`, `/tool NAME ARGS`.
+Natural phrasings about the time or arithmetic call the same tools.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import orjson
+
+from agents.context import AgentError, RunContext
+
+MAX_COUNT = 1_000_000
+MAX_SLEEP_S = 3600.0
+_ARITHMETIC = re.compile(r"^[\s\d.+\-*/%^()×÷]*\d[\s\d.+\-*/%^()×÷]*$")
+_TIME = re.compile(r"\b(time|clock|date|today)\b", re.I)
+
+
+async def run(ctx: RunContext) -> None:
+    if ctx.resume is not None:
+        await _resume(ctx)
+        return
+    text = ctx.user_text.strip()
+    command, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if command == "/count":
+        await _count(ctx, rest)
+    elif command == "/sleep":
+        await _sleep(ctx, rest)
+    elif command == "/fail":
+        async with ctx.step("fail"):
+            raise AgentError("demo_failure", "The demo agent failed on purpose (/fail).")
+    elif command == "/approve":
+        async with ctx.step("wait_approval"):
+            await ctx.tool_call("wait_approval", {"prompt": rest or "Approve?"})
+    elif command == "/tool":
+        await _tool(ctx, rest)
+    else:
+        await _natural(ctx, text)
+
+
+async def _pace(ctx: RunContext) -> None:
+    if ctx.demo_delay_s > 0:
+        await asyncio.sleep(ctx.demo_delay_s)
+
+
+async def _stream_words(ctx: RunContext, text: str) -> None:
+    part = await ctx.text_start()
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        await ctx.text_delta(part, word if i == len(words) - 1 else word + " ")
+        await _pace(ctx)
+    await ctx.text_end(part)
+
+
+async def _count(ctx: RunContext, arg: str) -> None:
+    try:
+        n = int(arg)
+    except ValueError:
+        raise AgentError("bad_command", "usage: /count N (a whole number)") from None
+    if not 0 <= n <= MAX_COUNT:
+        raise AgentError("bad_command", f"/count takes 0 to {MAX_COUNT}")
+    async with ctx.step("count"):
+        part = await ctx.text_start()
+        for k in range(1, n + 1):
+            await ctx.text_delta(part, f"{k} ")
+            await _pace(ctx)
+        await ctx.text_end(part)
+
+
+async def _sleep(ctx: RunContext, arg: str) -> None:
+    try:
+        seconds = float(arg)
+    except ValueError:
+        raise AgentError("bad_command", "usage: /sleep SECONDS") from None
+    if not 0 <= seconds <= MAX_SLEEP_S:
+        raise AgentError("bad_command", f"/sleep takes 0 to {MAX_SLEEP_S:g} seconds")
+    async with ctx.step("sleep"):
+        await asyncio.sleep(seconds)
+        await _stream_words(ctx, f"I slept {seconds:g} seconds.")
+
+
+async def _tool(ctx: RunContext, rest: str) -> None:
+    name, _, args_text = rest.partition(" ")
+    args_text = args_text.strip()
+    args: dict[str, Any]
+    if name == "calculator":
+        args = {"expression": args_text}
+    elif args_text.startswith("{"):
+        try:
+            args = orjson.loads(args_text)
+        except orjson.JSONDecodeError:
+            raise AgentError("bad_command", "tool arguments must be a JSON object") from None
+        if not isinstance(args, dict):
+            raise AgentError("bad_command", "tool arguments must be a JSON object")
+    elif name == "clock" and args_text:
+        args = {"timezone": args_text}
+    elif name == "wait_approval":
+        args = {"prompt": args_text or "Approve?"}
+    else:
+        args = {}
+    if not name:
+        raise AgentError("bad_command", "usage: /tool NAME ARGS")
+    async with ctx.step(f"tool:{name}"):
+        output = await ctx.tool_call(name, args)
+    await _answer_tool(ctx, name, output)
+
+
+async def _answer_tool(ctx: RunContext, name: str, output: Any) -> None:
+    async with ctx.step("respond"):
+        if output is None:
+            await _stream_words(ctx, f"The {name} tool failed.")
+        elif name == "calculator":
+            await _stream_words(ctx, f"{output['expression']} = {output['result']}")
+        elif name == "clock":
+            await _stream_words(ctx, f"It is {output['iso']} ({output['timezone']}).")
+        else:
+            await _stream_words(ctx, f"{name} returned {orjson.dumps(output).decode()}")
+
+
+async def _natural(ctx: RunContext, text: str) -> None:
+    question = text.rstrip("?= ").removeprefix("what is ").removeprefix("What is ").strip()
+    if question and _ARITHMETIC.match(question) and any(op in question for op in "+-*/%^×÷"):
+        async with ctx.step("tool:calculator"):
+            output = await ctx.tool_call("calculator", {"expression": question})
+        await _answer_tool(ctx, "calculator", output)
+    elif _TIME.search(text) and len(text) < 80:
+        async with ctx.step("tool:clock"):
+            output = await ctx.tool_call("clock", {})
+        await _answer_tool(ctx, "clock", output)
+    else:
+        async with ctx.step("respond"):
+            await _stream_words(ctx, f'You said: "{text}"')
+
+
+async def _resume(ctx: RunContext) -> None:
+    """Woken by a signal answering `wait_approval`: report the decision."""
+    assert ctx.resume is not None
+    state, payload = ctx.resume.state, ctx.resume.payload
+    call_id = state.get("toolCallId", "")
+    await ctx.sink.emit("tool.result", {"toolCallId": call_id, "output": payload})
+    approved = isinstance(payload, dict) and payload.get("approved") is True
+    reason = payload.get("reason") if isinstance(payload, dict) else None
+    prompt = state.get("input", {}).get("prompt", "")
+    async with ctx.step("respond"):
+        verdict = "Approved" if approved else "Rejected"
+        text = f"{verdict}: {prompt}"
+        if reason:
+            text += f" (reason: {reason})"
+        await _stream_words(ctx, text)

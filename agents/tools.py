@@ -1,0 +1,139 @@
+"""Built-in tools.  A tool takes a JSON object and returns a JSON value."""
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class ToolError(Exception):
+    """The tool could not do what was asked; the message is shown to the model and the user."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    run: Callable[[dict[str, Any]], Awaitable[Any]] | None
+    parks: bool = False  # the call parks the run until a signal answers it
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+async def _clock(args: dict[str, Any]) -> dict[str, Any]:
+    name = args.get("timezone") or "UTC"
+    if not isinstance(name, str):
+        raise ToolError("timezone must be a string")
+    try:
+        tz: Any = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"unknown timezone: {name}") from None
+    now = datetime.now(tz)
+    return {"iso": now.isoformat(timespec="seconds"), "timezone": name, "epochMs": int(now.timestamp() * 1000)}
+
+
+_BINARY: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCS: dict[str, Callable[..., Any]] = {
+    "sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max,
+    "sin": math.sin, "cos": math.cos, "tan": math.tan, "log": math.log, "exp": math.exp,
+}
+_CONSTS = {"pi": math.pi, "e": math.e}
+MAX_EXPRESSION = 200
+
+
+def evaluate(expression: str) -> int | float:
+    """Safe arithmetic: numbers, + - * / // % **, parentheses and a few math functions. No eval."""
+    if len(expression) > MAX_EXPRESSION:
+        raise ToolError(f"expression longer than {MAX_EXPRESSION} characters")
+    try:
+        tree = ast.parse(expression.replace("^", "**").replace("×", "*").replace("÷", "/"), mode="eval")
+    except SyntaxError:
+        raise ToolError(f"not an arithmetic expression: {expression!r}") from None
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and (abs(right) > 100 or abs(left) > 1e6):
+                raise ToolError("exponent too large")
+            return _BINARY[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            return _UNARY[type(node.op)](ev(node.operand))
+        if isinstance(node, ast.Name) and node.id in _CONSTS:
+            return _CONSTS[node.id]
+        if (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
+            and not node.keywords and len(node.args) <= 3
+        ):
+            return _FUNCS[node.func.id](*(ev(a) for a in node.args))
+        raise ToolError(f"unsupported element in expression: {ast.dump(node)[:40]}")
+
+    try:
+        value = ev(tree)
+    except ZeroDivisionError:
+        raise ToolError("division by zero") from None
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ToolError(f"cannot compute: {exc}") from None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return int(value)
+    return value
+
+
+async def _calculator(args: dict[str, Any]) -> dict[str, Any]:
+    expression = args.get("expression")
+    if not isinstance(expression, str) or not expression.strip():
+        raise ToolError("expression must be a non-empty string")
+    return {"expression": expression, "result": evaluate(expression)}
+
+
+BUILTIN_TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (
+        Tool(
+            "clock",
+            "The current date and time, in a timezone (IANA name, default UTC).",
+            {"type": "object", "properties": {"timezone": {"type": "string"}}, "additionalProperties": False},
+            _clock,
+        ),
+        Tool(
+            "calculator",
+            "Evaluates an arithmetic expression: + - * / // % ** ( ) sqrt abs round min max sin cos tan log exp pi e.",
+            {
+                "type": "object",
+                "properties": {"expression": {"type": "string"}},
+                "required": ["expression"],
+                "additionalProperties": False,
+            },
+            _calculator,
+        ),
+        Tool(
+            "wait_approval",
+            "Asks a human to approve; the run waits (parked) until a signal answers {approved, reason?}.",
+            {
+                "type": "object",
+                "properties": {"prompt": {"type": "string"}},
+                "required": ["prompt"],
+                "additionalProperties": False,
+            },
+            None,
+            parks=True,
+        ),
+    )
+}

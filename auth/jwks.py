@@ -1,0 +1,91 @@
+"""JWKS key sources: URLs fetched asynchronously and cached, or local files.
+
+Cached keys keep working while the endpoint is down; an unknown `kid`
+triggers at most one refetch per source per minute; fetches time out.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+log = logging.getLogger("parley.auth")
+
+REFETCH_INTERVAL_S = 60.0
+REFRESH_AFTER_S = 600.0
+FETCH_TIMEOUT_S = 5.0
+ALLOWED_ALGS = frozenset({"ES256", "RS256"})
+
+
+def key_alg(jwk: dict[str, Any]) -> str | None:
+    """The one algorithm a JWK may verify: its `alg`, else ES256 for a P-256 EC key; RS256 only when named."""
+    alg = jwk.get("alg")
+    if alg is not None:
+        return alg if alg in ALLOWED_ALGS else None
+    if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+        return "ES256"
+    return None
+
+
+class JWKSSource:
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.is_url = location.startswith(("http://", "https://"))
+        self.keys: dict[str, tuple[str, Any]] = {}  # kid -> (alg, key object)
+        self.fetched_at = 0.0
+        self._last_attempt = -REFETCH_INTERVAL_S
+        self._lock = asyncio.Lock()
+
+    def _load(self, body: bytes) -> None:
+        doc = orjson.loads(body)
+        keys: dict[str, tuple[str, Any]] = {}
+        for jwk in doc.get("keys", []) if isinstance(doc, dict) else []:
+            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+                continue
+            alg = key_alg(jwk)
+            if alg is None:
+                continue
+            try:
+                keys[str(jwk.get("kid", ""))] = (alg, jwt.PyJWK(jwk, algorithm=alg).key)
+            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+                log.warning("skipping an unusable key in %s", self.location)
+        self.keys = keys
+        self.fetched_at = time.monotonic()
+
+    async def refresh(self, force: bool = False) -> None:
+        """Fetch again if stale (or forced by an unknown kid), at most once a minute."""
+        now = time.monotonic()
+        if now - self._last_attempt < REFETCH_INTERVAL_S:
+            return
+        if not force and self.keys and now - self.fetched_at < REFRESH_AFTER_S:
+            return
+        async with self._lock:
+            if time.monotonic() - self._last_attempt < REFETCH_INTERVAL_S:
+                return
+            self._last_attempt = time.monotonic()
+            try:
+                if self.is_url:
+                    resp = await AsyncHTTPClient().fetch(
+                        self.location, connect_timeout=FETCH_TIMEOUT_S, request_timeout=FETCH_TIMEOUT_S
+                    )
+                    self._load(resp.body)
+                else:
+                    body = await asyncio.get_running_loop().run_in_executor(None, Path(self.location).read_bytes)
+                    self._load(body)
+            except (OSError, HTTPClientError, orjson.JSONDecodeError, asyncio.TimeoutError) as exc:
+                log.warning("JWKS %s unavailable (%s); keeping %d cached key(s)", self.location, exc, len(self.keys))
+
+    async def find(self, kid: str | None) -> list[tuple[str, Any]]:
+        await self.refresh()
+        if kid is None:
+            return list(self.keys.values())
+        if kid not in self.keys:
+            await self.refresh(force=True)
+        found = self.keys.get(kid)
+        return [found] if found else []

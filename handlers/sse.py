@@ -1,0 +1,176 @@
+"""SSE framing, and the renderers of the one event log into each dialect.
+
+Frames are built here and only here.  A live event's encoded chunk is
+cached on the event, so a hundred readers of one run share one encoding.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from runs.hub import EventHub
+from runs.manager import RunManager
+from store import Event
+
+KEEPALIVE = b": keepalive\n\n"
+RETRY_MS = 2000
+REPLAY_PAGE = 2000
+MAX_CHUNKS_PER_FRAME = 512
+
+
+def _ui_chunk(ev: Event) -> dict[str, Any] | None:
+    """The AI SDK v5 UI message chunk of an event (fields that ai@5.0.0's strict schema accepts)."""
+    d = ev.data
+    t = ev.type
+    if t == "text.delta":
+        return {"type": "text-delta", "id": d["partId"], "delta": d["delta"]}
+    if t == "run.started":
+        return {"type": "start", "messageId": d["messageId"]}
+    if t == "step.started":
+        return {"type": "start-step"}
+    if t == "step.finished":
+        return {"type": "finish-step"}
+    if t in ("text.start", "reasoning.start"):
+        return {"type": t.replace(".", "-"), "id": d["partId"]}
+    if t in ("text.end", "reasoning.end"):
+        return {"type": t.replace(".", "-"), "id": d["partId"]}
+    if t == "reasoning.delta":
+        return {"type": "reasoning-delta", "id": d["partId"], "delta": d["delta"]}
+    if t == "tool.call.start":
+        return {"type": "tool-input-start", "toolCallId": d["toolCallId"], "toolName": d["toolName"]}
+    if t == "tool.call.args":
+        return {"type": "tool-input-delta", "toolCallId": d["toolCallId"], "inputTextDelta": d["delta"]}
+    if t == "tool.call.end":
+        return {"type": "tool-input-available", "toolCallId": d["toolCallId"], "toolName": d["toolName"], "input": d.get("input")}
+    if t == "tool.result":
+        return {"type": "tool-output-available", "toolCallId": d["toolCallId"], "output": d.get("output")}
+    if t == "tool.error":
+        return {"type": "tool-output-error", "toolCallId": d["toolCallId"], "errorText": str(d.get("error", ""))}
+    if t == "file":
+        return {"type": "file", "url": d["url"], "mediaType": d["mediaType"]}
+    if t == "ui":
+        return {"type": "data-ui", "data": d}
+    if t == "job.parked":
+        return {"type": "data-parked", "data": d}
+    if t == "job.signal":
+        return {"type": "data-signal", "data": d}
+    if t == "run.finished":
+        return {"type": "finish"}
+    if t == "run.error":
+        return {"type": "error", "errorText": d.get("message") or d.get("reason") or "error"}
+    return None
+
+
+def ui_chunk_json(ev: Event) -> bytes:
+    """The encoded chunk (b"" when the event has none), made once per event."""
+    cached = ev.rendered.get("ui")
+    if cached is None:
+        chunk = _ui_chunk(ev)
+        cached = orjson.dumps(chunk) if chunk is not None else b""
+        ev.rendered["ui"] = cached
+    return cached
+
+
+def _data_lines(text: str) -> bytes:
+    """`data:` lines for a text value; a newline in it starts another `data:` line."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return b"".join(b"data: " + line.encode() + b"\n" for line in lines)
+
+
+def error_text(ev: Event) -> str:
+    return str(ev.data.get("message") or ev.data.get("reason") or "error")
+
+
+# -- kira's native framing (SPEC section 4) -------------------------------------
+
+def native_terminal_frame(ev: Event) -> bytes:
+    """The closing frame: `event: done` after success, `event: error` with a plain-text message otherwise."""
+    if ev.type == "run.finished":
+        return b"id: %d\nevent: done\ndata: \n\n" % ev.id
+    return b"id: %d\nevent: error\n" % ev.id + _data_lines(error_text(ev)) + b"\n"
+
+
+def native_frames(events: list[Event]) -> list[bytes]:
+    """Frames of `id:` + `data: [chunk, ...]`; the id of a frame is the id of its last event."""
+    frames: list[bytes] = []
+    chunks: list[bytes] = []
+    last_id = 0
+
+    def flush() -> None:
+        if chunks:
+            frames.append(b"id: %d\ndata: [" % last_id + b",".join(chunks) + b"]\n\n")
+            chunks.clear()
+
+    for ev in events:
+        if ev.type == "run.error":
+            flush()
+            frames.append(native_terminal_frame(ev))
+            continue
+        chunk = ui_chunk_json(ev)
+        if chunk:
+            chunks.append(chunk)
+        last_id = ev.id
+        if ev.type == "run.finished":
+            flush()
+            frames.append(native_terminal_frame(ev))
+        elif len(chunks) >= MAX_CHUNKS_PER_FRAME:
+            flush()
+    flush()
+    return frames
+
+
+# -- following the log --------------------------------------------------------
+
+async def follow_task(
+    runs: RunManager,
+    hub: EventHub,
+    task_id: str,
+    cursor: int,
+    keepalive_s: float,
+    on_subscribed: Callable[[Any], None] | None = None,
+) -> AsyncIterator[list[Event] | None]:
+    """Yield the task's events after `cursor`: the log first, then live commits.
+
+    Subscribes before reading the log and drops ids already yielded, so an
+    event committed between the two is neither missed nor repeated.  Yields
+    None when `keepalive_s` passes without events; ends after the terminal
+    event or when the subscription is closed.
+    """
+    sub = hub.subscribe_task(task_id)
+    if on_subscribed is not None:
+        on_subscribed(sub)
+    try:
+        replaying = True
+        while True:
+            if replaying:
+                page = await runs.events_after(task_id, cursor, REPLAY_PAGE)
+                if page:
+                    cursor = page[-1].id
+                    yield page
+                    if page[-1].terminal:
+                        return
+                    continue
+                replaying = False
+            got = await sub.wait(keepalive_s)
+            if sub.closed:
+                return
+            if not got:
+                yield None
+                continue
+            if sub.lagged:
+                sub.lagged = False
+                sub.take()
+                replaying = True
+                continue
+            for batch in sub.take():
+                fresh = [e for e in batch if e.id > cursor] if batch[0].id <= cursor else batch
+                if not fresh:
+                    continue
+                cursor = fresh[-1].id
+                yield fresh
+                if fresh[-1].terminal:
+                    return
+    finally:
+        hub.unsubscribe(sub)

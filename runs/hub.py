@@ -1,0 +1,123 @@
+"""In-process event hub: wakes live streams when their events are committed.
+
+The store calls `publish` after each commit; a subscription gets the
+events of one commit together (one frame on the wire).  Nothing polls.
+A reader that falls too far behind is marked `lagged` and its queue is
+dropped: it catches up from the log, so a slow reader never holds more
+than `limit` events in memory and never delays anyone else.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+
+from store import Event
+
+
+class Subscription:
+    __slots__ = ("key", "batches", "queued", "lagged", "closed", "_waiter", "_limit")
+
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key
+        self.batches: deque[list[Event]] = deque()
+        self.queued = 0
+        self.lagged = False
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._limit = limit
+
+    def push(self, events: list[Event]) -> None:
+        if self.closed:
+            return
+        if self.queued + len(events) > self._limit:
+            self.batches.clear()
+            self.queued = 0
+            self.lagged = True
+        else:
+            self.batches.append(events)
+            self.queued += len(events)
+        self._wake()
+
+    def close(self) -> None:
+        """Ends the subscription: the reader's wait returns at once."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def take(self) -> list[list[Event]]:
+        out = list(self.batches)
+        self.batches.clear()
+        self.queued = 0
+        return out
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for events (True) or until `timeout` passes (False)."""
+        if self.batches or self.lagged or self.closed:
+            return True
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._waiter, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._waiter = None
+
+
+class EventHub:
+    def __init__(self, limit: int = 20000) -> None:
+        self._by_task: dict[str, set[Subscription]] = defaultdict(set)
+        self._by_thread: dict[str, set[Subscription]] = defaultdict(set)
+        self._limit = limit
+
+    def subscribe_task(self, task_id: str) -> Subscription:
+        sub = Subscription(task_id, self._limit)
+        self._by_task[task_id].add(sub)
+        return sub
+
+    def subscribe_thread(self, thread_id: str) -> Subscription:
+        sub = Subscription(thread_id, self._limit)
+        self._by_thread[thread_id].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.closed = True
+        for index in (self._by_task, self._by_thread):
+            subs = index.get(sub.key)
+            if subs is not None and sub in subs:
+                subs.discard(sub)
+                if not subs:
+                    del index[sub.key]
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._by_task.values()) + sum(len(s) for s in self._by_thread.values())
+
+    def publish(self, events: list[Event]) -> None:
+        """Hand one commit's events to their subscribers, grouped per task and thread."""
+        if not self._by_task and not self._by_thread:
+            return
+        per_task: dict[str, list[Event]] = {}
+        per_thread: dict[str, list[Event]] = {}
+        for ev in events:
+            if ev.task_id in self._by_task:
+                per_task.setdefault(ev.task_id, []).append(ev)
+            if ev.thread_id in self._by_thread:
+                per_thread.setdefault(ev.thread_id, []).append(ev)
+        for key, evs in per_task.items():
+            for sub in tuple(self._by_task.get(key, ())):
+                sub.push(evs)
+        for key, evs in per_thread.items():
+            for sub in tuple(self._by_thread.get(key, ())):
+                sub.push(evs)
+
+    def close_all(self) -> None:
+        """Ends every subscription (used at the end of a drain)."""
+        for index in (self._by_task, self._by_thread):
+            for subs in index.values():
+                for sub in subs:
+                    sub.close()

@@ -1,0 +1,421 @@
+"""The run manager: starts runs under the per-thread lock, runs agents in the
+background, aborts, parks and resumes them, recovers after a crash, drains.
+
+Every status change and its event are written in one transaction, so the
+task row and the event log never disagree.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from agents import AgentDef, AgentRegistry
+from agents.context import AgentError, Parked, Resume, RunContext
+from runs.assemble import MessageAssembler
+from runs.hub import EventHub
+from store import Conflict, Database, NotFound, WriteTx
+from store import events as events_sql
+from store import messages as messages_sql
+from store import tasks as tasks_sql
+from store import threads as threads_sql
+from store.db import now_ms
+from store.tasks import LIVE, TaskRow
+
+log = logging.getLogger("parley.runs")
+
+# An agent may run ahead of the writer by this many queued events before it waits.
+BACKLOG_HIGH_WATER = 2048
+
+
+class RunError(Exception):
+    """Base of the refusals the run manager gives; surfaces map them to statuses."""
+
+
+class Draining(RunError):
+    """The server is draining: no new runs."""
+
+
+class Forbidden(RunError):
+    """The thread or task belongs to another user."""
+
+
+class ThreadBusy(RunError):
+    """The thread already has a live task."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"thread has a live task {task_id}")
+        self.task_id = task_id
+
+
+class Invalid(RunError):
+    """The request names something that does not fit (unknown agent, unknown rewind point)."""
+
+
+class SignalRefused(RunError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    user_id: str
+    thread_id: str
+    message: dict[str, Any]  # a UIMessage with role "user"
+    agent_id: str = "demo"
+    rewind_from: str | None = None
+    client_run_id: str | None = None
+
+
+class Runner:
+    """One activation of a task's agent (a resumed task gets a new runner)."""
+
+    def __init__(self, manager: RunManager, task: TaskRow, agent: AgentDef, resume: Resume | None) -> None:
+        self.manager = manager
+        self.task = task
+        self.agent = agent
+        self.resume = resume
+        self.assembler = MessageAssembler()
+        self.abort_as: tuple[str, str, str] | None = None
+        self.future: asyncio.Future[None] | None = None
+        self._db = manager.db
+
+    # -- Sink -----------------------------------------------------------
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None:
+        self.assembler.apply(type, data)
+        self._db.append(self.task.id, self.task.thread_id, type, data)
+        if self._db.backlog > BACKLOG_HIGH_WATER:
+            await self._db.committed()
+
+    def set_node(self, node: str | None) -> None:
+        task_id = self.task.id
+
+        async def _node(tx: WriteTx) -> None:
+            await tasks_sql.update(tx, task_id, current_node=node)
+
+        self._db.submit(_node)
+
+    def correlation_key(self, node: str) -> str:
+        parks = int((self.task.state or {}).get("parks", 0)) + 1
+        return f"{node}-{self.task.id}-{parks}"
+
+    # -- life -----------------------------------------------------------
+
+    def cancel(self, status: str, reason: str, message: str) -> None:
+        if self.abort_as is None:
+            self.abort_as = (status, reason, message)
+        if self.future is not None and not self.future.done():
+            self.future.cancel()
+
+    async def run(self) -> None:
+        task = self.task
+        history = await self.manager.history(task.thread_id)
+        if self.resume is not None:
+            self.assembler.apply_all(await self.manager.task_events(task.id))
+        else:
+            await self._db.write(lambda tx: tasks_sql.update_if(tx, task.id, ("pending",), status="running", started_at=now_ms()))
+        ctx = RunContext(
+            self,
+            task_id=task.id,
+            thread_id=task.thread_id,
+            user_id=task.user_id,
+            message_id=task.assistant_message_id,
+            history=history,
+            tools=self.manager.agents.tools_for(self.agent),
+            resume=self.resume,
+            demo_delay_s=self.manager.demo_delay_s,
+        )
+        try:
+            await self.manager.agents.runner_for(self.agent)(ctx)
+        except asyncio.CancelledError:
+            status, reason, message = self.abort_as or ("cancelled", "cancelled", "The run was cancelled.")
+            await self.manager.finish(task, status, reason, message, self.assembler.parts)
+        except Parked as parked:
+            await self.manager.park(self, parked)
+        except AgentError as exc:
+            await self.manager.finish(task, "failed", exc.reason, exc.message, self.assembler.parts)
+        except Exception as exc:
+            log.exception("agent %s crashed on task %s", self.agent.id, task.id)
+            await self.manager.finish(task, "failed", "internal_error", f"The agent crashed: {type(exc).__name__}", self.assembler.parts)
+        else:
+            if self.abort_as is not None:  # aborted after the agent's last await
+                status, reason, message = self.abort_as
+                await self.manager.finish(task, status, reason, message, self.assembler.parts)
+            else:
+                await self.manager.finish(task, "completed", "", "", self.assembler.parts)
+
+
+class RunManager:
+    def __init__(self, db: Database, hub: EventHub, agents: AgentRegistry, *, demo_delay_ms: float = 15.0) -> None:
+        self.db = db
+        self.hub = hub
+        self.agents = agents
+        self.demo_delay_s = demo_delay_ms / 1000.0
+        self.draining = False
+        self._runners: dict[str, Runner] = {}
+        db.on_commit = hub.publish
+
+    # -- reads ------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> TaskRow:
+        task = await self.db.read(lambda c: tasks_sql.get(c, task_id))
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def owned_task(self, task_id: str, user_id: str) -> TaskRow:
+        task = await self.get_task(task_id)
+        if task.user_id != user_id:
+            raise Forbidden("task belongs to another user")
+        return task
+
+    async def current_task(self, thread_id: str, user_id: str) -> TaskRow | None:
+        await self.check_thread(thread_id, user_id)
+        return await self.db.read(lambda c: tasks_sql.live_for_thread(c, thread_id))
+
+    async def check_thread(self, thread_id: str, user_id: str) -> bool:
+        """True when the thread exists and is the user's; Forbidden when it is another's."""
+        thread = await self.db.read(lambda c: threads_sql.get(c, thread_id))
+        if thread is None:
+            return False
+        if thread.user_id != user_id:
+            raise Forbidden("thread belongs to another user")
+        return True
+
+    async def thread_messages(self, thread_id: str, user_id: str) -> list[dict[str, Any]]:
+        if not await self.check_thread(thread_id, user_id):
+            return []
+        return await self.history(thread_id)
+
+    async def history(self, thread_id: str) -> list[dict[str, Any]]:
+        return await self.db.read(lambda c: messages_sql.list_for_thread(c, thread_id))
+
+    async def message(self, thread_id: str, message_id: str | None) -> dict[str, Any] | None:
+        if message_id is None:
+            return None
+        return await self.db.read(lambda c: messages_sql.get(c, thread_id, message_id))
+
+    async def task_events(self, task_id: str, after: int = 0, limit: int = 1_000_000) -> list[Any]:
+        out: list[Any] = []
+        while len(out) < limit:
+            page = await self.db.read(lambda c: events_sql.for_task(c, task_id, after, min(2000, limit - len(out))))
+            if not page:
+                break
+            out.extend(page)
+            after = page[-1].id
+        return out
+
+    async def events_after(self, task_id: str, after: int, limit: int) -> list[Any]:
+        return await self.db.read(lambda c: events_sql.for_task(c, task_id, after, limit))
+
+    async def last_event(self, task_id: str) -> Any:
+        return await self.db.read(lambda c: events_sql.last_for_task(c, task_id))
+
+    # -- starting -----------------------------------------------------------
+
+    async def start_run(self, req: StartRequest) -> TaskRow:
+        """Store the user message and the task under the thread's lock, then run it.
+
+        Raises Draining, Forbidden, Invalid or ThreadBusy (with the live task's id).
+        """
+        if self.draining:
+            raise Draining("the server is draining")
+        agent = self.agents.get(req.agent_id)
+        if agent is None:
+            raise Invalid(f"unknown agent: {req.agent_id}")
+        task_id = str(uuid.uuid4())
+        title = _title(req.message)
+
+        async def _start(tx: WriteTx) -> TaskRow:
+            thread = await threads_sql.ensure(tx, req.thread_id, req.user_id, title)
+            if thread.user_id != req.user_id:
+                raise Forbidden("thread belongs to another user")
+            live = await tasks_sql.live_for_thread(tx.conn, req.thread_id)
+            if live is not None:
+                raise ThreadBusy(live.id)
+            if req.rewind_from is not None:
+                try:
+                    await messages_sql.supersede_from(tx, req.thread_id, req.rewind_from)
+                except NotFound:
+                    raise Invalid(f"rewindFrom names no message of this thread: {req.rewind_from}") from None
+            msg_id = req.message["id"]
+            if await messages_sql.exists(tx, req.thread_id, msg_id):
+                raise Invalid(f"message id {msg_id} already exists in this thread")
+            seq = await messages_sql.next_seq(tx, req.thread_id)
+            await messages_sql.put(tx, req.thread_id, msg_id, seq, "user", req.message["parts"], task_id, req.message.get("metadata"))
+            task = TaskRow(
+                id=task_id, thread_id=req.thread_id, user_id=req.user_id, agent_id=agent.id, status="pending",
+                created_at=now_ms(), started_at=None, finished_at=None, current_node=None, error=None, parked=None,
+                state=None, user_message_id=msg_id, assistant_message_id=f"msg_{uuid.uuid4().hex}",
+                assistant_seq=seq + 1, client_run_id=req.client_run_id,
+            )
+            await tasks_sql.insert(tx, task)
+            tx.event(task_id, req.thread_id, "run.started", {"messageId": task.assistant_message_id, "agentId": agent.id})
+            return task
+
+        try:
+            task: TaskRow = await self.db.write(_start)
+        except Conflict as exc:  # the unique index caught what the check above should have
+            raise ThreadBusy(str(exc.details.get("task_id", ""))) from exc
+        self._spawn(task, agent, None)
+        return task
+
+    def _spawn(self, task: TaskRow, agent: AgentDef, resume: Resume | None) -> Runner:
+        runner = Runner(self, task, agent, resume)
+        self._runners[task.id] = runner
+        runner.future = asyncio.ensure_future(runner.run())
+        runner.future.add_done_callback(lambda f: self._runner_done(task.id, runner, f))
+        return runner
+
+    def _runner_done(self, task_id: str, runner: Runner, fut: asyncio.Future[None]) -> None:
+        if self._runners.get(task_id) is runner:
+            del self._runners[task_id]
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("runner for task %s failed", task_id, exc_info=fut.exception())
+
+    @property
+    def live_runs(self) -> int:
+        return len(self._runners)
+
+    # -- ending ---------------------------------------------------------------
+
+    async def finish(
+        self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None
+    ) -> bool:
+        """End the task with its one terminal event; False when it had already ended."""
+
+        async def _finish(tx: WriteTx) -> bool:
+            error = None if status == "completed" else {"reason": reason, "message": message}
+            if not await tasks_sql.update_if(
+                tx, task.id, LIVE, status=status, finished_at=now_ms(), error=error, parked=None
+            ):
+                return False
+            if parts:
+                await messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts, task.id)
+            if status == "completed":
+                tx.event(task.id, task.thread_id, "run.finished", {})
+            else:
+                tx.event(task.id, task.thread_id, "run.error", {"status": status, "reason": reason, "message": message})
+            return True
+
+        return bool(await asyncio.shield(self.db.write(_finish)))
+
+    async def park(self, runner: Runner, parked: Parked) -> None:
+        task = runner.task
+        parts = runner.assembler.parts
+        state = dict(task.state or {})
+        state["parks"] = int(state.get("parks", 0)) + 1
+        state["pending"] = parked.state
+        info = {"correlationKey": parked.correlation_key, "prompt": parked.prompt}
+
+        async def _park(tx: WriteTx) -> bool:
+            if not await tasks_sql.update_if(
+                tx, task.id, ("running",), status="parked", parked=info, state=state, current_node=parked.node
+            ):
+                return False
+            tx.event(task.id, task.thread_id, "job.parked", {"node": parked.node, **info})
+            parts_now = parts + [{"type": "data-parked", "data": {"node": parked.node, **info}}]
+            await messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts_now, task.id)
+            return True
+
+        await asyncio.shield(self.db.write(_park))
+
+    async def abort(self, task_id: str, status: str = "cancelled", reason: str = "cancelled",
+                    message: str = "The run was cancelled.") -> None:
+        """Stop a task that has not ended (idempotent); returns once its terminal event is committed."""
+        runner = self._runners.get(task_id)
+        if runner is not None:
+            runner.cancel(status, reason, message)
+            if runner.future is not None:
+                await asyncio.wait([runner.future], timeout=10)
+            return
+        task = await self.get_task(task_id)
+        if task.live:
+            await self.finish(task, status, reason, message, None)
+
+    # -- signals ----------------------------------------------------------------
+
+    async def signal(self, task_id: str, correlation_key: str, payload: Any) -> TaskRow:
+        """Wake a parked task with a signal.  A repeat of a signal already taken is answered, not run again."""
+
+        async def _signal(tx: WriteTx) -> tuple[TaskRow, bool]:
+            task = await tasks_sql.get(tx.conn, task_id)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            state = dict(task.state or {})
+            taken = state.get("taken", [])
+            if correlation_key in taken:
+                return task, False
+            if task.status != "parked":
+                raise SignalRefused("JOB_NOT_PARKED", f"task {task_id} is {task.status}, not parked")
+            if not task.parked or task.parked.get("correlationKey") != correlation_key:
+                raise SignalRefused("INVALID_SIGNAL_KEY", "correlation_key does not match the parked step")
+            state["taken"] = [*taken, correlation_key]
+            state["resume"] = {"correlationKey": correlation_key, "payload": payload}
+            await tasks_sql.update(tx, task_id, status="running", parked=None, state=state)
+            tx.event(task_id, task.thread_id, "job.signal", {"correlationKey": correlation_key, "payload": payload})
+            task.status, task.parked, task.state = "running", None, state
+            return task, True
+
+        task, woke = await self.db.write(_signal)
+        if woke:
+            self._resume(task)
+        return task
+
+    def _resume(self, task: TaskRow) -> None:
+        agent = self.agents.get(task.agent_id)
+        state = task.state or {}
+        if agent is None:
+            asyncio.ensure_future(self.finish(task, "failed", "agent_missing", f"agent {task.agent_id} no longer exists", None))
+            return
+        sig = state.get("resume", {})
+        self._spawn(task, agent, Resume(sig.get("correlationKey", ""), sig.get("payload"), state.get("pending", {})))
+
+    # -- recovery and drain -----------------------------------------------------
+
+    async def recover(self) -> int:
+        """After a crash: tasks left pending/running end `failed`/`interrupted`; parked ones stay."""
+        stale = await self.db.read(lambda c: tasks_sql.with_status(c, ("pending", "running")))
+        for task in stale:
+            events = await self.task_events(task.id)
+            if task.state and task.state.get("resume") and task.status == "running" and _resumed_after_park(events):
+                # Woken by a signal but the process died before the agent finished: run it again.
+                self._resume(task)
+                continue
+            parts = MessageAssembler().apply_all(events).parts
+            await self.finish(task, "failed", "interrupted", "The server stopped while the run was in progress.", parts)
+        if stale:
+            log.info("recovered %d interrupted task(s)", len(stale))
+        return len(stale)
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new runs, give live runs `timeout` seconds, then end them `failed`/`shutdown`."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._runners and loop.time() < deadline:
+            futures = [r.future for r in self._runners.values() if r.future is not None]
+            await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        for runner in list(self._runners.values()):
+            runner.cancel("failed", "shutdown", "The server shut down before the run finished.")
+        leftovers = [r.future for r in self._runners.values() if r.future is not None]
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=10)
+        await self.db.committed()
+
+
+def _resumed_after_park(events: list[Any]) -> bool:
+    last_signal = max((i for i, e in enumerate(events) if e.type == "job.signal"), default=-1)
+    return last_signal >= 0 and not any(e.terminal for e in events[last_signal:])
+
+
+def _title(message: dict[str, Any]) -> str | None:
+    text = " ".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text").strip()
+    if not text:
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57].rstrip() + "…"

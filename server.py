@@ -1,0 +1,318 @@
+"""Parley: options, environment and config file -> make_app -> listen; drain on SIGTERM.
+
+    python server.py [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...
+
+Every flag also reads `PARLEY_<FLAG>` from the environment (lists comma
+separated) and the same key from the TOML file named by `--config`;
+flags win over the environment, the environment over the file.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from agents import AgentRegistry
+from auth import Authenticator
+from auth.keys import SigningKey, load_or_create_secret
+from handlers import base as base_handlers
+from handlers import native, openapi
+from runs.hub import EventHub
+from runs.manager import RunManager
+from store import Database
+
+VERSION = "0.1.0"
+log = logging.getLogger("parley")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@dataclass
+class Config:
+    """Every setting, with its default; the help text is the field's metadata."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8090, metadata={"help": "port to listen on (0: any free port)"})
+    data_dir: Path = field(default=Path("./data"), metadata={"help": "directory holding everything the server owns"})
+    internal_key: str | None = field(default=None, metadata={"help": "key for X-Internal-Key (server to server); unset: refused"})
+    jwks: list[str] = field(default_factory=list, metadata={"help": "JWKS URL or file to trust for Bearer JWTs (repeatable)"})
+    jwt_audience: str = field(default="authenticated", metadata={"help": "required JWT `aud`"})
+    jwt_issuer: str | None = field(default=None, metadata={"help": "required JWT `iss` of external tokens (checked exactly when set)"})
+    drain_timeout: float = field(default=30.0, metadata={"help": "seconds in-flight runs get to finish on SIGTERM"})
+    cors_origin: list[str] = field(default_factory=list, metadata={"help": "allowed CORS origin, `*` wildcards allowed (repeatable); default: own origin and http://localhost:3000"})
+    demo_delay_ms: float = field(default=15.0, metadata={"help": "delay between the demo agent's words"})
+    default_agent: str = field(default="demo", metadata={"help": "agent of runs that name none"})
+    log_format: str = field(default="text", metadata={"help": "request log format: text or json"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    max_streams_per_user: int = field(default=1000, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
+    keepalive_s: float = field(default=15.0, metadata={"help": "seconds between SSE keep-alive comments"})
+    idle_timeout: float = field(default=75.0, metadata={"help": "seconds before an idle keep-alive connection is closed"})
+    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]])"})
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
+
+
+_LIST_FIELDS = {"jwks", "cors_origin"}
+_FIELDS = {f.name: f for f in fields(Config) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = str(_FIELDS[name].type)
+    if name in _LIST_FIELDS:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return [str(v) for v in value]
+    if kind.startswith("Path"):
+        return Path(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return str(value)
+
+
+def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    environ = dict(os.environ if environ is None else environ)
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        description="Parley: a self-hosted agent run server. Every flag also reads PARLEY_<FLAG> "
+        "(e.g. PARLEY_INTERNAL_KEY; lists comma-separated) and the same key in the --config TOML file; "
+        "flags win over the environment, the environment over the file.",
+    )
+    for f in _FIELDS.values():
+        flag = "--" + f.name.replace("_", "-")
+        env = "PARLEY_" + f.name.upper()
+        if f.name in _LIST_FIELDS:
+            parser.add_argument(flag, action="append", default=None, help=f"{f.metadata['help']} [{env}]")
+        else:
+            parser.add_argument(flag, default=None, help=f"{f.metadata['help']} (default: {f.default}) [{env}]")
+    args = parser.parse_args(argv)
+    cfg = Config()
+    values: dict[str, Any] = {}
+    config_path = args.config or environ.get("PARLEY_CONFIG")
+    if config_path:
+        with open(config_path, "rb") as fh:
+            doc = tomllib.load(fh)
+        for key, value in doc.items():
+            name = key.replace("-", "_")
+            if name in _FIELDS and name != "config":
+                values[name] = value
+            else:
+                cfg.extra[key] = value  # tables: [llm.*], [[agents]], [[mcp_servers]]
+    for name in _FIELDS:
+        env = environ.get("PARLEY_" + name.upper())
+        if env is not None:
+            values[name] = env
+    for name in _FIELDS:
+        flag_value = getattr(args, name)
+        if flag_value is not None:
+            values[name] = flag_value
+    for name, value in values.items():
+        try:
+            setattr(cfg, name, _coerce(name, value))
+        except (TypeError, ValueError):
+            parser.error(f"invalid value for {name}: {value!r}")
+    if cfg.log_format not in ("text", "json"):
+        parser.error("--log-format must be text or json")
+    return cfg
+
+
+def _origin_pattern(origin: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in origin.rstrip("/").split("*")))
+
+
+class RequestLog:
+    """One structured line per request: method, path, status, duration, user, trace id."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.logger = logging.getLogger("parley.access")
+
+    def __call__(self, handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        identity = getattr(handler, "identity", None)
+        record = {
+            "method": handler.request.method,
+            "path": handler.request.path,  # never the query: it may hold a stream token
+            "status": status,
+            "duration_ms": round(handler.request.request_time() * 1000, 2),
+            "user": identity.user_id if identity is not None else None,
+            "trace_id": getattr(handler, "trace_id", None),
+        }
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if not self.logger.isEnabledFor(level):
+            return
+        if self.fmt == "json":
+            self.logger.log(level, orjson.dumps({"ts": time.time(), "level": logging.getLevelName(level).lower(), **record}).decode())
+        else:
+            extra = "".join(f" {k}={record[k]}" for k in ("user", "trace_id") if record[k])
+            self.logger.log(level, "%s %s %s %.1fms%s", record["status"], record["method"], record["path"], record["duration_ms"], extra)
+
+
+class Parley:
+    """The whole server: store, hub, run manager, auth and the Tornado application."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = config.data_dir.resolve()
+        self.db = Database(self.data_dir / "parley.db")
+        self.hub = EventHub()
+        self.agents = AgentRegistry()
+        self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms)
+        self.auth: Authenticator | None = None
+        self.app: web.Application | None = None
+        self.server: HTTPServer | None = None
+        self.port = config.port
+        self._sockets: list[socket.socket] = []
+        self._stopped = asyncio.Event()
+
+    async def open(self) -> web.Application:
+        """Open the store, recover interrupted runs, build the application."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        keys = self.data_dir / "keys"
+        signing = SigningKey.load_or_create(keys / "signing-key.pem")
+        secret = load_or_create_secret(keys / "stream-token.secret")
+        self.auth = Authenticator(
+            signing,
+            secret,
+            issuer=f"parley:{signing.kid}",
+            audience=self.config.jwt_audience,
+            jwks=self.config.jwks,
+            internal_key=self.config.internal_key,
+            expected_issuer=self.config.jwt_issuer,
+        )
+        await self.db.open()
+        await self.runs.recover()
+        self.app = make_app(self)
+        return self.app
+
+    def bind(self) -> None:
+        """Take the port first, so that a busy port fails before anything is opened."""
+        family = socket.AF_INET if ":" not in self.config.host else socket.AF_UNSPEC
+        self._sockets = bind_sockets(self.config.port, self.config.host, family=family)
+        self.port = self._sockets[0].getsockname()[1]
+
+    def listen(self) -> None:
+        assert self.app is not None
+        if not self._sockets:
+            self.bind()
+        self.server = HTTPServer(
+            self.app,
+            idle_connection_timeout=self.config.idle_timeout,
+            body_timeout=60,
+            max_body_size=base_handlers.LINGER_MAX_BODY,
+            max_header_size=64 * 1024,
+        )
+        self.server.add_sockets(self._sockets)
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    async def shutdown(self) -> None:
+        """Graceful drain (SPEC section 6), then close the store."""
+        log.info("draining: new runs refused, %d live run(s) get %ss", self.runs.live_runs, self.config.drain_timeout)
+        await self.runs.drain(self.config.drain_timeout)
+        self.hub.close_all()
+        await asyncio.sleep(0.05)  # let closed streams write their last frame
+        if self.server is not None:
+            self.server.stop()
+            await asyncio.wait_for(self.server.close_all_connections(), timeout=5)
+        await self.db.close()
+        log.info("drained; store closed")
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def make_app(parley: Parley) -> web.Application:
+    cfg = parley.config
+    origins = cfg.cors_origin or ["http://localhost:3000"]
+    handlers: list[Any] = [
+        *native.default_handlers,
+        *openapi.default_handlers,
+        (r"/ui", web.RedirectHandler, {"url": "/ui/"}),
+        (r"/ui/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
+    ]
+    return web.Application(
+        handlers,
+        default_handler_class=base_handlers.NotFoundHandler,
+        runs=parley.runs,
+        hub=parley.hub,
+        auth=parley.auth,
+        version=VERSION,
+        default_agent=cfg.default_agent,
+        cors_patterns=[_origin_pattern(o) for o in origins],
+        stream_counts=Counter(),
+        max_streams_per_user=cfg.max_streams_per_user,
+        keepalive_s=cfg.keepalive_s,
+        log_function=RequestLog(cfg.log_format),
+        compress_response=False,
+        xsrf_cookies=False,
+    )
+
+
+def setup_logging(cfg: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format="%(message)s" if cfg.log_format == "json" else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(cfg: Config) -> int:
+    parley = Parley(cfg)
+    parley.bind()
+    try:
+        await parley.open()
+    except BaseException:
+        await parley.db.close()
+        raise
+    parley.listen()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: exiting at once")
+            os._exit(1)
+        log.info("received %s", signal.Signals(signum).name)
+        asyncio.ensure_future(parley.shutdown())
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    print(
+        f"Parley {VERSION} · data {parley.data_dir} · store sqlite (WAL) {parley.db.path} · "
+        f"open {parley.url}/ui/",
+        flush=True,
+    )
+    await parley.wait_stopped()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(argv)
+    setup_logging(cfg)
+    return asyncio.run(serve(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Connections, PRAGMAs, migrations, and the single writer with group commit.
+
+Every write goes through one connection owned by one task (`_writer`).
+Writes queue up while a transaction is being committed and the next
+transaction takes all of them at once: many events, one fsync.  Events
+are handed to `on_commit` only after their transaction committed, so no
+reader can ever see an event that a crash could lose.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from itertools import cycle
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from store import events as events_sql
+from store.events import Event
+
+log = logging.getLogger("parley.store")
+T = TypeVar("T")
+WriteFn = Callable[["WriteTx"], Awaitable[Any]]
+
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class WriteTx:
+    """The open write transaction, as seen by one queued write function."""
+
+    def __init__(self, db: Database, conn: aiosqlite.Connection) -> None:
+        self.db = db
+        self.conn = conn
+        self.events: list[Event] = []
+
+    def event(self, task_id: str, thread_id: str, type: str, data: dict[str, Any]) -> Event:
+        """Add an event to this write; it is inserted and published with it."""
+        ev = Event(self.db.next_event_id(), task_id, thread_id, type, data, now_ms())
+        self.events.append(ev)
+        return ev
+
+    async def execute(self, sql: str, params: Any = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, params)
+
+    async def fetchone(self, sql: str, params: Any = ()) -> Any:
+        async with self.conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any] | None) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class Database:
+    """The embedded store.  `open()` it, `write()`/`append()` to it, `read()` from it."""
+
+    def __init__(self, path: Path, readers: int = 3) -> None:
+        self.path = path
+        self._reader_count = readers
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._reader_cycle: Any = None
+        self._queue: list[Event | _Job] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._next_id = 0
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        self.on_commit: Callable[[list[Event]], None] = lambda events: None
+        self.commits = 0
+        self.events_written = 0
+
+    # -- life cycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(self.path), isolation_level=None)
+        for pragma in _PRAGMAS:
+            await conn.execute(pragma)
+        # FULL: the WAL is synced at every commit, so a published event
+        # survives power loss; group commit keeps that to one sync per batch.
+        await conn.execute("PRAGMA synchronous = FULL")
+        self._writer_conn = conn
+        await self._migrate(conn)
+        self._next_id = await events_sql.max_id(conn)
+        for _ in range(self._reader_count):
+            r = await aiosqlite.connect(str(self.path), isolation_level=None)
+            await r.execute("PRAGMA busy_timeout = 5000")
+            await r.execute("PRAGMA query_only = ON")
+            self._readers.append(r)
+        self._reader_cycle = cycle(self._readers)
+        self._writer_task = asyncio.ensure_future(self._writer())
+
+    async def close(self) -> None:
+        """Commit everything queued, then close every connection."""
+        if self._writer_task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        await self._writer_task
+        self._writer_task = None
+        for r in self._readers:
+            await r.close()
+        self._readers.clear()
+        if self._writer_conn is not None:
+            await self._writer_conn.close()
+            self._writer_conn = None
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        )
+        async with conn.execute("SELECT version FROM schema_migrations") as cur:
+            done = {row[0] for row in await cur.fetchall()}
+        files = sorted(
+            (f for f in resources.files("store").joinpath("migrations").iterdir() if f.name.endswith(".sql")),
+            key=lambda f: f.name,
+        )
+        for f in files:
+            version = int(f.name.split("_", 1)[0])
+            if version in done:
+                continue
+            log.info("applying migration %s", f.name)
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(f.read_text()):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, f.name, now_ms()),
+                )
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    # -- writing ----------------------------------------------------------
+
+    def next_event_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def append(self, task_id: str, thread_id: str, type: str, data: dict[str, Any]) -> Event:
+        """Queue one event for the next group commit and return it (not yet visible).
+
+        Its id is given when its transaction runs, so ids always rise in
+        commit order, whatever mix of events and jobs is queued.
+        """
+        ev = Event(0, task_id, thread_id, type, data, now_ms())
+        self._queue.append(ev)
+        self._wake.set()
+        return ev
+
+    @property
+    def backlog(self) -> int:
+        """Number of queued writes not yet taken by a transaction."""
+        return len(self._queue)
+
+    def submit(self, fn: WriteFn) -> asyncio.Future[Any]:
+        """Queue `fn(tx)` for the next transaction; the future gets its result once committed."""
+        if self._closing and self._writer_task is None:
+            raise RuntimeError("database is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(fn, fut))
+        self._wake.set()
+        return fut
+
+    async def write(self, fn: Callable[[WriteTx], Awaitable[T]]) -> T:
+        """Run `fn(tx)` inside the next group transaction; return once it is committed."""
+        result: T = await self.submit(fn)
+        return result
+
+    async def committed(self) -> None:
+        """Wait until everything queued before this call is committed."""
+        if not self._queue and self._idle.is_set():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commit_waiters.append(fut)
+        self._wake.set()
+        await fut
+
+    async def _writer(self) -> None:
+        conn = self._writer_conn
+        assert conn is not None
+        while True:
+            if not self._queue:
+                if self._closing:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._queue = self._queue, []
+            waiters, self._commit_waiters = self._commit_waiters, []
+            self._idle.clear()
+            try:
+                await self._commit_batch(conn, batch)
+            except Exception:
+                log.exception("group commit failed; %d writes dropped", len(batch))
+            finally:
+                self._idle.set()
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+
+    async def _commit_batch(self, conn: aiosqlite.Connection, batch: list[Event | _Job]) -> None:
+        published: list[Event] = []
+        results: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
+        pending: list[Event] = []
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in batch:
+                if isinstance(item, Event):
+                    item.id = self.next_event_id()
+                    pending.append(item)
+                    continue
+                if pending:
+                    await events_sql.insert_batch(conn, pending)
+                    published.extend(pending)
+                    pending = []
+                tx = WriteTx(self, conn)
+                await conn.execute("SAVEPOINT job")
+                try:
+                    value = await item.fn(tx)
+                    if tx.events:
+                        await events_sql.insert_batch(conn, tx.events)
+                    await conn.execute("RELEASE job")
+                except Exception as exc:  # one failed job must not sink the batch
+                    await conn.execute("ROLLBACK TO job")
+                    await conn.execute("RELEASE job")
+                    results.append((item.future, None, exc))
+                else:
+                    published.extend(tx.events)
+                    results.append((item.future, value, None))
+            if pending:
+                await events_sql.insert_batch(conn, pending)
+                published.extend(pending)
+            await conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                await conn.execute("ROLLBACK")
+            finally:
+                for item in batch:
+                    if isinstance(item, _Job) and item.future is not None and not item.future.done():
+                        item.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            raise
+        self.commits += 1
+        self.events_written += len(published)
+        if published:
+            try:
+                self.on_commit(published)
+            except Exception:
+                log.exception("on_commit hook failed")
+        for fut, value, exc in results:
+            if fut is None or fut.done():
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+
+    # -- reading ----------------------------------------------------------
+
+    async def read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run a read on one of the reader connections (WAL: never blocked by the writer)."""
+        conn = next(self._reader_cycle)
+        return await fn(conn)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (no triggers with inner semicolons here)."""
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | bytes | None) -> Any:
+    return None if text is None else orjson.loads(text)

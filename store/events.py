@@ -1,0 +1,95 @@
+"""The event log: one row per event, one id sequence for the whole server."""
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+import orjson
+
+TERMINAL_TYPES = frozenset({"run.finished", "run.error"})
+
+_INSERT = "INSERT INTO events (id, task_id, thread_id, type, data, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+_COLUMNS = "id, task_id, thread_id, type, data, created_at"
+
+
+class Event:
+    """One committed (or about to be committed) event of a task.
+
+    `data_json` is the encoded payload, made once; renderers cache their
+    encoded form in `rendered` so that a hundred readers of one live event
+    share one encoding.
+    """
+
+    __slots__ = ("id", "task_id", "thread_id", "type", "data", "data_json", "created_at", "rendered")
+
+    def __init__(
+        self,
+        id: int,
+        task_id: str,
+        thread_id: str,
+        type: str,
+        data: dict[str, Any],
+        created_at: int,
+        data_json: bytes | None = None,
+    ) -> None:
+        self.id = id
+        self.task_id = task_id
+        self.thread_id = thread_id
+        self.type = type
+        self.data = data
+        self.created_at = created_at
+        self.data_json = data_json if data_json is not None else orjson.dumps(data)
+        self.rendered: dict[str, Any] = {}
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def row(self) -> tuple[int, str, str, str, str, int]:
+        return (self.id, self.task_id, self.thread_id, self.type, self.data_json.decode(), self.created_at)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Event:
+        raw = row[4].encode() if isinstance(row[4], str) else bytes(row[4])
+        return cls(row[0], row[1], row[2], row[3], orjson.loads(raw), row[5], raw)
+
+    def __repr__(self) -> str:
+        return f"Event({self.id}, {self.type}, task={self.task_id})"
+
+
+async def insert_batch(conn: aiosqlite.Connection, events: list[Event]) -> None:
+    await conn.executemany(_INSERT, [e.row() for e in events])
+
+
+async def max_id(conn: aiosqlite.Connection) -> int:
+    """The highest id ever handed out (sqlite_sequence survives deletions)."""
+    async with conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
+        row = await cur.fetchone()
+    seq = int(row[0]) if row else 0
+    async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
+        row = await cur.fetchone()
+    return max(seq, int(row[0]) if row else 0)
+
+
+async def for_task(conn: aiosqlite.Connection, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (task_id, after, limit),
+    ) as cur:
+        return [Event.from_row(r) for r in await cur.fetchall()]
+
+
+async def for_thread(conn: aiosqlite.Connection, thread_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE thread_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (thread_id, after, limit),
+    ) as cur:
+        return [Event.from_row(r) for r in await cur.fetchall()]
+
+
+async def last_for_task(conn: aiosqlite.Connection, task_id: str) -> Event | None:
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    return Event.from_row(row) if row else None

@@ -1,0 +1,98 @@
+"""Tasks (= runs = jobs): one row per run, the status machine's memory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import aiosqlite
+
+from store.db import WriteTx, dumps, loads
+
+LIVE = ("pending", "running", "parked")
+TERMINAL = ("completed", "failed", "cancelled")
+_JSON = frozenset({"error", "parked", "state"})
+
+
+@dataclass(slots=True)
+class TaskRow:
+    id: str
+    thread_id: str
+    user_id: str
+    agent_id: str
+    status: str
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    current_node: str | None
+    error: dict[str, Any] | None
+    parked: dict[str, Any] | None
+    state: dict[str, Any] | None
+    user_message_id: str | None
+    assistant_message_id: str
+    assistant_seq: int
+    client_run_id: str | None
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: Any) -> TaskRow:
+        values = [loads(v) if f.name in _JSON else v for f, v in zip(fields(cls), row)]
+        return cls(*values)
+
+
+_COLUMNS = ", ".join(f.name for f in fields(TaskRow))
+
+
+def _encode(name: str, value: Any) -> Any:
+    return dumps(value) if name in _JSON and value is not None else value
+
+
+async def insert(tx: WriteTx, task: TaskRow) -> None:
+    names = [f.name for f in fields(TaskRow)]
+    await tx.execute(
+        f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' for _ in names)})",
+        [_encode(n, getattr(task, n)) for n in names],
+    )
+
+
+async def get(conn: aiosqlite.Connection, task_id: str) -> TaskRow | None:
+    async with conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)) as cur:
+        row = await cur.fetchone()
+    return TaskRow.from_row(row) if row else None
+
+
+async def live_for_thread(conn: aiosqlite.Connection, thread_id: str) -> TaskRow | None:
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE thread_id = ? AND status IN ('pending', 'running', 'parked')",
+        (thread_id,),
+    ) as cur:
+        row = await cur.fetchone()
+    return TaskRow.from_row(row) if row else None
+
+
+async def with_status(conn: aiosqlite.Connection, statuses: tuple[str, ...]) -> list[TaskRow]:
+    marks = ", ".join("?" for _ in statuses)
+    async with conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY created_at", statuses) as cur:
+        return [TaskRow.from_row(r) for r in await cur.fetchall()]
+
+
+async def update(tx: WriteTx, task_id: str, **values: Any) -> None:
+    sets = ", ".join(f"{k} = ?" for k in values)
+    await tx.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*(_encode(k, v) for k, v in values.items()), task_id])
+
+
+async def update_if(tx: WriteTx, task_id: str, statuses: tuple[str, ...], **values: Any) -> bool:
+    """Update only while the task is in one of `statuses`; True when it was."""
+    sets = ", ".join(f"{k} = ?" for k in values)
+    marks = ", ".join("?" for _ in statuses)
+    cur = await tx.execute(
+        f"UPDATE tasks SET {sets} WHERE id = ? AND status IN ({marks})",
+        [*(_encode(k, v) for k, v in values.items()), task_id, *statuses],
+    )
+    return cur.rowcount == 1

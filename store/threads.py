@@ -1,0 +1,49 @@
+"""Threads: owner, title, timestamps, soft delete."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from store.db import WriteTx, now_ms
+
+_COLUMNS = "id, user_id, title, created_at, updated_at, deleted_at"
+
+
+@dataclass(slots=True)
+class ThreadRow:
+    id: str
+    user_id: str
+    title: str | None
+    created_at: int
+    updated_at: int
+    deleted_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> ThreadRow:
+        return cls(*row)
+
+
+async def get(conn: aiosqlite.Connection, thread_id: str) -> ThreadRow | None:
+    async with conn.execute(f"SELECT {_COLUMNS} FROM threads WHERE id = ?", (thread_id,)) as cur:
+        row = await cur.fetchone()
+    return ThreadRow.from_row(row) if row else None
+
+
+async def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> ThreadRow:
+    """The thread, created for `user_id` if it does not exist yet (owner = first writer)."""
+    row = await get(tx.conn, thread_id)
+    now = now_ms()
+    if row is None:
+        await tx.execute(
+            "INSERT INTO threads (id, user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (thread_id, user_id, title, now, now),
+        )
+        return ThreadRow(thread_id, user_id, title, now, now, None)
+    if row.user_id == user_id:
+        await tx.execute(
+            "UPDATE threads SET updated_at = ?, deleted_at = NULL, title = COALESCE(title, ?) WHERE id = ?",
+            (now, title, thread_id),
+        )
+    return row
