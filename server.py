@@ -237,6 +237,12 @@ class Parley:
         log.info("drained; store closed")
         self._stopped.set()
 
+    async def close(self) -> None:
+        """Stop at once (tests): runs end `failed`/`shutdown`, the store is closed."""
+        await self.runs.drain(0)
+        self.hub.close_all()
+        await self.db.close()
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
