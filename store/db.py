@@ -207,6 +207,9 @@ class Database:
         assert conn is not None
         while True:
             if not self._queue:
+                # Nothing queued: whatever a waiter waited for is committed.
+                self._release(self._commit_waiters)
+                self._commit_waiters = []
                 if self._closing:
                     break
                 self._wake.clear()
@@ -221,9 +224,13 @@ class Database:
                 log.exception("group commit failed; %d writes dropped", len(batch))
             finally:
                 self._idle.set()
-                for w in waiters:
-                    if not w.done():
-                        w.set_result(None)
+                self._release(waiters)
+
+    @staticmethod
+    def _release(waiters: list[asyncio.Future[None]]) -> None:
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
     async def _commit_batch(self, conn: aiosqlite.Connection, batch: list[Event | _Job]) -> None:
         published: list[Event] = []

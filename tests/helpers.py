@@ -118,11 +118,24 @@ class Client:
         h = dict(headers or {})
         if last_event_id is not None:
             h["Last-Event-ID"] = str(last_event_id)
+        cut = [False]
+
+        def on_chunk_guarded(chunk: bytes) -> None:
+            if cut[0]:
+                return
+            try:
+                on_chunk(chunk)
+            except Cut:
+                cut[0] = True
+                raise
+
         try:
-            resp = await self.request("GET", f"/stream/{task_id}{query}", headers=h, streaming_callback=on_chunk,
-                                      request_timeout=60)
+            resp = await self.http.fetch(f"/stream/{task_id}{query}", headers=self.headers(**h),
+                                         streaming_callback=on_chunk_guarded, request_timeout=60, raise_error=False)
             code = resp.code
-        except Cut:
+        except (Cut, HTTPClientError):
+            if not cut[0]:
+                raise
             code = 200
         body = bytes(buf)
         if cut_after is not None:
