@@ -18,7 +18,6 @@ import socket
 import sys
 import time
 import tomllib
-from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,13 @@ from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
 from handlers import base as base_handlers
 from handlers import native, openapi
+from handlers.sse import StreamSlots
 from runs.hub import EventHub
 from runs.manager import RunManager
 from store import Database
 
 VERSION = "0.1.0"
+STREAM_GRACE_S = 5.0
 log = logging.getLogger("parley")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -103,7 +104,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
     args = parser.parse_args(argv)
     cfg = Config()
     values: dict[str, Any] = {}
-    config_path = args.config or environ.get("PARLEY_CONFIG")
+    config_path: str | None = args.config or environ.get("PARLEY_CONFIG")
     if config_path:
         with open(config_path, "rb") as fh:
             doc = tomllib.load(fh)
@@ -114,9 +115,9 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             else:
                 cfg.extra[key] = value  # tables: [llm.*], [[agents]], [[mcp_servers]]
     for name in _FIELDS:
-        env = environ.get("PARLEY_" + name.upper())
-        if env is not None:
-            values[name] = env
+        env_value = environ.get("PARLEY_" + name.upper())
+        if env_value is not None:
+            values[name] = env_value
     for name in _FIELDS:
         flag_value = getattr(args, name)
         if flag_value is not None:
@@ -171,6 +172,7 @@ class Parley:
         self.data_dir = config.data_dir.resolve()
         self.db = Database(self.data_dir / "parley.db")
         self.hub = EventHub()
+        self.streams = StreamSlots(config.max_streams_per_user)
         self.agents = AgentRegistry()
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms)
         self.auth: Authenticator | None = None
@@ -228,8 +230,11 @@ class Parley:
         """Graceful drain (SPEC section 6), then close the store."""
         log.info("draining: new runs refused, %d live run(s) get %ss", self.runs.live_runs, self.config.drain_timeout)
         await self.runs.drain(self.config.drain_timeout)
+        # Streams of ended runs close after their terminal frame; those of parked
+        # runs are ended here.  Slow readers get a few seconds to take the rest.
         self.hub.close_all()
-        await asyncio.sleep(0.05)  # let closed streams write their last frame
+        if not await self.streams.wait_idle(STREAM_GRACE_S):
+            log.warning("%d stream(s) still open after %ss; closing them", self.streams.total, STREAM_GRACE_S)
         if self.server is not None:
             self.server.stop()
             await asyncio.wait_for(self.server.close_all_connections(), timeout=5)
@@ -265,8 +270,7 @@ def make_app(parley: Parley) -> web.Application:
         version=VERSION,
         default_agent=cfg.default_agent,
         cors_patterns=[_origin_pattern(o) for o in origins],
-        stream_counts=Counter(),
-        max_streams_per_user=cfg.max_streams_per_user,
+        stream_slots=parley.streams,
         keepalive_s=cfg.keepalive_s,
         log_function=RequestLog(cfg.log_format),
         compress_response=False,
@@ -293,6 +297,7 @@ async def serve(cfg: Config) -> int:
     parley.listen()
     loop = asyncio.get_running_loop()
     signals_seen = 0
+    drain_task: list[asyncio.Future[None]] = []
 
     def on_signal(signum: int) -> None:
         nonlocal signals_seen
@@ -301,7 +306,7 @@ async def serve(cfg: Config) -> int:
             log.warning("second signal: exiting at once")
             os._exit(1)
         log.info("received %s", signal.Signals(signum).name)
-        asyncio.ensure_future(parley.shutdown())
+        drain_task.append(asyncio.ensure_future(parley.shutdown()))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)

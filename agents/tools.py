@@ -6,7 +6,7 @@ import math
 import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,7 +30,7 @@ async def _clock(args: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(name, str):
         raise ToolError("timezone must be a string")
     try:
-        tz: Any = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+        tz: Any = UTC if name.upper() == "UTC" else ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ToolError(f"unknown timezone: {name}") from None
     now = datetime.now(tz)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections import Counter
 from typing import Any, cast
 
 from tornado import iostream
@@ -11,7 +10,7 @@ from tornado import iostream
 from auth import AuthError
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.sse import KEEPALIVE, RETRY_MS, follow_task, native_frames, native_terminal_frame
+from handlers.sse import KEEPALIVE, RETRY_MS, StreamSlots, follow_task, native_frames, native_terminal_frame
 from runs.hub import EventHub, Subscription
 from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy
 from store import NotFound
@@ -177,10 +176,8 @@ class StreamHandler(NativeHandler):
                 self.write(native_terminal_frame(last))
                 self.finish()
                 return
-        counts = cast(Counter[str], self.settings["stream_counts"])
-        if counts[self.user_id] >= self.settings["max_streams_per_user"]:
+        if not self.slots.acquire(self.user_id):
             raise ApiError(429, "too many open streams for this user", retry_after=5)
-        counts[self.user_id] += 1
         self._counted = True
         self.start_stream()
         hub = cast(EventHub, self.settings["hub"])
@@ -217,13 +214,14 @@ class StreamHandler(NativeHandler):
         super().on_finish()
         self._release()
 
+    @property
+    def slots(self) -> StreamSlots:
+        return cast(StreamSlots, self.settings["stream_slots"])
+
     def _release(self) -> None:
         if self._counted:
             self._counted = False
-            counts = cast(Counter[str], self.settings["stream_counts"])
-            counts[self.user_id] -= 1
-            if counts[self.user_id] <= 0:
-                del counts[self.user_id]
+            self.slots.release(self.user_id)
 
 
 class CurrentTaskHandler(NativeHandler):

@@ -33,7 +33,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 TASK_INFO = {"$ref": "#/components/schemas/TaskInfo"}
-SECURED = [{"bearer": []}, {"internalKey": [], "userId": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"internalKey": [], "userId": []}]
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/": {"get": {"summary": "Service info (a browser is redirected to /ui/)", "security": [],

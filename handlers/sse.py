@@ -5,6 +5,7 @@ cached on the event, so a hundred readers of one run share one encoding.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -153,24 +154,70 @@ async def follow_task(
                         return
                     continue
                 replaying = False
-            got = await sub.wait(keepalive_s)
-            if sub.closed:
-                return
-            if not got:
-                yield None
-                continue
-            if sub.lagged:
+            if sub.lagged:  # the reader fell behind: its queue was dropped, catch up from the log
                 sub.lagged = False
                 sub.take()
                 replaying = True
                 continue
-            for batch in sub.take():
-                fresh = [e for e in batch if e.id > cursor] if batch[0].id <= cursor else batch
+            batches = sub.take()
+            for batch in batches:
+                fresh = batch if batch[0].id > cursor else [e for e in batch if e.id > cursor]
                 if not fresh:
                     continue
                 cursor = fresh[-1].id
                 yield fresh
                 if fresh[-1].terminal:
                     return
+            if batches:
+                continue
+            if sub.closed:  # only after everything already queued was handed out
+                return
+            if not await sub.wait(keepalive_s):
+                yield None
     finally:
         hub.unsubscribe(sub)
+
+
+class StreamSlots:
+    """Open streams: a cap per user, and a wake-up when the last one ends (drain)."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._open: dict[str, int] = {}
+        self._total = 0
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def acquire(self, user_id: str) -> bool:
+        held = self._open.get(user_id, 0)
+        if held >= self.per_user:
+            return False
+        self._open[user_id] = held + 1
+        self._total += 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        held = self._open.get(user_id, 0) - 1
+        if held > 0:
+            self._open[user_id] = held
+        else:
+            self._open.pop(user_id, None)
+        self._total -= 1
+        if self._total == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no stream is open (True) or `timeout` passes (False)."""
+        if self._total == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._idle = None

@@ -15,7 +15,7 @@ from store import Event
 
 
 class Subscription:
-    __slots__ = ("key", "batches", "queued", "lagged", "closed", "_waiter", "_limit")
+    __slots__ = ("_limit", "_waiter", "batches", "closed", "key", "lagged", "queued")
 
     def __init__(self, key: str, limit: int) -> None:
         self.key = key

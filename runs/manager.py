@@ -157,6 +157,7 @@ class RunManager:
         self.demo_delay_s = demo_delay_ms / 1000.0
         self.draining = False
         self._runners: dict[str, Runner] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         db.on_commit = hub.publish
 
     # -- reads ------------------------------------------------------------
@@ -201,12 +202,13 @@ class RunManager:
 
     async def task_events(self, task_id: str, after: int = 0, limit: int = 1_000_000) -> list[Any]:
         out: list[Any] = []
+        cursor = after
         while len(out) < limit:
-            page = await self.db.read(lambda c: events_sql.for_task(c, task_id, after, min(2000, limit - len(out))))
+            page = await self.events_after(task_id, cursor, min(2000, limit - len(out)))
             if not page:
                 break
             out.extend(page)
-            after = page[-1].id
+            cursor = page[-1].id
         return out
 
     async def events_after(self, task_id: str, after: int, limit: int) -> list[Any]:
@@ -277,6 +279,12 @@ class RunManager:
         if not fut.cancelled() and fut.exception() is not None:
             log.error("runner for task %s failed", task_id, exc_info=fut.exception())
 
+    def _background(self, coro: Any) -> None:
+        """Run `coro` without waiting for it, keeping a reference until it is done."""
+        fut = asyncio.ensure_future(coro)
+        self._tasks.add(fut)
+        fut.add_done_callback(self._tasks.discard)
+
     @property
     def live_runs(self) -> int:
         return len(self._runners)
@@ -318,7 +326,7 @@ class RunManager:
             ):
                 return False
             tx.event(task.id, task.thread_id, "job.parked", {"node": parked.node, **info})
-            parts_now = parts + [{"type": "data-parked", "data": {"node": parked.node, **info}}]
+            parts_now = [*parts, {"type": "data-parked", "data": {"node": parked.node, **info}}]
             await messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts_now, task.id)
             return True
 
@@ -370,7 +378,7 @@ class RunManager:
         agent = self.agents.get(task.agent_id)
         state = task.state or {}
         if agent is None:
-            asyncio.ensure_future(self.finish(task, "failed", "agent_missing", f"agent {task.agent_id} no longer exists", None))
+            self._background(self.finish(task, "failed", "agent_missing", f"agent {task.agent_id} no longer exists", None))
             return
         sig = state.get("resume", {})
         self._spawn(task, agent, Resume(sig.get("correlationKey", ""), sig.get("payload"), state.get("pending", {})))

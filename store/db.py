@@ -254,10 +254,10 @@ class Database:
                     if tx.events:
                         await events_sql.insert_batch(conn, tx.events)
                     await conn.execute("RELEASE job")
-                except Exception as exc:  # one failed job must not sink the batch
+                except Exception as job_error:  # one failed job must not sink the batch
                     await conn.execute("ROLLBACK TO job")
                     await conn.execute("RELEASE job")
-                    results.append((item.future, None, exc))
+                    results.append((item.future, None, job_error))
                 else:
                     published.extend(tx.events)
                     results.append((item.future, value, None))
@@ -280,11 +280,11 @@ class Database:
                 self.on_commit(published)
             except Exception:
                 log.exception("on_commit hook failed")
-        for fut, value, exc in results:
+        for fut, value, error in results:
             if fut is None or fut.done():
                 continue
-            if exc is not None:
-                fut.set_exception(exc)
+            if error is not None:
+                fut.set_exception(error)
             else:
                 fut.set_result(value)
 

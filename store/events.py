@@ -20,7 +20,7 @@ class Event:
     share one encoding.
     """
 
-    __slots__ = ("id", "task_id", "thread_id", "type", "data", "data_json", "created_at", "rendered")
+    __slots__ = ("created_at", "data", "data_json", "id", "rendered", "task_id", "thread_id", "type")
 
     def __init__(
         self,

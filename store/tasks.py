@@ -42,7 +42,7 @@ class TaskRow:
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRow:
-        values = [loads(v) if f.name in _JSON else v for f, v in zip(fields(cls), row)]
+        values = [loads(v) if f.name in _JSON else v for f, v in zip(fields(cls), row, strict=True)]
         return cls(*values)
 
 

@@ -66,7 +66,7 @@ async def test_delete_is_idempotent_and_stream_ends_with_error(alice):
     task_id = await alice.start_ok("stop-me", "/sleep 30")
     assert (await alice.request("DELETE", f"/task/{task_id}")).code == 204
     assert (await alice.request("DELETE", f"/task/{task_id}")).code == 204
-    code, frames = await alice.stream(task_id)
+    _, frames = await alice.stream(task_id)
     assert frames[-1].event == "error"
     assert frames[-1].data == "The run was cancelled."
     info = await alice.task(task_id)
@@ -87,7 +87,7 @@ async def test_unknown_thread_has_no_messages_and_no_task(alice):
 
 async def test_failed_run_reports_reason(alice):
     task_id = await alice.start_ok("fails", "/fail")
-    code, frames = await alice.stream(task_id)
+    _, frames = await alice.stream(task_id)
     assert frames[-1].event == "error" and "failed on purpose" in frames[-1].data
     info = await alice.task(task_id)
     assert info["status"] == "failed" and info["error"]["reason"] == "demo_failure"
@@ -104,13 +104,13 @@ async def test_parked_run_holds_lock_and_shows_parked(alice, parley):
     assert info["parked"]["prompt"] == "refund order 7" and info["parked"]["correlationKey"]
     resp = await alice.start("park", "next")
     assert resp.code == 409 and body(resp)["taskId"] == task_id
-    code, frames = await alice.stream(task_id, cut_after=1)
+    _, frames = await alice.stream(task_id, cut_after=1)
     chunks = [c for f in frames if f.id is not None for c in f.chunks]
     assert chunks[-1]["type"] == "data-parked"
     assert chunks[-1]["data"]["correlationKey"] == info["parked"]["correlationKey"]
     # The signal (its HTTP route comes with the job surface) resumes the same task.
     await parley.runs.signal(task_id, info["parked"]["correlationKey"], {"approved": True})
-    code, frames = await alice.stream(task_id)
+    _, frames = await alice.stream(task_id)
     assert frames[-1].event == "done"
     assert "Approved: refund order 7" in text_of(frames)
     assert (await alice.task(task_id))["status"] == "completed"
@@ -193,7 +193,7 @@ async def test_resume_live_at_many_cut_points(parley, alice):
     rounds = 0
     while True:
         rounds += 1
-        code, frames = await alice.stream(task_id, last_event_id=cursor, cut_after=3)
+        _, frames = await alice.stream(task_id, last_event_id=cursor, cut_after=3)
         frames = [f for f in frames if f.id is not None]
         for f in frames:
             assert f.id > cursor or (f.event == "done" and f.id == cursor)
