@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/python server.py $(ARGS)
 
 test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

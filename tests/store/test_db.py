@@ -1,0 +1,117 @@
+"""The store: migrations, group commit, event ids that only grow."""
+import asyncio
+
+import pytest
+
+from store import Database
+from store import events as events_sql
+
+
+@pytest.fixture
+def db(io_loop, tmp_path):
+    database = Database(tmp_path / "p.db")
+    io_loop.run_sync(database.open)
+    yield database
+    io_loop.run_sync(database.close)
+
+
+async def test_wal_and_synchronous_full(db):
+    async def pragma(name):
+        async with db._writer_conn.execute(f"PRAGMA {name}") as cur:
+            return (await cur.fetchone())[0]
+
+    assert (await pragma("journal_mode")).lower() == "wal"
+    assert await pragma("synchronous") == 2  # FULL
+
+
+async def test_many_events_share_one_commit(db):
+    published = []
+    db.on_commit = lambda events: published.append(list(events))
+    commits_before = db.commits
+    for i in range(500):
+        db.append("task-1", "thread-1", "text.delta", {"partId": "p", "delta": str(i)})
+    await db.committed()
+    assert db.commits - commits_before <= 2
+    ids = [e.id for batch in published for e in batch]
+    assert ids == sorted(ids) and len(set(ids)) == 500
+    stored = await db.read(lambda c: events_sql.for_task(c, "task-1", 0, 1000))
+    assert [e.data["delta"] for e in stored] == [str(i) for i in range(500)]
+
+
+async def test_ids_rise_in_commit_order_across_jobs_and_events(db):
+    published = []
+    db.on_commit = lambda events: published.extend(events)
+
+    async def job(tx):
+        tx.event("task-2", "thread-2", "step.started", {"node": "n"})
+
+    db.append("task-2", "thread-2", "text.delta", {"partId": "p", "delta": "a"})
+    fut = db.submit(job)
+    db.append("task-2", "thread-2", "text.delta", {"partId": "p", "delta": "b"})
+    await fut
+    await db.committed()
+    assert [e.type for e in published] == ["text.delta", "step.started", "text.delta"]
+    assert [e.id for e in published] == sorted(e.id for e in published)
+
+
+async def test_failed_job_rolls_back_alone(db):
+    async def bad(tx):
+        tx.event("task-3", "thread-3", "step.started", {"node": "x"})
+        await tx.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async def good(tx):
+        tx.event("task-3", "thread-3", "step.started", {"node": "y"})
+        return "ok"
+
+    bad_fut, good_fut = db.submit(bad), db.submit(good)
+    with pytest.raises(Exception, match="no_such_table"):
+        await bad_fut
+    assert await good_fut == "ok"
+    stored = await db.read(lambda c: events_sql.for_task(c, "task-3"))
+    assert [e.data["node"] for e in stored] == ["y"]
+
+
+async def test_event_ids_are_never_reused_after_delete_and_reopen(tmp_path):
+    db = Database(tmp_path / "ids.db")
+    await db.open()
+    for _ in range(10):
+        db.append("t", "th", "text.delta", {"partId": "p", "delta": "x"})
+    await db.committed()
+    top = db._next_id
+
+    async def wipe(tx):
+        await tx.execute("DELETE FROM events")
+
+    await db.write(wipe)
+    await db.close()
+    db2 = Database(tmp_path / "ids.db")
+    await db2.open()
+    ev = db2.append("t", "th", "text.delta", {"partId": "p", "delta": "y"})
+    await db2.committed()
+    assert ev.id > top
+    await db2.close()
+
+
+async def test_migrations_apply_once(tmp_path):
+    for _ in range(2):
+        db = Database(tmp_path / "m.db")
+        await db.open()
+        rows = await db.read(lambda c: _all(c, "SELECT version FROM schema_migrations"))
+        assert rows == [(1,)]
+        await db.close()
+
+
+async def _all(conn, sql):
+    async with conn.execute(sql) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
+
+
+async def test_concurrent_writers_are_serialised(db):
+    async def bump(tx):
+        await tx.execute("CREATE TABLE IF NOT EXISTS counter (n INTEGER)")
+        row = await tx.fetchone("SELECT COUNT(*) FROM counter")
+        await tx.execute("INSERT INTO counter VALUES (?)", (row[0],))
+        return row[0]
+
+    results = await asyncio.gather(*(db.write(bump) for _ in range(50)))
+    assert sorted(results) == list(range(50))
