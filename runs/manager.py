@@ -117,7 +117,8 @@ class Runner:
         if self.resume is not None:
             self.assembler.apply_all(await self.manager.task_events(task.id))
         else:
-            await self._db.write(lambda tx: tasks_sql.update_if(tx, task.id, ("pending",), status="running", started_at=now_ms()))
+            # Queued ahead of the agent's first events, committed with them: no extra wait.
+            self._db.submit(lambda tx: tasks_sql.update_if(tx, task.id, ("pending",), status="running", started_at=now_ms()))
         ctx = RunContext(
             self,
             task_id=task.id,
