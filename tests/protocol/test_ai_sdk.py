@@ -55,24 +55,38 @@ def _node() -> str:
     return node
 
 
-async def run_ui_stream(pkg: str, payload: bytes, *, sse: bool = False) -> dict[str, Any]:
-    """Feed `payload` to ui_stream.mjs; returns `{message, errors}` (asserts exit 0)."""
-    node = _node()
+@pytest.fixture(autouse=True)
+def node() -> str:
+    """Checked before any run starts, so that a missing `node` skips at once."""
+    return _node()
+
+
+async def run_node(pkg: str, payload: bytes, *, sse: bool = False) -> tuple[int, bytes, bytes]:
+    """Run ui_stream.mjs on `payload`: (exit code, stdout, stderr)."""
     args = [str(SCRIPT), pkg, *(["--sse"] if sse else [])]
     proc = await asyncio.create_subprocess_exec(
-        node, *args, cwd=ROOT,
+        _node(), *args, cwd=ROOT,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(payload), NODE_TIMEOUT_S)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+async def run_ui_stream(pkg: str, payload: bytes, *, sse: bool = False) -> dict[str, Any]:
+    """Feed `payload` to ui_stream.mjs; returns `{message, errors}` (asserts exit 0)."""
+    try:
+        code, out, err = await run_node(pkg, payload, sse=sse)
     except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail(f"ui_stream.mjs {' '.join(args[1:])} did not finish within {NODE_TIMEOUT_S:g}s")
+        pytest.fail(f"ui_stream.mjs {pkg} did not finish within {NODE_TIMEOUT_S:g}s")
     mode = "--sse" if sse else "chunks"
-    assert proc.returncode == 0, (
-        f"{pkg} ({mode}) refused Parley's stream (exit {proc.returncode}):\n{err.decode(errors='replace')}"
-    )
+    assert code == 0, f"{pkg} ({mode}) refused Parley's stream (exit {code}):\n{err.decode(errors='replace')}"
     return json.loads(out)
 
 
@@ -83,13 +97,18 @@ def sse_body(chunks: list[dict[str, Any]]) -> bytes:
 
 
 async def assemble(pkg: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The client's result for `chunks`, read both framings (which must agree)."""
-    by_chunks, by_sse = await asyncio.gather(
+    """The client's result for `chunks`, read in both framings (which must agree)."""
+    results = await asyncio.gather(
         run_ui_stream(pkg, json.dumps(chunks).encode()),
         run_ui_stream(pkg, sse_body(chunks), sse=True),
+        return_exceptions=True,
     )
-    assert by_sse == by_chunks, "the --sse framing assembled a different result"
-    return by_chunks
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    by_chunks, by_sse = results
+    assert by_sse == by_chunks, f"the --sse framing assembled a different result:\n{by_sse}\n{by_chunks}"
+    return by_chunks  # type: ignore[return-value]
 
 
 # -- the Parley side ---------------------------------------------------------------
@@ -255,6 +274,19 @@ async def test_plain_text_reply(alice, pkg):
     assert [p["type"] for p in message["parts"]] == ["step-start", "text"]
 
 
+async def test_non_ascii_text(alice, pkg):
+    # Multi-byte UTF-8 and JSON escapes, split mid-character by the --sse reader's 16-byte pieces.
+    content = 'héllo wörld «quotes» \\ back\\slash 🌍 日本語'
+    task_id = await alice.start_ok("t-utf8", content)
+    _, chunks = await read_all(alice, task_id)
+    result = await assemble(pkg, chunks)
+    check_finished(chunks, result)
+    message = check_common(chunks, result, await stored_assistant(alice, "t-utf8"))
+    expected = f'You said: "{content}"'
+    assert streamed_text(chunks) == expected
+    assert text_parts(message) == [{"type": "text", "text": expected, "state": "done"}]
+
+
 async def test_many_deltas_across_frames(alice, pkg):
     # More deltas than one native frame holds (MAX_CHUNKS_PER_FRAME = 512).
     task_id = await alice.start_ok("t-count", "/count 1200")
@@ -269,18 +301,28 @@ async def test_many_deltas_across_frames(alice, pkg):
     assert text_parts(message) == [{"type": "text", "text": expected, "state": "done"}]
 
 
-async def test_resumed_stream_concatenates(alice, pkg):
-    # The chunks before a cut plus those replayed after Last-Event-ID are the whole run.
+async def test_replayed_and_resumed_streams(alice, pkg):
+    # A replay groups chunks differently but carries the same ones; the chunks up to
+    # any frame plus those after its id (Last-Event-ID) are the whole run again.
     task_id = await alice.start_ok("t-resume", "/count 30")
-    _, full = await read_all(alice, task_id)
-    head = await read_stream(alice, task_id, stop=lambda fs: sum(f.id is not None for f in fs) >= 2)
-    cursor = [f for f in head if f.id is not None][-1].id
-    tail = await read_stream(alice, task_id, last_event_id=cursor)
-    chunks = chunks_of(head) + chunks_of(tail)
-    assert chunks == full
-    result = await assemble(pkg, chunks)
-    check_finished(chunks, result)
-    message = check_common(chunks, result, await stored_assistant(alice, "t-resume"))
+    live, full = await read_all(alice, task_id)
+    _, replayed = await read_all(alice, task_id)
+    assert replayed == full
+    data_frames = [i for i, f in enumerate(live) if f.id is not None and f.event is None]
+    resumed = []
+    for i in data_frames[:-1]:
+        tail = await read_stream(alice, task_id, last_event_id=live[i].id)
+        chunks = chunks_of(live[: i + 1]) + chunks_of(tail)
+        assert chunks == full, f"resuming after frame {live[i].id}"
+        resumed.append(chunks)
+    if not resumed:  # every chunk came in one commit: resume after the first frame only
+        head = await read_stream(alice, task_id, stop=lambda fs: any(f.id is not None for f in fs))
+        tail = await read_stream(alice, task_id, last_event_id=[f for f in head if f.id is not None][-1].id)
+        resumed.append(chunks_of(head) + chunks_of(tail))
+        assert resumed[0] == full
+    result = await assemble(pkg, resumed[0])
+    check_finished(full, result)
+    message = check_common(full, result, await stored_assistant(alice, "t-resume"))
     assert text_parts(message)[0]["text"] == "".join(f"{k} " for k in range(1, 31))
 
 
@@ -353,9 +395,33 @@ async def test_failed_run(alice, pkg):
     assert not any(c["type"] == "finish" for c in chunks)
     result = await assemble(pkg, chunks)
     assert result["errors"] == [failure]
-    check_common(chunks, result, await stored_assistant(alice, "t-fail"))
+    stored = await stored_assistant(alice, "t-fail")
+    message = check_common(chunks, result, stored)
+    # The step opened before the failure: in the SDK's state and in /messages, but
+    # never in a message that readUIMessageStream yields (see sdk_state_parts).
+    assert [c["type"] for c in chunks] == ["start", "start-step", "error"]
+    assert message["parts"] == []
+    assert stored["parts"] == [{"type": "step-start"}]
     info = await alice.task(task_id)
     assert info["status"] == "failed" and info["error"]["message"] == failure
+
+
+async def test_cancelled_mid_text(alice, pkg):
+    # DELETE while a text part is open: the part stays `streaming` in the client
+    # (as useChat leaves it) and in /messages.
+    task_id = await alice.start_ok("t-cancel", "/count 1000000")
+    await read_stream(alice, task_id, stop=lambda fs: any(c["type"] == "text-delta" for c in chunks_of(fs)))
+    resp = await alice.request("DELETE", f"/task/{task_id}")
+    assert resp.code == 204
+    frames, chunks = await read_all(alice, task_id)
+    assert frames[-1].event == "error"
+    assert frames[-1].data == "The run was cancelled."
+    assert not any(c["type"] in ("text-end", "finish") for c in chunks)
+    result = await assemble(pkg, chunks)
+    assert result["errors"] == ["The run was cancelled."]
+    message = check_common(chunks, result, await stored_assistant(alice, "t-cancel"))
+    assert text_parts(message) == [{"type": "text", "text": streamed_text(chunks), "state": "streaming"}]
+    assert (await alice.task(task_id))["status"] == "cancelled"
 
 
 async def test_parked_run(alice, pkg):
@@ -372,7 +438,8 @@ async def test_parked_run(alice, pkg):
     parked = [p for p in message["parts"] if p["type"] == "data-parked"]
     assert len(parked) == 1
     assert parked[0]["data"]["correlationKey"] == info["parked"]["correlationKey"]
-    assert parked[0]["data"]["prompt"] == info["parked"]["prompt"] == "some text"
+    assert parked[0]["data"] == {"node": "wait_approval", **info["parked"]}
+    assert info["parked"]["prompt"] == "some text"
     (tool,) = tool_parts(message)
     assert tool["type"] == "tool-wait_approval"
     assert tool["state"] == "input-available"
@@ -392,3 +459,16 @@ async def test_parked_run_cancelled(alice, pkg):
     parked = [p for p in message["parts"] if p["type"] == "data-parked"]
     assert [p["data"]["correlationKey"] for p in parked] == [info["parked"]["correlationKey"]]
     assert (await alice.task(task_id))["status"] == "cancelled"
+
+
+async def test_harness_is_strict(io_loop, pkg):
+    # Control: the proof is not vacuous.  ai@5.0.0 rejects a field its strict schema
+    # lacks (latest ignores it), and both refuse a delta before its start.
+    start = {"type": "start", "messageId": "m1"}
+    code, _, err = await run_node(pkg, json.dumps([start, {"type": "finish", "finishReason": "stop"}]).encode())
+    if pkg == "ai-5.0.0":
+        assert code == 1 and b"chunk rejected by uiMessageChunkSchema" in err, err
+    else:
+        assert code == 0, err
+    code, _, err = await run_node(pkg, sse_body([start, {"type": "text-delta", "id": "x", "delta": "a"}]), sse=True)
+    assert code == 1, err
