@@ -75,14 +75,15 @@ class Authenticator:
             raise AuthError("X-User-Id is required with X-Internal-Key")
         return Identity(user_id, "internal")
 
-    async def _candidates(self, header: dict[str, Any]) -> list[tuple[str, Any]]:
+    async def _candidates(self, header: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
+        """(algorithm, key, required issuer) of every key that may have signed the token."""
         kid = header.get("kid")
-        own = ("ES256", self.signing_key.public_key)
+        own = ("ES256", self.signing_key.public_key, self.issuer)
         if kid == self.signing_key.kid:
             return [own]
-        found: list[tuple[str, Any]] = [own] if kid is None else []
+        found: list[tuple[str, Any, str | None]] = [own] if kid is None else []
         for source in self.sources:
-            found.extend(await source.find(kid))
+            found.extend((alg, key, self.expected_issuer) for alg, key in await source.find(kid))
         return found
 
     async def verify_jwt(self, token: str) -> Identity:
@@ -93,20 +94,20 @@ class Authenticator:
         if "crit" in header:
             raise AuthError("unsupported critical header")
         alg = header.get("alg")
-        candidates = [(a, k) for a, k in await self._candidates(header) if a == alg]
+        candidates = [c for c in await self._candidates(header) if c[0] == alg]
         if not candidates:
             raise AuthError("no key for this token")
         last: Exception | None = None
-        for key_alg, key in candidates:
+        for key_alg, key, issuer in candidates:
             try:
                 claims = jwt.decode(
                     token,
                     key,
                     algorithms=[key_alg],
                     audience=self.audience,
-                    issuer=self.expected_issuer,
+                    issuer=issuer,
                     leeway=LEEWAY_S,
-                    options={"require": ["exp", "sub"], "verify_iss": self.expected_issuer is not None},
+                    options={"require": ["exp", "sub"], "verify_iss": issuer is not None},
                 )
             except jwt.PyJWTError as exc:
                 last = exc

@@ -44,8 +44,10 @@ class JWKSSource:
 
     def _load(self, body: bytes) -> None:
         doc = orjson.loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise ValueError("not a JWKS document (no 'keys' list)")
         keys: dict[str, tuple[str, Any]] = {}
-        for jwk in doc.get("keys", []) if isinstance(doc, dict) else []:
+        for jwk in doc["keys"]:
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
                 continue
             alg = key_alg(jwk)
@@ -60,6 +62,9 @@ class JWKSSource:
 
     async def refresh(self, force: bool = False) -> None:
         """Fetch again if stale (or forced by an unknown kid), at most once a minute."""
+        if self._lock.locked():  # a fetch is under way: its result serves this caller too
+            async with self._lock:
+                return
         now = time.monotonic()
         if now - self._last_attempt < REFETCH_INTERVAL_S:
             return
@@ -78,7 +83,7 @@ class JWKSSource:
                 else:
                     body = await asyncio.get_running_loop().run_in_executor(None, Path(self.location).read_bytes)
                     self._load(body)
-            except (OSError, HTTPClientError, orjson.JSONDecodeError, asyncio.TimeoutError) as exc:
+            except (OSError, HTTPClientError, ValueError, TypeError, asyncio.TimeoutError) as exc:
                 log.warning("JWKS %s unavailable (%s); keeping %d cached key(s)", self.location, exc, len(self.keys))
 
     async def find(self, kid: str | None) -> list[tuple[str, Any]]:
