@@ -94,8 +94,8 @@ class Runner:
     def set_node(self, node: str | None) -> None:
         task_id = self.task.id
 
-        async def _node(tx: WriteTx) -> None:
-            await tasks_sql.update(tx, task_id, current_node=node)
+        def _node(tx: WriteTx) -> None:
+            tasks_sql.update(tx, task_id, current_node=node)
 
         self._db.submit(_node)
 
@@ -233,37 +233,38 @@ class RunManager:
         task_id = str(uuid.uuid4())
         title = _title(req.message)
 
-        async def _start(tx: WriteTx) -> TaskRow:
-            thread = await threads_sql.ensure(tx, req.thread_id, req.user_id, title)
+        def _start(tx: WriteTx) -> TaskRow:
+            thread = threads_sql.ensure(tx, req.thread_id, req.user_id, title)
             if thread.user_id != req.user_id:
                 raise Forbidden("thread belongs to another user")
-            live = await tasks_sql.live_for_thread(tx.conn, req.thread_id)
+            live = tasks_sql.live_for_thread_tx(tx, req.thread_id)
             if live is not None:
                 raise ThreadBusy(live.id)
             if req.rewind_from is not None:
                 try:
-                    await messages_sql.supersede_from(tx, req.thread_id, req.rewind_from)
+                    messages_sql.supersede_from(tx, req.thread_id, req.rewind_from)
                 except NotFound:
                     raise Invalid(f"rewindFrom names no message of this thread: {req.rewind_from}") from None
             msg_id = req.message["id"]
-            if await messages_sql.exists(tx, req.thread_id, msg_id):
+            if messages_sql.exists(tx, req.thread_id, msg_id):
                 raise Invalid(f"message id {msg_id} already exists in this thread")
-            seq = await messages_sql.next_seq(tx, req.thread_id)
-            await messages_sql.put(tx, req.thread_id, msg_id, seq, "user", req.message["parts"], task_id, req.message.get("metadata"))
+            seq = messages_sql.next_seq(tx, req.thread_id)
+            messages_sql.put(tx, req.thread_id, msg_id, seq, "user", req.message["parts"], task_id, req.message.get("metadata"))
             task = TaskRow(
                 id=task_id, thread_id=req.thread_id, user_id=req.user_id, agent_id=agent.id, status="pending",
                 created_at=now_ms(), started_at=None, finished_at=None, current_node=None, error=None, parked=None,
                 state=None, user_message_id=msg_id, assistant_message_id=f"msg_{uuid.uuid4().hex}",
                 assistant_seq=seq + 1, client_run_id=req.client_run_id,
             )
-            await tasks_sql.insert(tx, task)
+            tasks_sql.insert(tx, task)
             tx.event(task_id, req.thread_id, "run.started", {"messageId": task.assistant_message_id, "agentId": agent.id})
             return task
 
         try:
             task: TaskRow = await self.db.write(_start)
-        except Conflict as exc:  # the unique index caught what the check above should have
-            raise ThreadBusy(str(exc.details.get("task_id", ""))) from exc
+        except Conflict as exc:  # the unique index refused a second live task
+            live = await self.db.read(lambda c: tasks_sql.live_for_thread(c, req.thread_id))
+            raise ThreadBusy(live.id if live else "") from exc
         self._spawn(task, agent, None)
         return task
 
@@ -297,14 +298,14 @@ class RunManager:
     ) -> bool:
         """End the task with its one terminal event; False when it had already ended."""
 
-        async def _finish(tx: WriteTx) -> bool:
+        def _finish(tx: WriteTx) -> bool:
             error = None if status == "completed" else {"reason": reason, "message": message}
-            if not await tasks_sql.update_if(
+            if not tasks_sql.update_if(
                 tx, task.id, LIVE, status=status, finished_at=now_ms(), error=error, parked=None
             ):
                 return False
             if parts:
-                await messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts, task.id)
+                messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts, task.id)
             if status == "completed":
                 tx.event(task.id, task.thread_id, "run.finished", {})
             else:
@@ -321,14 +322,14 @@ class RunManager:
         state["pending"] = parked.state
         info = {"correlationKey": parked.correlation_key, "prompt": parked.prompt}
 
-        async def _park(tx: WriteTx) -> bool:
-            if not await tasks_sql.update_if(
+        def _park(tx: WriteTx) -> bool:
+            if not tasks_sql.update_if(
                 tx, task.id, ("running",), status="parked", parked=info, state=state, current_node=parked.node
             ):
                 return False
             tx.event(task.id, task.thread_id, "job.parked", {"node": parked.node, **info})
             parts_now = [*parts, {"type": "data-parked", "data": {"node": parked.node, **info}}]
-            await messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts_now, task.id)
+            messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts_now, task.id)
             return True
 
         await asyncio.shield(self.db.write(_park))
@@ -351,8 +352,8 @@ class RunManager:
     async def signal(self, task_id: str, correlation_key: str, payload: Any) -> TaskRow:
         """Wake a parked task with a signal.  A repeat of a signal already taken is answered, not run again."""
 
-        async def _signal(tx: WriteTx) -> tuple[TaskRow, bool]:
-            task = await tasks_sql.get(tx.conn, task_id)
+        def _signal(tx: WriteTx) -> tuple[TaskRow, bool]:
+            task = tasks_sql.get_tx(tx, task_id)
             if task is None:
                 raise NotFound(f"task {task_id} not found")
             state = dict(task.state or {})
@@ -365,7 +366,7 @@ class RunManager:
                 raise SignalRefused("INVALID_SIGNAL_KEY", "correlation_key does not match the parked step")
             state["taken"] = [*taken, correlation_key]
             state["resume"] = {"correlationKey": correlation_key, "payload": payload}
-            await tasks_sql.update(tx, task_id, status="running", parked=None, state=state)
+            tasks_sql.update(tx, task_id, status="running", parked=None, state=state)
             tx.event(task_id, task.thread_id, "job.signal", {"correlationKey": correlation_key, "payload": payload})
             task.status, task.parked, task.state = "running", None, state
             return task, True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -21,11 +22,12 @@ import aiosqlite
 import orjson
 
 from store import events as events_sql
+from store.errors import Conflict
 from store.events import Event
 
 log = logging.getLogger("parley.store")
 T = TypeVar("T")
-WriteFn = Callable[["WriteTx"], Awaitable[Any]]
+WriteFn = Callable[["WriteTx"], Any]
 
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -39,9 +41,13 @@ def now_ms() -> int:
 
 
 class WriteTx:
-    """The open write transaction, as seen by one queued write function."""
+    """The open write transaction, as seen by one queued write function.
 
-    def __init__(self, db: Database, conn: aiosqlite.Connection) -> None:
+    Write functions run in the writer connection's own thread, inside the
+    batch's transaction: plain `sqlite3`, no awaiting, one trip per batch.
+    """
+
+    def __init__(self, db: Database, conn: sqlite3.Connection) -> None:
         self.db = db
         self.conn = conn
         self.events: list[Event] = []
@@ -52,16 +58,14 @@ class WriteTx:
         self.events.append(ev)
         return ev
 
-    async def execute(self, sql: str, params: Any = ()) -> aiosqlite.Cursor:
-        return await self.conn.execute(sql, params)
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
 
-    async def fetchone(self, sql: str, params: Any = ()) -> Any:
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+    def fetchone(self, sql: str, params: Any = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()
 
-    async def fetchall(self, sql: str, params: Any = ()) -> list[Any]:
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+    def fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
 
 
 class _Job:
@@ -79,6 +83,7 @@ class Database:
         self.path = path
         self._reader_count = readers
         self._writer_conn: aiosqlite.Connection | None = None
+        self._sync_conn: sqlite3.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._reader_cycle: Any = None
         self._queue: list[Event | _Job] = []
@@ -104,6 +109,7 @@ class Database:
         # survives power loss; group commit keeps that to one sync per batch.
         await conn.execute("PRAGMA synchronous = FULL")
         self._writer_conn = conn
+        self._sync_conn = conn._conn  # used only inside the connection's own thread
         await self._migrate(conn)
         self._next_id = await events_sql.max_id(conn)
         for _ in range(self._reader_count):
@@ -188,7 +194,7 @@ class Database:
         self._wake.set()
         return fut
 
-    async def write(self, fn: Callable[[WriteTx], Awaitable[T]]) -> T:
+    async def write(self, fn: Callable[[WriteTx], T]) -> T:
         """Run `fn(tx)` inside the next group transaction; return once it is committed."""
         result: T = await self.submit(fn)
         return result
@@ -233,45 +239,15 @@ class Database:
                 w.set_result(None)
 
     async def _commit_batch(self, conn: aiosqlite.Connection, batch: list[Event | _Job]) -> None:
-        published: list[Event] = []
-        results: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
-        pending: list[Event] = []
-        await conn.execute("BEGIN IMMEDIATE")
+        # The whole batch is one call into the connection's thread: a round
+        # trip per statement would cap the writer at a few hundred runs/s.
         try:
-            for item in batch:
-                if isinstance(item, Event):
-                    item.id = self.next_event_id()
-                    pending.append(item)
-                    continue
-                if pending:
-                    await events_sql.insert_batch(conn, pending)
-                    published.extend(pending)
-                    pending = []
-                tx = WriteTx(self, conn)
-                await conn.execute("SAVEPOINT job")
-                try:
-                    value = await item.fn(tx)
-                    if tx.events:
-                        await events_sql.insert_batch(conn, tx.events)
-                    await conn.execute("RELEASE job")
-                except Exception as job_error:  # one failed job must not sink the batch
-                    await conn.execute("ROLLBACK TO job")
-                    await conn.execute("RELEASE job")
-                    results.append((item.future, None, job_error))
-                else:
-                    published.extend(tx.events)
-                    results.append((item.future, value, None))
-            if pending:
-                await events_sql.insert_batch(conn, pending)
-                published.extend(pending)
-            await conn.execute("COMMIT")
+            published, results = await in_connection_thread(conn, self._commit_sync, batch)
         except BaseException as exc:
-            try:
-                await conn.execute("ROLLBACK")
-            finally:
-                for item in batch:
-                    if isinstance(item, _Job) and item.future is not None and not item.future.done():
-                        item.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+            for item in batch:
+                if isinstance(item, _Job) and item.future is not None and not item.future.done():
+                    item.future.set_exception(error)
             raise
         self.commits += 1
         self.events_written += len(published)
@@ -280,20 +256,78 @@ class Database:
                 self.on_commit(published)
             except Exception:
                 log.exception("on_commit hook failed")
-        for fut, value, error in results:
+        for fut, value, job_error in results:
             if fut is None or fut.done():
                 continue
-            if error is not None:
-                fut.set_exception(error)
+            if job_error is not None:
+                fut.set_exception(job_error)
             else:
                 fut.set_result(value)
+
+    def _commit_sync(self, batch: list[Event | _Job]) -> tuple[list[Event], list[tuple[Any, Any, Exception | None]]]:
+        """Runs in the writer's thread: one transaction for the whole batch, a savepoint per job."""
+        conn = self._sync_conn
+        assert conn is not None
+        published: list[Event] = []
+        results: list[tuple[Any, Any, Exception | None]] = []
+        pending: list[Event] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in batch:
+                if isinstance(item, Event):
+                    item.id = self.next_event_id()
+                    pending.append(item)
+                    continue
+                if pending:
+                    events_sql.insert_batch(conn, pending)
+                    published.extend(pending)
+                    pending = []
+                tx = WriteTx(self, conn)
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = item.fn(tx)
+                    if tx.events:
+                        events_sql.insert_batch(conn, tx.events)
+                    conn.execute("RELEASE job")
+                except Exception as job_error:  # one failed job must not sink the batch
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    if isinstance(job_error, sqlite3.IntegrityError):
+                        job_error = Conflict(str(job_error))
+                    results.append((item.future, None, job_error))
+                else:
+                    published.extend(tx.events)
+                    results.append((item.future, value, None))
+            if pending:
+                events_sql.insert_batch(conn, pending)
+                published.extend(pending)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return published, results
 
     # -- reading ----------------------------------------------------------
 
     async def read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run a read on one of the reader connections (WAL: never blocked by the writer)."""
+        """Run a read on one of the reader connections (WAL: never blocked by the writer).
+
+        Reads must take one trip (`execute_fetchall`): a cursor left open
+        between two trips would hold an old snapshot for the next reader.
+        """
         conn = next(self._reader_cycle)
         return await fn(conn)
+
+
+async def in_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(*args)` in the aiosqlite connection's own thread (where its sqlite3 connection lives).
+
+    aiosqlite runs every call this way; its `_execute` is the one entry
+    point for a function of ours.  tests/store/test_db.py pins it.
+    """
+    result: T = await conn._execute(fn, *args)
+    return result
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,6 +1,7 @@
 """The event log: one row per event, one id sequence for the whole server."""
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import aiosqlite
@@ -57,39 +58,32 @@ class Event:
         return f"Event({self.id}, {self.type}, task={self.task_id})"
 
 
-async def insert_batch(conn: aiosqlite.Connection, events: list[Event]) -> None:
-    await conn.executemany(_INSERT, [e.row() for e in events])
+def insert_batch(conn: sqlite3.Connection, events: list[Event]) -> None:
+    conn.executemany(_INSERT, [e.row() for e in events])
 
 
 async def max_id(conn: aiosqlite.Connection) -> int:
     """The highest id ever handed out (sqlite_sequence survives deletions)."""
-    async with conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
-        row = await cur.fetchone()
-    seq = int(row[0]) if row else 0
-    async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
-        row = await cur.fetchone()
-    return max(seq, int(row[0]) if row else 0)
+    rows = list(await conn.execute_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'"))
+    seq = int(rows[0][0]) if rows else 0
+    rows = list(await conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM events"))
+    return max(seq, int(rows[0][0]) if rows else 0)
 
 
 async def for_task(conn: aiosqlite.Connection, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-    async with conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",
-        (task_id, after, limit),
-    ) as cur:
-        return [Event.from_row(r) for r in await cur.fetchall()]
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM events WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?", (task_id, after, limit)
+    )
+    return [Event.from_row(r) for r in rows]
 
 
 async def for_thread(conn: aiosqlite.Connection, thread_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-    async with conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE thread_id = ? AND id > ? ORDER BY id LIMIT ?",
-        (thread_id, after, limit),
-    ) as cur:
-        return [Event.from_row(r) for r in await cur.fetchall()]
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM events WHERE thread_id = ? AND id > ? ORDER BY id LIMIT ?", (thread_id, after, limit)
+    )
+    return [Event.from_row(r) for r in rows]
 
 
 async def last_for_task(conn: aiosqlite.Connection, task_id: str) -> Event | None:
-    async with conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,)
-    ) as cur:
-        row = await cur.fetchone()
-    return Event.from_row(row) if row else None
+    rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM events WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,)))
+    return Event.from_row(rows[0]) if rows else None

@@ -9,17 +9,17 @@ from store.db import WriteTx, dumps, loads, now_ms
 from store.errors import NotFound
 
 
-async def next_seq(tx: WriteTx, thread_id: str) -> int:
-    row = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE thread_id = ?", (thread_id,))
+def next_seq(tx: WriteTx, thread_id: str) -> int:
+    row = tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE thread_id = ?", (thread_id,))
     return int(row[0]) + 1
 
 
-async def exists(tx: WriteTx, thread_id: str, message_id: str) -> bool:
-    row = await tx.fetchone("SELECT 1 FROM messages WHERE thread_id = ? AND id = ?", (thread_id, message_id))
+def exists(tx: WriteTx, thread_id: str, message_id: str) -> bool:
+    row = tx.fetchone("SELECT 1 FROM messages WHERE thread_id = ? AND id = ?", (thread_id, message_id))
     return row is not None
 
 
-async def put(
+def put(
     tx: WriteTx,
     thread_id: str,
     message_id: str,
@@ -30,7 +30,7 @@ async def put(
     metadata: dict[str, Any] | None = None,
 ) -> None:
     """Insert the message, or replace its parts when it exists (an assistant message grows)."""
-    await tx.execute(
+    tx.execute(
         "INSERT INTO messages (thread_id, id, seq, role, parts, metadata, task_id, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (thread_id, id) DO UPDATE SET parts = excluded.parts, metadata = excluded.metadata",
@@ -38,14 +38,14 @@ async def put(
     )
 
 
-async def supersede_from(tx: WriteTx, thread_id: str, message_id: str) -> int:
+def supersede_from(tx: WriteTx, thread_id: str, message_id: str) -> int:
     """Mark `message_id` and every later message of the thread superseded; return how many."""
-    row = await tx.fetchone(
+    row = tx.fetchone(
         "SELECT seq FROM messages WHERE thread_id = ? AND id = ? AND superseded = 0", (thread_id, message_id)
     )
     if row is None:
         raise NotFound(f"message {message_id} not found in thread")
-    cur = await tx.execute(
+    cur = tx.execute(
         "UPDATE messages SET superseded = 1 WHERE thread_id = ? AND seq >= ? AND superseded = 0",
         (thread_id, row[0]),
     )
@@ -64,18 +64,17 @@ def _ui(row: Any) -> dict[str, Any]:
 
 async def list_for_thread(conn: aiosqlite.Connection, thread_id: str) -> list[dict[str, Any]]:
     """The thread's live (non-superseded) messages as UIMessages, ascending."""
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "SELECT id, role, parts, metadata, created_at, task_id FROM messages"
         " WHERE thread_id = ? AND superseded = 0 ORDER BY seq",
         (thread_id,),
-    ) as cur:
-        return [_ui(r) for r in await cur.fetchall()]
+    )
+    return [_ui(r) for r in rows]
 
 
 async def get(conn: aiosqlite.Connection, thread_id: str, message_id: str) -> dict[str, Any] | None:
-    async with conn.execute(
+    rows = list(await conn.execute_fetchall(
         "SELECT id, role, parts, metadata, created_at, task_id FROM messages WHERE thread_id = ? AND id = ?",
         (thread_id, message_id),
-    ) as cur:
-        row = await cur.fetchone()
-    return _ui(row) if row else None
+    ))
+    return _ui(rows[0]) if rows else None

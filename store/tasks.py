@@ -53,45 +53,55 @@ def _encode(name: str, value: Any) -> Any:
     return dumps(value) if name in _JSON and value is not None else value
 
 
-async def insert(tx: WriteTx, task: TaskRow) -> None:
+def insert(tx: WriteTx, task: TaskRow) -> None:
     names = [f.name for f in fields(TaskRow)]
-    await tx.execute(
+    tx.execute(
         f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' for _ in names)})",
         [_encode(n, getattr(task, n)) for n in names],
     )
 
 
+_GET = f"SELECT {_COLUMNS} FROM tasks WHERE id = ?"
+_LIVE = f"SELECT {_COLUMNS} FROM tasks WHERE thread_id = ? AND status IN ('pending', 'running', 'parked')"
+
+
+def _one(rows: Any) -> TaskRow | None:
+    rows = list(rows)
+    return TaskRow.from_row(rows[0]) if rows else None
+
+
 async def get(conn: aiosqlite.Connection, task_id: str) -> TaskRow | None:
-    async with conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)) as cur:
-        row = await cur.fetchone()
-    return TaskRow.from_row(row) if row else None
+    return _one(await conn.execute_fetchall(_GET, (task_id,)))
+
+
+def get_tx(tx: WriteTx, task_id: str) -> TaskRow | None:
+    return _one(tx.fetchall(_GET, (task_id,)))
 
 
 async def live_for_thread(conn: aiosqlite.Connection, thread_id: str) -> TaskRow | None:
-    async with conn.execute(
-        f"SELECT {_COLUMNS} FROM tasks WHERE thread_id = ? AND status IN ('pending', 'running', 'parked')",
-        (thread_id,),
-    ) as cur:
-        row = await cur.fetchone()
-    return TaskRow.from_row(row) if row else None
+    return _one(await conn.execute_fetchall(_LIVE, (thread_id,)))
+
+
+def live_for_thread_tx(tx: WriteTx, thread_id: str) -> TaskRow | None:
+    return _one(tx.fetchall(_LIVE, (thread_id,)))
 
 
 async def with_status(conn: aiosqlite.Connection, statuses: tuple[str, ...]) -> list[TaskRow]:
     marks = ", ".join("?" for _ in statuses)
-    async with conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY created_at", statuses) as cur:
-        return [TaskRow.from_row(r) for r in await cur.fetchall()]
+    rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY created_at", statuses)
+    return [TaskRow.from_row(r) for r in rows]
 
 
-async def update(tx: WriteTx, task_id: str, **values: Any) -> None:
+def update(tx: WriteTx, task_id: str, **values: Any) -> None:
     sets = ", ".join(f"{k} = ?" for k in values)
-    await tx.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*(_encode(k, v) for k, v in values.items()), task_id])
+    tx.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*(_encode(k, v) for k, v in values.items()), task_id])
 
 
-async def update_if(tx: WriteTx, task_id: str, statuses: tuple[str, ...], **values: Any) -> bool:
+def update_if(tx: WriteTx, task_id: str, statuses: tuple[str, ...], **values: Any) -> bool:
     """Update only while the task is in one of `statuses`; True when it was."""
     sets = ", ".join(f"{k} = ?" for k in values)
     marks = ", ".join("?" for _ in statuses)
-    cur = await tx.execute(
+    cur = tx.execute(
         f"UPDATE tasks SET {sets} WHERE id = ? AND status IN ({marks})",
         [*(_encode(k, v) for k, v in values.items()), task_id, *statuses],
     )

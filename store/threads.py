@@ -9,6 +9,7 @@ import aiosqlite
 from store.db import WriteTx, now_ms
 
 _COLUMNS = "id, user_id, title, created_at, updated_at, deleted_at"
+_GET = f"SELECT {_COLUMNS} FROM threads WHERE id = ?"
 
 
 @dataclass(slots=True)
@@ -26,24 +27,24 @@ class ThreadRow:
 
 
 async def get(conn: aiosqlite.Connection, thread_id: str) -> ThreadRow | None:
-    async with conn.execute(f"SELECT {_COLUMNS} FROM threads WHERE id = ?", (thread_id,)) as cur:
-        row = await cur.fetchone()
-    return ThreadRow.from_row(row) if row else None
+    rows = list(await conn.execute_fetchall(_GET, (thread_id,)))
+    return ThreadRow.from_row(rows[0]) if rows else None
 
 
-async def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> ThreadRow:
+def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> ThreadRow:
     """The thread, created for `user_id` if it does not exist yet (owner = first writer)."""
-    row = await get(tx.conn, thread_id)
+    row = tx.fetchone(_GET, (thread_id,))
     now = now_ms()
     if row is None:
-        await tx.execute(
+        tx.execute(
             "INSERT INTO threads (id, user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             (thread_id, user_id, title, now, now),
         )
         return ThreadRow(thread_id, user_id, title, now, now, None)
-    if row.user_id == user_id:
-        await tx.execute(
+    thread = ThreadRow.from_row(row)
+    if thread.user_id == user_id:
+        tx.execute(
             "UPDATE threads SET updated_at = ?, deleted_at = NULL, title = COALESCE(title, ?) WHERE id = ?",
             (now, title, thread_id),
         )
-    return row
+    return thread

@@ -42,7 +42,7 @@ async def test_ids_rise_in_commit_order_across_jobs_and_events(db):
     published = []
     db.on_commit = lambda events: published.extend(events)
 
-    async def job(tx):
+    def job(tx):
         tx.event("task-2", "thread-2", "step.started", {"node": "n"})
 
     db.append("task-2", "thread-2", "text.delta", {"partId": "p", "delta": "a"})
@@ -55,11 +55,11 @@ async def test_ids_rise_in_commit_order_across_jobs_and_events(db):
 
 
 async def test_failed_job_rolls_back_alone(db):
-    async def bad(tx):
+    def bad(tx):
         tx.event("task-3", "thread-3", "step.started", {"node": "x"})
-        await tx.execute("INSERT INTO no_such_table VALUES (1)")
+        tx.execute("INSERT INTO no_such_table VALUES (1)")
 
-    async def good(tx):
+    def good(tx):
         tx.event("task-3", "thread-3", "step.started", {"node": "y"})
         return "ok"
 
@@ -79,8 +79,8 @@ async def test_event_ids_are_never_reused_after_delete_and_reopen(tmp_path):
     await db.committed()
     top = db._next_id
 
-    async def wipe(tx):
-        await tx.execute("DELETE FROM events")
+    def wipe(tx):
+        tx.execute("DELETE FROM events")
 
     await db.write(wipe)
     await db.close()
@@ -102,16 +102,34 @@ async def test_migrations_apply_once(tmp_path):
 
 
 async def _all(conn, sql):
-    async with conn.execute(sql) as cur:
-        return [tuple(r) for r in await cur.fetchall()]
+    return [tuple(r) for r in await conn.execute_fetchall(sql)]
 
 
 async def test_concurrent_writers_are_serialised(db):
-    async def bump(tx):
-        await tx.execute("CREATE TABLE IF NOT EXISTS counter (n INTEGER)")
-        row = await tx.fetchone("SELECT COUNT(*) FROM counter")
-        await tx.execute("INSERT INTO counter VALUES (?)", (row[0],))
+    def bump(tx):
+        tx.execute("CREATE TABLE IF NOT EXISTS counter (n INTEGER)")
+        row = tx.fetchone("SELECT COUNT(*) FROM counter")
+        tx.execute("INSERT INTO counter VALUES (?)", (row[0],))
         return row[0]
 
     results = await asyncio.gather(*(db.write(bump) for _ in range(50)))
     assert sorted(results) == list(range(50))
+
+
+async def test_reads_see_every_commit_under_interleaving(db):
+    """Reads take one trip each: a reader never answers from an old snapshot."""
+    from store.db import in_connection_thread
+
+    assert callable(in_connection_thread)
+    for i in range(200):
+        db.append("task-4", "thread-4", "text.delta", {"partId": "p", "delta": str(i)})
+        if i % 20 == 19:
+            await db.committed()
+            counts = await asyncio.gather(*(db.read(lambda c: events_sql.for_task(c, "task-4", 0, 10_000)) for _ in range(12)))
+            assert {len(c) for c in counts} == {i + 1}
+
+
+def test_aiosqlite_still_offers_its_thread_entry_point():
+    import aiosqlite
+
+    assert hasattr(aiosqlite.Connection, "_execute"), "store.db.in_connection_thread relies on it"
