@@ -189,9 +189,12 @@ class StreamHandler(NativeHandler):
                     self.write(KEEPALIVE)
                     await self.flush()
                     continue
-                for frame in native_frames(batch):
+                frames = native_frames(batch)
+                del batch  # an idle stream keeps no events alive
+                for frame in frames:
                     self.write(frame)
                     await self.flush()
+                del frames
         except iostream.StreamClosedError:
             return
         if not self.request.connection.stream.closed():  # type: ignore[union-attr]

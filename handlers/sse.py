@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
-import orjson
-
-from runs.hub import EventHub
+from runs.hub import Batch, EventHub
 from runs.manager import RunManager
 from store import Event
+from store.events import encode
 
 KEEPALIVE = b": keepalive\n\n"
 RETRY_MS = 2000
@@ -69,7 +68,7 @@ def ui_chunk_json(ev: Event) -> bytes:
     cached = ev.rendered.get("ui")
     if cached is None:
         chunk = _ui_chunk(ev)
-        cached = orjson.dumps(chunk) if chunk is not None else b""
+        cached = encode(chunk) if chunk is not None else b""
         ev.rendered["ui"] = cached
     return cached
 
@@ -93,8 +92,18 @@ def native_terminal_frame(ev: Event) -> bytes:
     return b"id: %d\nevent: error\n" % ev.id + _data_lines(error_text(ev)) + b"\n"
 
 
-def native_frames(events: list[Event]) -> list[bytes]:
-    """Frames of `id:` + `data: [chunk, ...]`; the id of a frame is the id of its last event."""
+def native_frames(batch: Batch) -> list[bytes]:
+    """Frames of `id:` + `data: [chunk, ...]`; the id of a frame is the id of its last event.
+
+    Rendered once per batch: every reader of a live commit shares the bytes.
+    """
+    cached = batch.rendered.get("native")
+    if cached is None:
+        cached = batch.rendered["native"] = _native_frames(batch.events)
+    return cast(list[bytes], cached)
+
+
+def _native_frames(events: list[Event]) -> list[bytes]:
     frames: list[bytes] = []
     chunks: list[bytes] = []
     last_id = 0
@@ -131,13 +140,13 @@ async def follow_task(
     cursor: int,
     keepalive_s: float,
     on_subscribed: Callable[[Any], None] | None = None,
-) -> AsyncIterator[list[Event] | None]:
-    """Yield the task's events after `cursor`: the log first, then live commits.
+) -> AsyncIterator[Batch | None]:
+    """Yield the task's events after `cursor`, in batches: the log first, then live commits.
 
     Subscribes before reading the log and drops ids already yielded, so an
     event committed between the two is neither missed nor repeated.  Yields
     None when `keepalive_s` passes without events; ends after the terminal
-    event or when the subscription is closed.
+    event, or when the subscription is closed and everything queued is out.
     """
     sub = hub.subscribe_task(task_id)
     if on_subscribed is not None:
@@ -149,8 +158,9 @@ async def follow_task(
                 page = await runs.events_after(task_id, cursor, REPLAY_PAGE)
                 if page:
                     cursor = page[-1].id
-                    yield page
-                    if page[-1].terminal:
+                    done = page[-1].terminal
+                    yield Batch(page)
+                    if done:
                         return
                     continue
                 replaying = False
@@ -161,14 +171,18 @@ async def follow_task(
                 continue
             batches = sub.take()
             for batch in batches:
-                fresh = batch if batch[0].id > cursor else [e for e in batch if e.id > cursor]
-                if not fresh:
-                    continue
-                cursor = fresh[-1].id
-                yield fresh
-                if fresh[-1].terminal:
+                if batch.first_id <= cursor:
+                    fresh = [e for e in batch.events if e.id > cursor]
+                    if not fresh:
+                        continue
+                    batch = Batch(fresh)
+                cursor = batch.last.id
+                done = batch.last.terminal
+                yield batch
+                if done:
                     return
             if batches:
+                del batch, batches  # an idle stream keeps no events alive
                 continue
             if sub.closed:  # only after everything already queued was handed out
                 return

@@ -12,9 +12,18 @@ from store import Event
 
 class MessageAssembler:
     def __init__(self) -> None:
-        self.parts: list[dict[str, Any]] = []
-        self._open: dict[str, dict[str, Any]] = {}
+        self._parts: list[dict[str, Any]] = []
+        # Open text/reasoning parts collect their deltas in a list (joined once):
+        # `text += delta` on a dict value would copy the whole text every time.
+        self._open: dict[str, tuple[dict[str, Any], list[str]]] = {}
         self._tools: dict[str, dict[str, Any]] = {}
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        """The parts so far (open text parts carry their text up to now)."""
+        for part, pieces in self._open.values():
+            part["text"] = "".join(pieces)
+        return self._parts
 
     def apply_all(self, events: list[Event]) -> MessageAssembler:
         for ev in events:
@@ -31,27 +40,29 @@ class MessageAssembler:
         return "".join(p["text"] for p in self.parts if p["type"] == "text")
 
     def _start_step(self, data: dict[str, Any]) -> None:
-        self.parts.append({"type": "step-start"})
+        self._parts.append({"type": "step-start"})
 
     def _start_span(self, kind: str, data: dict[str, Any]) -> None:
         part = {"type": kind, "text": "", "state": "streaming"}
-        self._open[data["partId"]] = part
-        self.parts.append(part)
+        self._open[data["partId"]] = (part, [])
+        self._parts.append(part)
 
     def _delta(self, data: dict[str, Any]) -> None:
-        part = self._open.get(data["partId"])
-        if part is not None:
-            part["text"] += data["delta"]
+        span = self._open.get(data["partId"])
+        if span is not None:
+            span[1].append(data["delta"])
 
     def _end_span(self, data: dict[str, Any]) -> None:
-        part = self._open.pop(data["partId"], None)
-        if part is not None:
+        span = self._open.pop(data["partId"], None)
+        if span is not None:
+            part, pieces = span
+            part["text"] = "".join(pieces)
             part["state"] = "done"
 
     def _tool_start(self, data: dict[str, Any]) -> None:
         part = {"type": f"tool-{data['toolName']}", "toolCallId": data["toolCallId"], "state": "input-streaming"}
         self._tools[data["toolCallId"]] = part
-        self.parts.append(part)
+        self._parts.append(part)
 
     def _tool_input(self, data: dict[str, Any]) -> None:
         part = self._tools.get(data["toolCallId"])
@@ -74,10 +85,10 @@ class MessageAssembler:
             part["errorText"] = data.get("error", "")
 
     def _file(self, data: dict[str, Any]) -> None:
-        self.parts.append({"type": "file", "url": data["url"], "mediaType": data["mediaType"]})
+        self._parts.append({"type": "file", "url": data["url"], "mediaType": data["mediaType"]})
 
     def _data(self, name: str, data: dict[str, Any]) -> None:
-        self.parts.append({"type": f"data-{name}", "data": data})
+        self._parts.append({"type": f"data-{name}", "data": data})
 
 
 _HANDLERS: dict[str, Any] = {

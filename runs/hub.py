@@ -10,8 +10,31 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
+from typing import Any
 
 from store import Event
+
+
+class Batch:
+    """The events of one task (or thread) from one commit: what one live frame carries.
+
+    Every subscriber of the task gets the same Batch, so a dialect renders
+    it once (`rendered`) however many readers there are.
+    """
+
+    __slots__ = ("events", "rendered")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.rendered: dict[str, Any] = {}
+
+    @property
+    def first_id(self) -> int:
+        return self.events[0].id
+
+    @property
+    def last(self) -> Event:
+        return self.events[-1]
 
 
 class Subscription:
@@ -19,23 +42,23 @@ class Subscription:
 
     def __init__(self, key: str, limit: int) -> None:
         self.key = key
-        self.batches: deque[list[Event]] = deque()
+        self.batches: deque[Batch] = deque()
         self.queued = 0
         self.lagged = False
         self.closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._limit = limit
 
-    def push(self, events: list[Event]) -> None:
+    def push(self, batch: Batch) -> None:
         if self.closed:
             return
-        if self.queued + len(events) > self._limit:
+        if self.queued + len(batch.events) > self._limit:
             self.batches.clear()
             self.queued = 0
             self.lagged = True
         else:
-            self.batches.append(events)
-            self.queued += len(events)
+            self.batches.append(batch)
+            self.queued += len(batch.events)
         self._wake()
 
     def close(self) -> None:
@@ -48,7 +71,7 @@ class Subscription:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def take(self) -> list[list[Event]]:
+    def take(self) -> list[Batch]:
         out = list(self.batches)
         self.batches.clear()
         self.queued = 0
@@ -109,11 +132,13 @@ class EventHub:
             if ev.thread_id in self._by_thread:
                 per_thread.setdefault(ev.thread_id, []).append(ev)
         for key, evs in per_task.items():
+            batch = Batch(evs)
             for sub in tuple(self._by_task.get(key, ())):
-                sub.push(evs)
+                sub.push(batch)
         for key, evs in per_thread.items():
+            batch = Batch(evs)
             for sub in tuple(self._by_thread.get(key, ())):
-                sub.push(evs)
+                sub.push(batch)
 
     def close_all(self) -> None:
         """Ends every subscription (used at the end of a drain)."""

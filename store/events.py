@@ -13,6 +13,13 @@ _INSERT = "INSERT INTO events (id, task_id, thread_id, type, data, created_at) V
 _COLUMNS = "id, task_id, thread_id, type, data, created_at"
 
 
+def encode(value: Any) -> bytes:
+    """orjson.dumps, trimmed: orjson's result keeps a buffer of a few KiB even
+    for a 20-byte document, which multiplied by every cached event is real memory."""
+    out = orjson.dumps(value)
+    return bytes(memoryview(out)) if len(out) < 4096 else out
+
+
 class Event:
     """One committed (or about to be committed) event of a task.
 
@@ -39,7 +46,7 @@ class Event:
         self.type = type
         self.data = data
         self.created_at = created_at
-        self.data_json = data_json if data_json is not None else orjson.dumps(data)
+        self.data_json = data_json if data_json is not None else encode(data)
         self.rendered: dict[str, Any] = {}
 
     @property
