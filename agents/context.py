@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -60,7 +60,8 @@ class RunContext:
         thread_id: str,
         user_id: str,
         message_id: str,
-        history: list[dict[str, Any]],
+        user_message: dict[str, Any] | None,
+        load_history: Callable[[], Awaitable[list[dict[str, Any]]]],
         tools: dict[str, Tool],
         resume: Resume | None = None,
         demo_delay_s: float = 0.0,
@@ -70,18 +71,21 @@ class RunContext:
         self.thread_id = thread_id
         self.user_id = user_id
         self.message_id = message_id
-        self.history = history
+        self.user_message = user_message
+        self._load_history = load_history
         self.tools = tools
         self.resume = resume
         self.demo_delay_s = demo_delay_s
 
     @property
     def user_text(self) -> str:
-        """The text of the last user message."""
-        for msg in reversed(self.history):
-            if msg.get("role") == "user":
-                return "".join(p.get("text", "") for p in msg.get("parts", []) if p.get("type") == "text")
-        return ""
+        """The text of the message that started the run."""
+        msg = self.user_message or {}
+        return "".join(p.get("text", "") for p in msg.get("parts", []) if p.get("type") == "text")
+
+    async def history(self) -> list[dict[str, Any]]:
+        """The thread's messages, oldest first (read when an agent asks: the demo agent never does)."""
+        return await self._load_history()
 
     @asynccontextmanager
     async def step(self, node: str) -> AsyncIterator[None]:

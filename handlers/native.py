@@ -70,9 +70,9 @@ def user_message_from(body: dict[str, Any]) -> dict[str, Any]:
 class NativeHandler(APIHandler):
     surface = "native"
 
-    async def own_task(self, task_id: str) -> TaskRow:
+    async def own_task(self, task_id: str, fresh: bool = True) -> TaskRow:
         try:
-            return await self.runs.owned_task(task_id, self.user_id)
+            return await self.runs.owned_task(task_id, self.user_id, fresh)
         except NotFound:
             raise ApiError(404, "task not found") from None
         except Forbidden:
@@ -162,7 +162,7 @@ class StreamHandler(NativeHandler):
         return max(0, value)
 
     async def get(self, task_id: str) -> None:
-        task = await self.own_task(task_id)
+        task = await self.own_task(task_id, fresh=False)  # a live task's row is in memory
         cursor = self.cursor()
         if task.terminal:
             last = await self.runs.last_event(task.id)

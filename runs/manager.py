@@ -73,8 +73,10 @@ class StartRequest:
 class Runner:
     """One activation of a task's agent (a resumed task gets a new runner)."""
 
-    def __init__(self, manager: RunManager, task: TaskRow, agent: AgentDef, resume: Resume | None) -> None:
+    def __init__(self, manager: RunManager, task: TaskRow, agent: AgentDef, resume: Resume | None,
+                 user_message: dict[str, Any] | None = None) -> None:
         self.manager = manager
+        self.user_message = user_message
         self.task = task
         self.agent = agent
         self.resume = resume
@@ -113,7 +115,8 @@ class Runner:
 
     async def run(self) -> None:
         task = self.task
-        history = await self.manager.history(task.thread_id)
+        if self.user_message is None:
+            self.user_message = await self.manager.message(task.thread_id, task.user_message_id)
         if self.resume is not None:
             self.assembler.apply_all(await self.manager.task_events(task.id))
         else:
@@ -125,7 +128,8 @@ class Runner:
             thread_id=task.thread_id,
             user_id=task.user_id,
             message_id=task.assistant_message_id,
-            history=history,
+            user_message=self.user_message,
+            load_history=lambda: self.manager.history(task.thread_id),
             tools=self.manager.agents.tools_for(self.agent),
             resume=self.resume,
             demo_delay_s=self.manager.demo_delay_s,
@@ -169,8 +173,14 @@ class RunManager:
             raise NotFound(f"task {task_id} not found")
         return task
 
-    async def owned_task(self, task_id: str, user_id: str) -> TaskRow:
-        task = await self.get_task(task_id)
+    async def owned_task(self, task_id: str, user_id: str, fresh: bool = True) -> TaskRow:
+        """The task if it is the user's (Forbidden otherwise).
+
+        With `fresh=False` a task running in this process is answered from
+        memory: its owner and ids are right, its status may lag a commit.
+        """
+        runner = None if fresh else self._runners.get(task_id)
+        task = runner.task if runner is not None else await self.get_task(task_id)
         if task.user_id != user_id:
             raise Forbidden("task belongs to another user")
         return task
@@ -265,11 +275,12 @@ class RunManager:
         except Conflict as exc:  # the unique index refused a second live task
             live = await self.db.read(lambda c: tasks_sql.live_for_thread(c, req.thread_id))
             raise ThreadBusy(live.id if live else "") from exc
-        self._spawn(task, agent, None)
+        self._spawn(task, agent, None, req.message)
         return task
 
-    def _spawn(self, task: TaskRow, agent: AgentDef, resume: Resume | None) -> Runner:
-        runner = Runner(self, task, agent, resume)
+    def _spawn(self, task: TaskRow, agent: AgentDef, resume: Resume | None,
+               user_message: dict[str, Any] | None = None) -> Runner:
+        runner = Runner(self, task, agent, resume, user_message)
         self._runners[task.id] = runner
         runner.future = asyncio.ensure_future(runner.run())
         runner.future.add_done_callback(lambda f: self._runner_done(task.id, runner, f))
