@@ -155,7 +155,10 @@ async def follow_task(
         replaying = True
         while True:
             if replaying:
-                page = await runs.events_after(task_id, cursor, REPLAY_PAGE)
+                # Right after subscribing, with no await in between: the in-memory log
+                # and the subscription together hold every committed event.
+                recent = hub.recent.after(task_id, cursor)
+                page = recent[:REPLAY_PAGE] if recent is not None else await runs.events_after(task_id, cursor, REPLAY_PAGE)
                 if page:
                     cursor = page[-1].id
                     done = page[-1].terminal

@@ -9,6 +9,7 @@ than `limit` events in memory and never delays anyone else.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from collections import defaultdict, deque
 from typing import Any
 
@@ -91,11 +92,50 @@ class Subscription:
             self._waiter = None
 
 
+class RecentLogs:
+    """The whole log of recent tasks, in memory, so that opening a stream
+    on a task that started in this process needs no read from the store.
+
+    A task is kept from its `run.started` on, while its log stays under
+    `per_task` events; ended tasks stay for the last `finished` of them.
+    Filled in `EventHub.publish`, i.e. only with committed events.
+    """
+
+    def __init__(self, per_task: int = 2000, finished: int = 256) -> None:
+        self.per_task = per_task
+        self.finished = finished
+        self._logs: dict[str, list[Event]] = {}
+        self._ended: deque[str] = deque()
+
+    def add(self, task_id: str, events: list[Event]) -> None:
+        log = self._logs.get(task_id)
+        if log is None:
+            if events[0].type != "run.started":
+                return  # began before this process, or was dropped: the store has it
+            log = self._logs[task_id] = []
+        if len(log) + len(events) > self.per_task:
+            del self._logs[task_id]
+            return
+        log.extend(events)
+        if events[-1].terminal:
+            self._ended.append(task_id)
+            while len(self._ended) > self.finished:
+                self._logs.pop(self._ended.popleft(), None)
+
+    def after(self, task_id: str, cursor: int) -> list[Event] | None:
+        """The task's events after `cursor`, or None when only the store has them."""
+        log = self._logs.get(task_id)
+        if log is None:
+            return None
+        return log[bisect_right(log, cursor, key=lambda e: e.id):]
+
+
 class EventHub:
     def __init__(self, limit: int = 20000) -> None:
         self._by_task: dict[str, set[Subscription]] = defaultdict(set)
         self._by_thread: dict[str, set[Subscription]] = defaultdict(set)
         self._limit = limit
+        self.recent = RecentLogs()
 
     def subscribe_task(self, task_id: str) -> Subscription:
         sub = Subscription(task_id, self._limit)
@@ -122,18 +162,19 @@ class EventHub:
 
     def publish(self, events: list[Event]) -> None:
         """Hand one commit's events to their subscribers, grouped per task and thread."""
-        if not self._by_task and not self._by_thread:
-            return
         per_task: dict[str, list[Event]] = {}
         per_thread: dict[str, list[Event]] = {}
         for ev in events:
-            if ev.task_id in self._by_task:
-                per_task.setdefault(ev.task_id, []).append(ev)
+            per_task.setdefault(ev.task_id, []).append(ev)
             if ev.thread_id in self._by_thread:
                 per_thread.setdefault(ev.thread_id, []).append(ev)
         for key, evs in per_task.items():
+            self.recent.add(key, evs)
+            subs = self._by_task.get(key)
+            if not subs:
+                continue
             batch = Batch(evs)
-            for sub in tuple(self._by_task.get(key, ())):
+            for sub in tuple(subs):
                 sub.push(batch)
         for key, evs in per_thread.items():
             batch = Batch(evs)

@@ -255,8 +255,25 @@ async def test_event_committed_between_replay_and_subscribe_is_not_lost(parley, 
         return page
 
     monkeypatch.setattr(parley.runs, "events_after", slow_events_after)
+    monkeypatch.setattr(parley.hub.recent, "after", lambda task_id, cursor: None)  # force the store path
     _, frames = await alice.stream(task_id)
     ids = [f.id for f in frames if f.id is not None and f.event is None]
     assert len(ids) == len(set(ids))
     assert frames[-1].event == "done"
     assert text_of(frames) == "I slept 0.2 seconds."
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+async def test_long_run_past_the_in_memory_log_streams_whole(parley, alice, monkeypatch, in_memory):
+    """A log longer than the in-memory window is served from the store, live and resumed."""
+    if not in_memory:
+        monkeypatch.setattr(parley.hub.recent, "after", lambda task_id, cursor: None)
+    parley.runs.demo_delay_s = 0.0
+    n = parley.hub.recent.per_task + 500
+    task_id = await alice.start_ok(f"long-{in_memory}", f"/count {n}")
+    _, first = await alice.stream(task_id, cut_after=1)
+    cursor = first[-1].id
+    _, rest = await alice.stream(task_id, last_event_id=cursor)
+    deltas = [c["delta"] for f in first + rest if f.id is not None and f.event is None for c in f.chunks if c["type"] == "text-delta"]
+    assert deltas == [f"{k} " for k in range(1, n + 1)]
+    assert rest[-1].event == "done"

@@ -1,0 +1,39 @@
+"""The event hub: batches shared by subscribers, lagging readers, the in-memory recent logs."""
+from runs.hub import EventHub, RecentLogs
+from store import Event
+
+
+def ev(i, task="t", type="text.delta"):
+    return Event(i, task, "th", type, {"partId": "p", "delta": str(i)}, 0)
+
+
+def test_subscribers_share_one_batch_per_commit():
+    hub = EventHub()
+    a, b = hub.subscribe_task("t"), hub.subscribe_task("t")
+    hub.publish([ev(1, type="run.started"), ev(2), ev(3, task="other")])
+    (ba,), (bb,) = a.take(), b.take()
+    assert ba is bb and [e.id for e in ba.events] == [1, 2]
+
+
+def test_slow_reader_is_marked_lagged_not_buffered():
+    hub = EventHub(limit=5)
+    sub = hub.subscribe_task("t")
+    hub.publish([ev(i) for i in range(1, 4)])
+    hub.publish([ev(i) for i in range(4, 8)])
+    assert sub.lagged and sub.queued == 0 and not sub.batches
+
+
+def test_recent_logs_keep_whole_logs_only():
+    logs = RecentLogs(per_task=5, finished=1)
+    logs.add("a", [ev(2)])  # started before this process: not kept
+    assert logs.after("a", 0) is None
+    logs.add("b", [ev(3, "b", "run.started"), ev(4, "b")])
+    assert [e.id for e in logs.after("b", 0)] == [3, 4]
+    assert [e.id for e in logs.after("b", 3)] == [4]
+    logs.add("b", [ev(i, "b") for i in range(5, 9)])  # past per_task: dropped
+    assert logs.after("b", 0) is None
+    logs.add("b", [ev(9, "b")])
+    assert logs.after("b", 0) is None
+    logs.add("c", [ev(10, "c", "run.started"), ev(11, "c", "run.finished")])
+    logs.add("d", [ev(12, "d", "run.started"), ev(13, "d", "run.finished")])
+    assert logs.after("c", 0) is None and [e.id for e in logs.after("d", 12)] == [13]
