@@ -145,6 +145,9 @@ class RequestLog:
 
     def __call__(self, handler: web.RequestHandler) -> None:
         status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if not self.logger.isEnabledFor(level):
+            return
         identity = getattr(handler, "identity", None)
         record = {
             "method": handler.request.method,
@@ -154,9 +157,6 @@ class RequestLog:
             "user": identity.user_id if identity is not None else None,
             "trace_id": getattr(handler, "trace_id", None),
         }
-        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        if not self.logger.isEnabledFor(level):
-            return
         if self.fmt == "json":
             self.logger.log(level, orjson.dumps({"ts": time.time(), "level": logging.getLevelName(level).lower(), **record}).decode())
         else:
