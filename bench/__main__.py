@@ -45,7 +45,7 @@ async def run_all(names: list[str], args: argparse.Namespace) -> tuple[list[Metr
             print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
             metrics.extend(await run_one(name, sizes, args.data_root, args.keep))
-        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
+        except Exception as exc:  # one broken benchmark must not hide the others
             errors.append((name, f"{type(exc).__name__}: {exc}"))
             if not args.json:
                 traceback.print_exc()
@@ -57,21 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for name, fn in BENCHMARKS.items():
-            print(f"{name:12} {(fn.__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:12} {((fn.__doc__ or '').strip().splitlines() or [''])[0]}")
         return 0
     names = args.names or list(BENCHMARKS)
     nofile = raise_nofile()
     sizes = QUICK if args.quick else FULL
     if "idle" in names and nofile < sizes.idle_streams + 500:
         print(f"warning: RLIMIT_NOFILE is {nofile}; the idle benchmark needs about {sizes.idle_streams + 500}", file=sys.stderr)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     metrics, errors, timings = asyncio.run(run_all(names, args))
     total = time.perf_counter() - t0
+    load_after = os.getloadavg()[0]
     if args.json:
         doc = {
             "mode": "quick" if args.quick else "full",
             "sizes": sizes.__dict__,
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                        "loadavg_1m_before": load_before, "loadavg_1m_after": load_after},
             "seconds": {"total": round(total, 2), **timings},
             "results": [m.as_json() for m in metrics],
             "errors": [{"bench": b, "error": e} for b, e in errors],
@@ -81,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(table(metrics, errors))
         print(f"\n{'quick' if args.quick else 'full'} run, {total:.0f} s ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}); "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
-    if errors:
+              f"{os.cpu_count()} CPUs, Python {platform.python_version()}; 1-min load average {load_before:.2f} before, "
+              f"{load_after:.2f} after (other work on the machine skews every number)")
+    if errors or any(m.error for m in metrics):
         return 2
     if args.strict and any(m.met is False for m in metrics):
         return 1

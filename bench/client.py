@@ -227,7 +227,7 @@ class Connection(asyncio.Protocol):
                     pos = n
                 else:
                     break
-        except Exception as exc:  # noqa: BLE001 - a parse error fails the request, never the loop
+        except Exception as exc:  # a parse error fails the request, never the loop
             if p is not None and not p.future.done():
                 p.future.set_exception(HTTPError(f"bad response: {exc!r}"))
             self.pending = None

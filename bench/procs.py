@@ -7,6 +7,8 @@ does not reach it; the bench stops it), and its output in a log file.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import ctypes
 import os
 import resource
 import shutil
@@ -42,6 +44,25 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+_PR_SET_PDEATHSIG = 1
+_LIVE: set[ServerProcess] = set()
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGTERM to the server when the bench process dies
+    (even by SIGKILL or a `timeout`), so no server outlives its benchmark."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for proc in list(_LIVE):
+        proc.stop()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -60,8 +81,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        # The child inherits this process's raised RLIMIT_NOFILE (see Servers), which
-        # is safer than a preexec_fn in a process that may have threads.
+        # The child inherits this process's raised RLIMIT_NOFILE (see Servers).  Its own
+        # session keeps a Ctrl-C on the bench from reaching it (the bench stops it).
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -70,7 +91,9 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
+        _LIVE.add(self)
 
     @property
     def pid(self) -> int:
@@ -92,7 +115,7 @@ class ServerProcess:
                     conn.close()
                 if resp.status == 200:
                     return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            except Exception as exc:  # any failure means "not ready yet"
                 last = exc
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{self.name} did not answer /health within {timeout}s ({last!r}):\n{self.log_tail()}")
@@ -119,6 +142,7 @@ class ServerProcess:
             return ""
 
     def stop(self) -> None:
+        _LIVE.discard(self)
         p = self.proc
         if p is None or p.poll() is not None:
             return

@@ -40,6 +40,7 @@ class Metric:
     baseline: float | None = None
     target: Target | None = None
     note: str = ""
+    error: str = ""  # a failure seen while measuring (e.g. a stream that never ended); the run exits 2
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,6 +64,7 @@ class Metric:
             "target": None if self.target is None else {"kind": self.target.kind, "value": self.target.value, "text": self.target.describe(self.unit)},
             "met": self.met,
             "note": self.note,
+            "error": self.error or None,
             "detail": self.detail,
         }
 
@@ -104,12 +106,13 @@ def table(metrics: list[Metric], errors: list[tuple[str, str]]) -> str:
         else:
             met = m.met
             target = m.target.describe(m.unit) + ("  ok" if met else "  MISSED" if met is False else "  ?")
-        rows.append((m.name, _cell(m.parley, m.unit), _cell(m.baseline, m.unit), ratio, target))
+        parley = "FAILED" if m.error and m.parley is None else _cell(m.parley, m.unit) + (" (!)" if m.error else "")
+        rows.append((m.name, parley, _cell(m.baseline, m.unit), ratio, target))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     align = ["<", ">", ">", ">", "<"]
 
     def fmt(r: tuple[str, ...]) -> str:
-        return " | ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths)).rstrip()
+        return " | ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths, strict=True)).rstrip()
 
     lines = [fmt(header), "-+-".join("-" * w for w in widths)]
     lines.extend(fmt(r) for r in rows)
@@ -118,6 +121,11 @@ def table(metrics: list[Metric], errors: list[tuple[str, str]]) -> str:
         lines.append("")
         lines.append("notes:")
         lines.extend(notes)
+    failed = [m for m in metrics if m.error]
+    if failed or errors:
+        lines.append("")
+    for m in failed:
+        lines.append(f"FAILURE in [{m.name}]: {m.error}")
     for bench, err in errors:
         lines.append(f"ERROR in {bench}: {err}")
     return "\n".join(lines)
