@@ -65,11 +65,10 @@ def _ui_chunk(ev: Event) -> dict[str, Any] | None:
 
 def ui_chunk_json(ev: Event) -> bytes:
     """The encoded chunk (b"" when the event has none), made once per event."""
-    cached = ev.rendered.get("ui")
+    cached = ev.ui
     if cached is None:
         chunk = _ui_chunk(ev)
-        cached = encode(chunk) if chunk is not None else b""
-        ev.rendered["ui"] = cached
+        cached = ev.ui = encode(chunk) if chunk is not None else b""
     return cached
 
 

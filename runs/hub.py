@@ -96,14 +96,16 @@ class RecentLogs:
     """The whole log of recent tasks, in memory, so that opening a stream
     on a task that started in this process needs no read from the store.
 
-    A task is kept from its `run.started` on, while its log stays under
-    `per_task` events; ended tasks stay for the last `finished` of them.
-    Filled in `EventHub.publish`, i.e. only with committed events.
+    A task is kept from its `run.started` on while its log stays under
+    `per_task` events; ended tasks are let go oldest first once all logs
+    together pass `total` events.  Filled by `EventHub.publish`, i.e. only
+    with committed events.
     """
 
-    def __init__(self, per_task: int = 2000, finished: int = 256) -> None:
+    def __init__(self, per_task: int = 2000, total: int = 50_000) -> None:
         self.per_task = per_task
-        self.finished = finished
+        self.total = total
+        self.size = 0
         self._logs: dict[str, list[Event]] = {}
         self._ended: deque[str] = deque()
 
@@ -111,16 +113,22 @@ class RecentLogs:
         log = self._logs.get(task_id)
         if log is None:
             if events[0].type != "run.started":
-                return  # began before this process, or was dropped: the store has it
+                return  # began before this process, or was let go: the store has it
             log = self._logs[task_id] = []
         if len(log) + len(events) > self.per_task:
-            del self._logs[task_id]
+            self._drop(task_id)
             return
         log.extend(events)
+        self.size += len(events)
         if events[-1].terminal:
             self._ended.append(task_id)
-            while len(self._ended) > self.finished:
-                self._logs.pop(self._ended.popleft(), None)
+        while self.size > self.total and self._ended:
+            self._drop(self._ended.popleft())
+
+    def _drop(self, task_id: str) -> None:
+        log = self._logs.pop(task_id, None)
+        if log is not None:
+            self.size -= len(log)
 
     def after(self, task_id: str, cursor: int) -> list[Event] | None:
         """The task's events after `cursor`, or None when only the store has them."""

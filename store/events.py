@@ -23,12 +23,12 @@ def encode(value: Any) -> bytes:
 class Event:
     """One committed (or about to be committed) event of a task.
 
-    `data_json` is the encoded payload, made once; renderers cache their
-    encoded form in `rendered` so that a hundred readers of one live event
-    share one encoding.
+    `data_text` is the payload encoded once, as stored.  `ui` caches the
+    encoded AI SDK chunk of the event (handlers/sse.py), so that a hundred
+    readers of one live event share one encoding.
     """
 
-    __slots__ = ("created_at", "data", "data_json", "id", "rendered", "task_id", "thread_id", "type")
+    __slots__ = ("created_at", "data", "data_text", "id", "task_id", "thread_id", "type", "ui")
 
     def __init__(
         self,
@@ -38,7 +38,7 @@ class Event:
         type: str,
         data: dict[str, Any],
         created_at: int,
-        data_json: bytes | None = None,
+        data_text: str | None = None,
     ) -> None:
         self.id = id
         self.task_id = task_id
@@ -46,20 +46,19 @@ class Event:
         self.type = type
         self.data = data
         self.created_at = created_at
-        self.data_json = data_json if data_json is not None else encode(data)
-        self.rendered: dict[str, Any] = {}
+        self.data_text = data_text if data_text is not None else orjson.dumps(data).decode()
+        self.ui: bytes | None = None
 
     @property
     def terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
 
     def row(self) -> tuple[int, str, str, str, str, int]:
-        return (self.id, self.task_id, self.thread_id, self.type, self.data_json.decode(), self.created_at)
+        return (self.id, self.task_id, self.thread_id, self.type, self.data_text, self.created_at)
 
     @classmethod
     def from_row(cls, row: Any) -> Event:
-        raw = row[4].encode() if isinstance(row[4], str) else bytes(row[4])
-        return cls(row[0], row[1], row[2], row[3], orjson.loads(raw), row[5], raw)
+        return cls(row[0], row[1], row[2], row[3], orjson.loads(row[4]), row[5], row[4])
 
     def __repr__(self) -> str:
         return f"Event({self.id}, {self.type}, task={self.task_id})"

@@ -24,7 +24,7 @@ def test_slow_reader_is_marked_lagged_not_buffered():
 
 
 def test_recent_logs_keep_whole_logs_only():
-    logs = RecentLogs(per_task=5, finished=1)
+    logs = RecentLogs(per_task=5, total=6)
     logs.add("a", [ev(2)])  # started before this process: not kept
     assert logs.after("a", 0) is None
     logs.add("b", [ev(3, "b", "run.started"), ev(4, "b")])
@@ -36,4 +36,8 @@ def test_recent_logs_keep_whole_logs_only():
     assert logs.after("b", 0) is None
     logs.add("c", [ev(10, "c", "run.started"), ev(11, "c", "run.finished")])
     logs.add("d", [ev(12, "d", "run.started"), ev(13, "d", "run.finished")])
+    logs.add("e", [ev(14, "e", "run.started"), ev(15, "e")])
+    assert logs.size == 6 and logs.after("c", 0) is not None
+    logs.add("e", [ev(16, "e")])  # past the total: the oldest ended task goes, live ones stay
     assert logs.after("c", 0) is None and [e.id for e in logs.after("d", 12)] == [13]
+    assert [e.id for e in logs.after("e", 0)] == [14, 15, 16] and logs.size == 5
