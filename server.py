@@ -31,7 +31,7 @@ from agents import AgentRegistry
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
 from handlers import base as base_handlers
-from handlers import native, openapi
+from handlers import jobs, native, openapi
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
 from runs.manager import RunManager
@@ -257,6 +257,7 @@ def make_app(parley: Parley) -> web.Application:
     origins = cfg.cors_origin or ["http://localhost:3000"]
     handlers: list[Any] = [
         *native.default_handlers,
+        *jobs.default_handlers,
         *openapi.default_handlers,
         (r"/ui", web.RedirectHandler, {"url": "/ui/"}),
         (r"/ui/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
@@ -271,6 +272,7 @@ def make_app(parley: Parley) -> web.Application:
         default_agent=cfg.default_agent,
         cors_patterns=[_origin_pattern(o) for o in origins],
         stream_slots=parley.streams,
+        job_limits=jobs.job_limits(),
         keepalive_s=cfg.keepalive_s,
         log_function=RequestLog(cfg.log_format),
         compress_response=False,

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, cast
+from typing import Any
 
 from tornado import iostream
 
 from auth import AuthError
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.sse import KEEPALIVE, RETRY_MS, StreamSlots, follow_task, native_frames, native_terminal_frame
-from runs.hub import EventHub, Subscription
+from handlers.sse import KEEPALIVE, RETRY_MS, follow_task, native_frames, native_terminal_frame
+from handlers.streaming import EventStreamHandler
 from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy
 from store import NotFound
 from store.tasks import TaskRow
@@ -136,11 +136,8 @@ class TaskHandler(NativeHandler):
         self.finish()
 
 
-class StreamHandler(NativeHandler):
+class StreamHandler(EventStreamHandler, NativeHandler):
     """GET /stream/:taskId — kira's SSE framing, resumable with Last-Event-ID."""
-
-    _sub: Subscription | None = None
-    _counted = False
 
     async def authenticate(self) -> None:
         token = self.get_query_argument("token", None)
@@ -153,14 +150,6 @@ class StreamHandler(NativeHandler):
             return
         await super().authenticate()
 
-    def cursor(self) -> int:
-        raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None) or "0"
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ApiError(400, "Last-Event-ID must be an event id (an integer)") from None
-        return max(0, value)
-
     async def get(self, task_id: str) -> None:
         task = await self.own_task(task_id, fresh=False)  # a live task's row is in memory
         cursor = self.cursor()
@@ -172,59 +161,20 @@ class StreamHandler(NativeHandler):
                     self.clear_header("Content-Type")
                     self.finish()
                     return
-                self.start_stream()
-                self.write(native_terminal_frame(last))
-                self.finish()
+                self.stream_headers()
+                self.finish(native_terminal_frame(last))
                 return
-        if not self.slots.acquire(self.user_id):
-            raise ApiError(429, "too many open streams for this user", retry_after=5)
-        self._counted = True
-        self.start_stream()
-        hub = cast(EventHub, self.settings["hub"])
+        self.open_stream()
         try:
-            self.write(b"retry: %d\n\n" % RETRY_MS)
-            await self.flush()
-            async for batch in follow_task(self.runs, hub, task.id, cursor, self.settings["keepalive_s"], self._keep):
-                if batch is None:
-                    self.write(KEEPALIVE)
-                    await self.flush()
-                    continue
-                frames = native_frames(batch)
+            await self.send([b"retry: %d\n\n" % RETRY_MS])
+            async for batch in follow_task(self.runs, self.hub, task.id, cursor, self.settings["keepalive_s"], self.keep):
+                frames = [KEEPALIVE] if batch is None else native_frames(batch)
                 del batch  # an idle stream keeps no events alive
-                for frame in frames:
-                    self.write(frame)
-                    await self.flush()
+                await self.send(frames)
                 del frames
         except iostream.StreamClosedError:
             return
-        if not self.request.connection.stream.closed():  # type: ignore[union-attr]
-            self.finish()
-
-    def start_stream(self) -> None:
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")
-
-    def _keep(self, sub: Subscription) -> None:
-        self._sub = sub
-
-    def on_connection_close(self) -> None:
-        if self._sub is not None:
-            self._sub.close()
-        self._release()
-
-    def on_finish(self) -> None:
-        super().on_finish()
-        self._release()
-
-    @property
-    def slots(self) -> StreamSlots:
-        return cast(StreamSlots, self.settings["stream_slots"])
-
-    def _release(self) -> None:
-        if self._counted:
-            self._counted = False
-            self.slots.release(self.user_id)
+        self.end()
 
 
 class CurrentTaskHandler(NativeHandler):

@@ -33,6 +33,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 TASK_INFO = {"$ref": "#/components/schemas/TaskInfo"}
+JOB = {"$ref": "#/components/schemas/Job"}
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"internalKey": [], "userId": []}]
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -67,6 +68,26 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/video/submit/{taskId}": {"post": {"summary": "Retry a media run that failed for insufficient credits (JWT only)",
         "security": [{"bearer": []}],
         "responses": {"200": _r("resubmitted", {"type": "object", "properties": {"success": {"type": "boolean"}}}), **_errors(400, 401, 403, 404)}}},
+    "/api/runs": {"post": {"summary": "Submit a job (a run of an agent on a thread)",
+        "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": "object", "required": ["workflow_id", "input"], "properties": {
+            "workflow_id": {"type": "string"}, "input": {"type": "object", "required": ["message"], "properties": {
+                "agent_id": {"type": "string"}, "message": {"type": "string"}, "thread_id": {"type": "string"}}}}}}}},
+        "responses": {"201": _r("submitted", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"const": "pending"}, "created_at": {"type": "string", "format": "date-time"}}}),
+                      **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)}}},
+    "/api/jobs/{jobId}": {"get": {"summary": "The job", "responses": {"200": _r("job", JOB), **_errors(401, 403, 404, 429)}}},
+    "/api/jobs/{jobId}/signal": {"post": {"summary": "Wake a parked job (idempotent per correlation key)",
+        "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": "object", "required": ["correlation_key"], "properties": {
+            "correlation_key": {"type": "string"}, "payload": {}}}}}},
+        "responses": {"200": _r("signalled", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}}}),
+                      **_errors(400, 401, 403, 404, 429)}}},
+    "/api/jobs/{jobId}/stop": {"post": {"summary": "Stop the job (idempotent)",
+        "responses": {"200": _r("stopped", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}}}), **_errors(401, 403, 404)}}},
+    "/api/jobs/{jobId}/trace": {"get": {"summary": "The job's timeline",
+        "responses": {"200": _r("trace", {"type": "object", "properties": {"job_id": {"type": "string"}, "timeline": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineEntry"}}}}),
+                      **_errors(401, 403, 404, 429)}}},
+    "/api/jobs/{jobId}/events": {"get": {"summary": "The timeline as SSE, one frame per entry, resumable with Last-Event-ID",
+        "responses": {"200": _r("event stream", {"type": "string"}, "text/event-stream"), **_errors(400, 401, 403, 404, 429)}}},
+    "/api/version": {"get": {"summary": "Version", "security": [], "responses": {"200": _r("version", {"type": "object"})}}},
     "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _r("OpenAPI 3.1")}}},
 }
 
@@ -78,6 +99,13 @@ COMPONENTS: dict[str, Any] = {
     },
     "schemas": {
         "Error": {"type": "object", "description": "The error shape of the route's surface"},
+        "Job": {"type": "object", "properties": {
+            "job_id": {"type": "string"}, "status": {"enum": ["pending", "running", "parked", "completed", "failed", "cancelled"]},
+            "agent_id": {"type": "string"}, "current_node": {"type": ["string", "null"]}, "thread_id": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"}}},
+        "TimelineEntry": {"type": "object", "required": ["event", "time"], "properties": {
+            "event": {"enum": ["JobCreated", "StepStarted", "ToolCompleted", "JobParked", "SignalReceived", "JobCompleted", "JobFailed", "JobCancelled"]},
+            "time": {"type": "string", "format": "date-time"}, "node": {"type": "string"}, "correlation_key": {"type": "string"}, "payload": {}}},
         "Health": {"type": "object", "properties": {"status": {"enum": ["ok", "draining"]}}},
         "UIMessage": {"type": "object", "required": ["id", "role", "parts"], "properties": {
             "id": {"type": "string"}, "role": {"enum": ["user", "assistant", "system"]},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from runs.hub import Batch, EventHub
@@ -237,3 +238,54 @@ class StreamSlots:
             return False
         finally:
             self._idle = None
+
+
+# -- the job timeline (seed 003: /api/jobs/:id/trace and /events) ---------------
+
+def iso_ms(epoch_ms: int) -> str:
+    """Epoch milliseconds as an ISO 8601 UTC time with milliseconds."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Timeline:
+    """Maps canonical events to timeline entries; keeps the little state it needs (tool names)."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, str] = {}
+
+    def entry(self, ev: Event) -> dict[str, Any] | None:
+        d, t = ev.data, ev.type
+        entry: dict[str, Any]
+        if t == "run.started":
+            entry = {"event": "JobCreated"}
+        elif t == "step.started":
+            entry = {"event": "StepStarted", "node": d.get("node")}
+        elif t == "tool.call.start":
+            self._tools[d["toolCallId"]] = d["toolName"]
+            return None
+        elif t in ("tool.result", "tool.error"):
+            entry = {"event": "ToolCompleted", "node": self._tools.get(d["toolCallId"], d["toolCallId"])}
+            if t == "tool.error":
+                entry["error"] = d.get("error")
+        elif t == "job.parked":
+            entry = {"event": "JobParked", "node": d.get("node"), "correlation_key": d.get("correlationKey")}
+        elif t == "job.signal":
+            entry = {"event": "SignalReceived", "correlation_key": d.get("correlationKey"), "payload": d.get("payload")}
+        elif t == "run.finished":
+            entry = {"event": "JobCompleted"}
+        elif t == "run.error":
+            entry = {"event": "JobCancelled" if d.get("status") == "cancelled" else "JobFailed",
+                     "reason": d.get("reason"), "message": d.get("message")}
+        else:
+            return None
+        entry["time"] = iso_ms(ev.created_at)
+        return entry
+
+    def frames(self, batch: Batch) -> list[bytes]:
+        """One SSE frame per timeline entry, each with the id of its event (a valid cursor)."""
+        out = []
+        for ev in batch.events:
+            entry = self.entry(ev)
+            if entry is not None:
+                out.append(b"id: %d\ndata: " % ev.id + encode(entry) + b"\n\n")
+        return out

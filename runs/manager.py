@@ -102,8 +102,7 @@ class Runner:
         self._db.submit(_node)
 
     def correlation_key(self, node: str) -> str:
-        parks = int((self.task.state or {}).get("parks", 0)) + 1
-        return f"{node}-{self.task.id}-{parks}"
+        return next_park_key(self.task)
 
     # -- life -----------------------------------------------------------
 
@@ -326,24 +325,38 @@ class RunManager:
         return bool(await asyncio.shield(self.db.write(_finish)))
 
     async def park(self, runner: Runner, parked: Parked) -> None:
+        """Park the task at `parked` (or, when its signal came early, wake it again at once)."""
         task = runner.task
         parts = runner.assembler.parts
-        state = dict(task.state or {})
-        state["parks"] = int(state.get("parks", 0)) + 1
-        state["pending"] = parked.state
-        info = {"correlationKey": parked.correlation_key, "prompt": parked.prompt}
+        key = parked.correlation_key
+        info = {"correlationKey": key, "prompt": parked.prompt}
 
-        def _park(tx: WriteTx) -> bool:
-            if not tasks_sql.update_if(
-                tx, task.id, ("running",), status="parked", parked=info, state=state, current_node=parked.node
-            ):
-                return False
+        def _park(tx: WriteTx) -> TaskRow | None:
+            current = tasks_sql.get_tx(tx, task.id)
+            if current is None or current.status != "running":
+                return None
+            state = dict(current.state or {})
+            state["parks"] = int(state.get("parks", 0)) + 1
+            state["pending"] = parked.state
             tx.event(task.id, task.thread_id, "job.parked", {"node": parked.node, **info})
+            early = dict(state.get("early", {}))
+            if key in early:  # the signal arrived before the park: take it now
+                payload = early.pop(key)
+                state["early"] = early
+                state["taken"] = [*state.get("taken", []), key]
+                state["resume"] = {"correlationKey": key, "payload": payload}
+                tasks_sql.update(tx, task.id, state=state, current_node=parked.node)
+                tx.event(task.id, task.thread_id, "job.signal", {"correlationKey": key, "payload": payload})
+                current.state = state
+                return current
+            tasks_sql.update(tx, task.id, status="parked", parked=info, state=state, current_node=parked.node)
             parts_now = [*parts, {"type": "data-parked", "data": {"node": parked.node, **info}}]
             messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts_now, task.id)
-            return True
+            return None
 
-        await asyncio.shield(self.db.write(_park))
+        woken = await asyncio.shield(self.db.write(_park))
+        if woken is not None:
+            self._resume(woken)
 
     async def abort(self, task_id: str, status: str = "cancelled", reason: str = "cancelled",
                     message: str = "The run was cancelled.") -> None:
@@ -361,7 +374,13 @@ class RunManager:
     # -- signals ----------------------------------------------------------------
 
     async def signal(self, task_id: str, correlation_key: str, payload: Any) -> TaskRow:
-        """Wake a parked task with a signal.  A repeat of a signal already taken is answered, not run again."""
+        """Wake a parked task with a signal.
+
+        A repeat of a signal already taken is answered and nothing runs
+        twice; a signal for the next park of a task that has not parked yet
+        is kept and taken when it parks.  Refusals: SignalRefused with
+        JOB_NOT_PARKED or INVALID_SIGNAL_KEY; NotFound.
+        """
 
         def _signal(tx: WriteTx) -> tuple[TaskRow, bool]:
             task = tasks_sql.get_tx(tx, task_id)
@@ -369,10 +388,17 @@ class RunManager:
                 raise NotFound(f"task {task_id} not found")
             state = dict(task.state or {})
             taken = state.get("taken", [])
-            if correlation_key in taken:
+            early = dict(state.get("early", {}))
+            if correlation_key in taken or correlation_key in early:
+                return task, False
+            if task.status in ("pending", "running") and correlation_key == next_park_key(task):
+                early[correlation_key] = payload
+                state["early"] = early
+                tasks_sql.update(tx, task_id, state=state)
+                task.state = state
                 return task, False
             if task.status != "parked":
-                raise SignalRefused("JOB_NOT_PARKED", f"task {task_id} is {task.status}, not parked")
+                raise SignalRefused("JOB_NOT_PARKED", f"job {task_id} is {task.status}, not parked")
             if not task.parked or task.parked.get("correlationKey") != correlation_key:
                 raise SignalRefused("INVALID_SIGNAL_KEY", "correlation_key does not match the parked step")
             state["taken"] = [*taken, correlation_key]
@@ -427,6 +453,12 @@ class RunManager:
         if leftovers:
             await asyncio.wait(leftovers, timeout=10)
         await self.db.committed()
+
+
+def next_park_key(task: TaskRow) -> str:
+    """The correlation key of the task's next park: `approval-<taskId>-<n>` (known in advance,
+    so that a signal sent before the park can be kept for it)."""
+    return f"approval-{task.id}-{int((task.state or {}).get('parks', 0)) + 1}"
 
 
 def _resumed_after_park(events: list[Any]) -> bool:

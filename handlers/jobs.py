@@ -1,0 +1,178 @@
+"""The job surface (seed 003, SPEC section 11): a job is a task seen through Aetheris's API."""
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from tornado import iostream
+
+from handlers.base import APIHandler
+from handlers.errors import ApiError
+from handlers.native import ID, check_id
+from handlers.ratelimit import SlidingWindow, retry_after
+from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms
+from handlers.streaming import EventStreamHandler
+from runs.hub import Batch
+from runs.manager import Draining, Forbidden, SignalRefused, StartRequest, ThreadBusy
+from store import NotFound
+from store.tasks import TaskRow
+
+MAX_MESSAGE = 100_000
+
+
+def job_limits() -> dict[str, SlidingWindow]:
+    """Per-user limits of SPEC section 11: runs 100/min, signals 60/min, job reads 300/min."""
+    return {"runs": SlidingWindow(100), "signals": SlidingWindow(60), "reads": SlidingWindow(300)}
+
+
+class JobsHandler(APIHandler):
+    surface = "jobs"
+    limit: str | None = None
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.limit is not None and self.identity is not None and self.request.method != "OPTIONS":
+            window = cast(dict[str, SlidingWindow], self.settings["job_limits"])[self.limit]
+            wait = window.hit(self.user_id)
+            if wait:
+                raise ApiError(429, f"rate limit: {window.limit} requests a minute", "RATE_LIMITED",
+                               retry_after=retry_after(wait))
+
+    async def own_job(self, job_id: str) -> TaskRow:
+        try:
+            return await self.runs.owned_task(job_id, self.user_id)
+        except NotFound:
+            raise ApiError(404, f"job {job_id} not found", "JOB_NOT_FOUND") from None
+        except Forbidden:
+            raise ApiError(403, "this job belongs to another user", "FORBIDDEN") from None
+
+    @staticmethod
+    def job(task: TaskRow) -> dict[str, Any]:
+        return {
+            "job_id": task.id,
+            "status": task.status,
+            "agent_id": task.agent_id,
+            "current_node": task.current_node,
+            "thread_id": task.thread_id,
+            "created_at": iso_ms(task.created_at),
+        }
+
+
+class RunsHandler(JobsHandler):
+    starts_runs = True
+    limit = "runs"
+
+    async def post(self) -> None:
+        """Submit a job: 201 {job_id, status: "pending", created_at}."""
+        body = self.json_body()
+        if not isinstance(body.get("workflow_id"), str) or not body["workflow_id"]:
+            raise ApiError(422, "workflow_id must be a non-empty string", "VALIDATION_ERROR")
+        inp = body.get("input")
+        if not isinstance(inp, dict):
+            raise ApiError(422, "input must be an object {agent_id, message, thread_id?}", "VALIDATION_ERROR")
+        message = inp.get("message")
+        if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE:
+            raise ApiError(422, f"input.message must be a non-empty string of at most {MAX_MESSAGE} characters", "VALIDATION_ERROR")
+        agent_id = inp.get("agent_id", self.settings["default_agent"])
+        if not isinstance(agent_id, str) or self.runs.agents.get(agent_id) is None:
+            raise ApiError(404, f"agent {agent_id} not found", "AGENT_NOT_FOUND")
+        try:
+            thread_id = check_id(inp.get("thread_id"), "input.thread_id", required=False) or str(uuid.uuid4())
+        except ApiError as exc:
+            raise ApiError(422, exc.message, "VALIDATION_ERROR") from None
+        user_message = {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": [{"type": "text", "text": message}]}
+        try:
+            task = await self.runs.start_run(StartRequest(self.user_id, thread_id, user_message, agent_id))
+        except Draining:
+            raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
+        except Forbidden:
+            raise ApiError(403, "this thread belongs to another user", "FORBIDDEN") from None
+        except ThreadBusy as busy:
+            raise ApiError(409, "the thread already has a live job", "THREAD_BUSY", job_id=busy.task_id) from None
+        self.write_json({"job_id": task.id, "status": "pending", "created_at": iso_ms(task.created_at)}, 201)
+
+
+class JobHandler(JobsHandler):
+    limit = "reads"
+
+    async def get(self, job_id: str) -> None:
+        """{job_id, status, agent_id, current_node, thread_id, created_at}."""
+        self.write_json(self.job(await self.own_job(job_id)))
+
+
+class SignalHandler(JobsHandler):
+    limit = "signals"
+
+    async def post(self, job_id: str) -> None:
+        """Wake a parked job: 200 {job_id, status}; a repeat of a taken signal is 200 and runs nothing."""
+        await self.own_job(job_id)
+        body = self.json_body()
+        key = body.get("correlation_key")
+        if not isinstance(key, str) or not key:
+            raise ApiError(400, "correlation_key must be a non-empty string", "INVALID_SIGNAL_KEY")
+        try:
+            task = await self.runs.signal(job_id, key, body.get("payload"))
+        except SignalRefused as exc:
+            raise ApiError(400, str(exc), exc.code) from None
+        except NotFound:
+            raise ApiError(404, f"job {job_id} not found", "JOB_NOT_FOUND") from None
+        self.write_json({"job_id": task.id, "status": task.status})
+
+
+class StopHandler(JobsHandler):
+    async def post(self, job_id: str) -> None:
+        """Stop the job (idempotent): 200 {job_id, status}."""
+        task = await self.own_job(job_id)
+        if task.live:
+            await self.runs.abort(task.id)
+        task = await self.own_job(job_id)
+        self.write_json({"job_id": task.id, "status": task.status})
+
+
+class TraceHandler(JobsHandler):
+    limit = "reads"
+
+    async def get(self, job_id: str) -> None:
+        """{job_id, timeline: [{event, time, node?, correlation_key?, payload?}]}, from JobCreated."""
+        task = await self.own_job(job_id)
+        timeline = Timeline()
+        entries = [e for e in map(timeline.entry, await self.runs.task_events(task.id)) if e is not None]
+        self.write_json({"job_id": task.id, "timeline": entries})
+
+
+class JobEventsHandler(EventStreamHandler, JobsHandler):
+    """GET /api/jobs/:id/events — the timeline as SSE, resumable, closed after the terminal entry."""
+
+    limit = "reads"
+
+    async def get(self, job_id: str) -> None:
+        task = await self.own_job(job_id)
+        cursor = self.cursor()
+        timeline = Timeline()
+        if cursor:  # learn the tool names of calls that started before the cursor
+            timeline.frames(Batch(await self.runs.task_events(task.id, limit=100_000)))
+        self.open_stream()
+        try:
+            async for batch in follow_task(self.runs, self.hub, task.id, cursor, self.settings["keepalive_s"], self.keep):
+                await self.send([KEEPALIVE] if batch is None else timeline.frames(batch))
+        except iostream.StreamClosedError:
+            return
+        self.end()
+
+
+class VersionHandler(JobsHandler):
+    auth = "none"
+
+    def get(self) -> None:
+        self.write_json({"service": "parley", "version": self.settings["version"], "api": "aetheris-v2"})
+
+
+default_handlers = [
+    (r"/api/runs", RunsHandler),
+    (rf"/api/jobs/{ID}", JobHandler),
+    (rf"/api/jobs/{ID}/signal", SignalHandler),
+    (rf"/api/jobs/{ID}/stop", StopHandler),
+    (rf"/api/jobs/{ID}/trace", TraceHandler),
+    (rf"/api/jobs/{ID}/events", JobEventsHandler),
+    (r"/api/version", VersionHandler),
+]
