@@ -174,6 +174,7 @@ class Parley:
         self.hub = EventHub()
         self.streams = StreamSlots(config.max_streams_per_user)
         self.agents = AgentRegistry()
+        self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms)
         self.auth: Authenticator | None = None
         self.app: web.Application | None = None
@@ -198,6 +199,7 @@ class Parley:
             expected_issuer=self.config.jwt_issuer,
         )
         await self.db.open()
+        await self.runs.load_agents()
         await self.runs.recover()
         self.app = make_app(self)
         return self.app
@@ -238,6 +240,7 @@ class Parley:
         if self.server is not None:
             self.server.stop()
             await asyncio.wait_for(self.server.close_all_connections(), timeout=5)
+        await self.close_providers()
         await self.db.close()
         log.info("drained; store closed")
         self._stopped.set()
@@ -246,7 +249,12 @@ class Parley:
         """Stop at once (tests): runs end `failed`/`shutdown`, the store is closed."""
         await self.runs.drain(0)
         self.hub.close_all()
+        await self.close_providers()
         await self.db.close()
+
+    async def close_providers(self) -> None:
+        for provider in self.agents.providers.values():
+            await provider.aclose()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -289,7 +297,11 @@ def setup_logging(cfg: Config) -> None:
 
 
 async def serve(cfg: Config) -> int:
-    parley = Parley(cfg)
+    try:
+        parley = Parley(cfg)
+    except ValueError as exc:  # a config table that does not fit
+        print(f"server.py: error: config: {exc}", file=sys.stderr)
+        return 2
     parley.bind()
     try:
         await parley.open()

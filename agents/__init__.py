@@ -1,13 +1,18 @@
 """Agents: definitions, the demo agent, tools.  No HTTP here."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import demo
+from agents import demo, react
 from agents.context import RunContext
+from agents.llm import LLMConfig, LLMProvider
 from agents.tools import BUILTIN_TOOLS, Tool
+
+log = logging.getLogger("parley.agents")
+AGENT_TYPES = ("react", "demo")
 
 AgentFn = Callable[[RunContext], Awaitable[None]]
 
@@ -45,6 +50,7 @@ class AgentRegistry:
     def __init__(self) -> None:
         self._agents: dict[str, AgentDef] = {DEMO.id: DEMO}
         self.tools: dict[str, Tool] = dict(BUILTIN_TOOLS)
+        self.providers: dict[str, LLMProvider] = {}
 
     def get(self, agent_id: str) -> AgentDef | None:
         return self._agents.get(agent_id)
@@ -58,7 +64,80 @@ class AgentRegistry:
     def runner_for(self, agent: AgentDef) -> AgentFn:
         if agent.type == "demo":
             return demo.run
+        if agent.type == "react":
+            return react.runner(agent, self.providers.get(agent.llm or ""))
         raise LookupError(f"agent type {agent.type!r} is not available")
 
     def tools_for(self, agent: AgentDef) -> dict[str, Tool]:
         return {name: self.tools[name] for name in agent.tools if name in self.tools}
+
+    def configure(self, extra: dict[str, Any]) -> None:
+        """Read the config file's `[llm.NAME]` tables into providers and its `[[agents]]` into agents.
+
+        Raises ValueError naming the table at fault (e.g. an agent whose `llm` names no provider).
+        Configuring again replaces providers and agents of the same names.
+        """
+        llm_tables = extra.get("llm", {})
+        if not isinstance(llm_tables, dict):
+            raise ValueError("[llm] must hold tables [llm.NAME]")
+        providers = {name: LLMProvider(LLMConfig.from_table(str(name), table)) for name, table in llm_tables.items()}
+        known = {**self.providers, **providers}
+        entries = extra.get("agents", [])
+        if not isinstance(entries, list):
+            raise ValueError("agents must be an array of tables [[agents]]")
+        agents: list[AgentDef] = []
+        for i, entry in enumerate(entries):
+            agents.append(self._agent_from_table(i, entry, known))
+        ids = [a.id for a in agents]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"[[agents]]: id {dupes[0]!r} is defined more than once")
+        self.providers.update(providers)
+        for agent in agents:
+            self.add(agent)
+
+    def _agent_from_table(self, i: int, entry: Any, providers: dict[str, LLMProvider]) -> AgentDef:
+        if not isinstance(entry, dict):
+            raise ValueError(f"[[agents]] #{i + 1} must be a table")
+        agent_id = entry.get("id")
+        if not isinstance(agent_id, str) or not agent_id.strip():
+            raise ValueError(f"[[agents]] #{i + 1}: id must be a non-empty string")
+        where = f"[[agents]] {agent_id!r}"
+        known = {"id", "name", "type", "llm", "tools", "instructions", "description", "max_steps"}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        agent_type = entry.get("type", "react")
+        if agent_type not in AGENT_TYPES:
+            raise ValueError(f"{where}: type must be one of {', '.join(AGENT_TYPES)}, not {agent_type!r}")
+        llm = entry.get("llm")
+        if agent_type == "react":
+            if not isinstance(llm, str) or not llm:
+                raise ValueError(f"{where}: a react agent needs llm = the name of an [llm.NAME] table")
+            if llm not in providers:
+                configured = ", ".join(sorted(providers)) or "none"
+                raise ValueError(f"{where}: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")
+        elif llm is not None and not isinstance(llm, str):
+            raise ValueError(f"{where}: llm must be a string")
+        tools = entry.get("tools", [])
+        if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+            raise ValueError(f"{where}: tools must be a list of tool names")
+        missing = [t for t in tools if t not in self.tools]
+        if missing:  # MCP tools and later built-ins may register after the config is read
+            log.warning("%s: tool(s) %s are not (yet) available", where, ", ".join(missing))
+        texts: dict[str, str] = {}
+        for key in ("name", "instructions", "description"):
+            value = entry.get(key, agent_id if key == "name" else "")
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: {key} must be a string")
+            texts[key] = value
+        extra: dict[str, Any] = {}
+        if "max_steps" in entry:
+            steps = entry["max_steps"]
+            if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= react.MAX_MAX_STEPS:
+                raise ValueError(f"{where}: max_steps must be a whole number from 1 to {react.MAX_MAX_STEPS}")
+            extra["max_steps"] = steps
+        return AgentDef(
+            id=agent_id, name=texts["name"], type=agent_type, description=texts["description"], llm=llm,
+            tools=tuple(tools), instructions=texts["instructions"], extra=extra,
+        )

@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from tornado import iostream
 
+from agents import AGENT_TYPES, AgentDef
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.native import ID, check_id
@@ -14,7 +15,7 @@ from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms
 from handlers.streaming import EventStreamHandler
 from runs.hub import Batch
 from runs.manager import Draining, Forbidden, SignalRefused, StartRequest, ThreadBusy
-from store import NotFound
+from store import Conflict, NotFound
 from store.tasks import TaskRow
 
 MAX_MESSAGE = 100_000
@@ -46,6 +47,14 @@ class JobsHandler(APIHandler):
         except Forbidden:
             raise ApiError(403, "this job belongs to another user", "FORBIDDEN") from None
 
+    def own_agent(self, agent_id: str) -> AgentDef:
+        try:
+            return self.runs.agent_for(agent_id, self.user_id)
+        except NotFound:
+            raise ApiError(404, f"agent {agent_id} not found", "AGENT_NOT_FOUND") from None
+        except Forbidden:
+            raise ApiError(403, "this agent belongs to another user", "FORBIDDEN") from None
+
     @staticmethod
     def job(task: TaskRow) -> dict[str, Any]:
         return {
@@ -74,8 +83,9 @@ class RunsHandler(JobsHandler):
         if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE:
             raise ApiError(422, f"input.message must be a non-empty string of at most {MAX_MESSAGE} characters", "VALIDATION_ERROR")
         agent_id = inp.get("agent_id", self.settings["default_agent"])
-        if not isinstance(agent_id, str) or self.runs.agents.get(agent_id) is None:
-            raise ApiError(404, f"agent {agent_id} not found", "AGENT_NOT_FOUND")
+        if not isinstance(agent_id, str):
+            raise ApiError(422, "input.agent_id must be a string", "VALIDATION_ERROR")
+        self.own_agent(agent_id)
         try:
             thread_id = check_id(inp.get("thread_id"), "input.thread_id", required=False) or str(uuid.uuid4())
         except ApiError as exc:
@@ -85,8 +95,8 @@ class RunsHandler(JobsHandler):
             task = await self.runs.start_run(StartRequest(self.user_id, thread_id, user_message, agent_id))
         except Draining:
             raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
-        except Forbidden:
-            raise ApiError(403, "this thread belongs to another user", "FORBIDDEN") from None
+        except Forbidden as exc:
+            raise ApiError(403, str(exc), "FORBIDDEN") from None
         except ThreadBusy as busy:
             raise ApiError(409, "the thread already has a live job", "THREAD_BUSY", job_id=busy.task_id) from None
         self.write_json({"job_id": task.id, "status": "pending", "created_at": iso_ms(task.created_at)}, 201)
@@ -160,6 +170,93 @@ class JobEventsHandler(EventStreamHandler, JobsHandler):
         self.end()
 
 
+MAX_INSTRUCTIONS = 20_000
+
+
+class AgentsHandler(JobsHandler):
+    def get(self) -> None:
+        """The agents this user may run: shared ones and their own."""
+        self.write_json({"agents": [a.public() for a in self.runs.visible_agents(self.user_id)]})
+
+    async def post(self) -> None:
+        """Create an agent: 201 with the agent; the server makes the id unless the body gives one."""
+        body = self.json_body()
+        spec = self.agent_spec(body)
+        try:
+            agent = await self.runs.create_agent(self.user_id, spec)
+        except Conflict:
+            raise ApiError(409, f"agent {spec['id']} already exists", "AGENT_EXISTS") from None
+        self.write_json(agent.public(), 201)
+
+    def agent_spec(self, body: dict[str, Any]) -> dict[str, Any]:
+        def bad(message: str) -> ApiError:
+            return ApiError(422, message, "VALIDATION_ERROR")
+
+        try:
+            agent_id = check_id(body.get("id"), "id", required=False) or f"agent_{uuid.uuid4().hex[:12]}"
+        except ApiError as exc:
+            raise bad(exc.message) from None
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise bad("name must be a non-empty string of at most 200 characters")
+        kind = body.get("type", "react")
+        if kind not in AGENT_TYPES:
+            raise bad(f"type must be one of {', '.join(AGENT_TYPES)}")
+        llm = body.get("llm")
+        providers = self.runs.agents.providers
+        if kind == "react":
+            if not isinstance(llm, str) or llm not in providers:
+                known = ", ".join(sorted(providers)) or "none configured"
+                raise bad(f"llm must name a configured provider ({known})")
+        elif llm is not None:
+            raise bad("only react agents take an llm")
+        tools = body.get("tools", [])
+        if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+            raise bad("tools must be a list of tool names")
+        unknown = [t for t in tools if t not in self.runs.agents.tools]
+        if unknown:
+            raise bad(f"unknown tools: {', '.join(unknown)}")
+        description = body.get("description", "")
+        instructions = body.get("instructions", "")
+        if not isinstance(description, str) or len(description) > 2000:
+            raise bad("description must be a string of at most 2000 characters")
+        if not isinstance(instructions, str) or len(instructions) > MAX_INSTRUCTIONS:
+            raise bad(f"instructions must be a string of at most {MAX_INSTRUCTIONS} characters")
+        return {"id": agent_id, "name": name.strip(), "type": kind, "llm": llm, "tools": tools,
+                "description": description, "instructions": instructions}
+
+
+class AgentStateHandler(JobsHandler):
+    async def get(self, agent_id: str) -> None:
+        """The agent, this user's live and parked jobs of it, and their counts by status."""
+        agent = self.own_agent(agent_id)
+        live = await self.runs.agent_tasks(agent.id, self.user_id, None)
+        counts = await self.runs.agent_counts(agent.id, self.user_id)
+        self.write_json({
+            "agent": agent.public(),
+            "running": [self.job(t) for t in live if t.status in ("pending", "running")],
+            "parked": [{**self.job(t), "correlation_key": (t.parked or {}).get("correlationKey"),
+                        "prompt": (t.parked or {}).get("prompt")} for t in live if t.status == "parked"],
+            "counts": counts,
+        })
+
+
+JOB_STATUSES = ("pending", "running", "parked", "completed", "failed", "cancelled")
+
+
+class AgentJobsHandler(JobsHandler):
+    limit = "reads"
+
+    async def get(self, agent_id: str) -> None:
+        """This user's jobs of the agent, newest first (at most 100), optionally of one status."""
+        agent = self.own_agent(agent_id)
+        status = self.get_query_argument("status", None)
+        if status is not None and status not in JOB_STATUSES:
+            raise ApiError(422, f"status must be one of {', '.join(JOB_STATUSES)}", "VALIDATION_ERROR")
+        tasks = await self.runs.agent_tasks(agent.id, self.user_id, status)
+        self.write_json({"agent_id": agent.id, "jobs": [self.job(t) for t in tasks]})
+
+
 class VersionHandler(JobsHandler):
     auth = "none"
 
@@ -175,4 +272,7 @@ default_handlers = [
     (rf"/api/jobs/{ID}/trace", TraceHandler),
     (rf"/api/jobs/{ID}/events", JobEventsHandler),
     (r"/api/version", VersionHandler),
+    (r"/api/agents", AgentsHandler),
+    (rf"/api/agents/{ID}/state", AgentStateHandler),
+    (rf"/api/agents/{ID}/jobs", AgentJobsHandler),
 ]

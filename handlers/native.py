@@ -111,8 +111,8 @@ class TaskRootHandler(NativeHandler):
             task = await self.runs.start_run(req)
         except Draining:
             raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
-        except Forbidden:
-            raise ApiError(403, "this thread belongs to another user") from None
+        except Forbidden as exc:
+            raise ApiError(403, str(exc)) from None
         except ThreadBusy as busy:
             self.write_json({"taskId": busy.task_id, "reason": "running"}, 409)
             return

@@ -34,6 +34,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 TASK_INFO = {"$ref": "#/components/schemas/TaskInfo"}
 JOB = {"$ref": "#/components/schemas/Job"}
+AGENT = {"$ref": "#/components/schemas/Agent"}
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"internalKey": [], "userId": []}]
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -87,6 +88,16 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                       **_errors(401, 403, 404, 429)}}},
     "/api/jobs/{jobId}/events": {"get": {"summary": "The timeline as SSE, one frame per entry, resumable with Last-Event-ID",
         "responses": {"200": _r("event stream", {"type": "string"}, "text/event-stream"), **_errors(400, 401, 403, 404, 429)}}},
+    "/api/agents": {
+        "get": {"summary": "The agents this user may run", "responses": {"200": _r("agents", {"type": "object", "properties": {"agents": {"type": "array", "items": AGENT}}}), **_errors(401)}},
+        "post": {"summary": "Create an agent", "requestBody": {"required": True, "content": {_JSON: {"schema": AGENT}}},
+                 "responses": {"201": _r("the agent", AGENT), **_errors(400, 401, 409, 413, 422)}},
+    },
+    "/api/agents/{agentId}/state": {"get": {"summary": "The agent with this user's live and parked jobs and counts by status",
+        "responses": {"200": _r("state", {"type": "object"}), **_errors(401, 403, 404)}}},
+    "/api/agents/{agentId}/jobs": {"get": {"summary": "This user's jobs of the agent, newest first",
+        "parameters": [{"name": "status", "in": "query", "schema": {"enum": ["pending", "running", "parked", "completed", "failed", "cancelled"]}}],
+        "responses": {"200": _r("jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": JOB}}}), **_errors(401, 403, 404, 422, 429)}}},
     "/api/version": {"get": {"summary": "Version", "security": [], "responses": {"200": _r("version", {"type": "object"})}}},
     "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _r("OpenAPI 3.1")}}},
 }
@@ -99,6 +110,10 @@ COMPONENTS: dict[str, Any] = {
     },
     "schemas": {
         "Error": {"type": "object", "description": "The error shape of the route's surface"},
+        "Agent": {"type": "object", "required": ["name"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+            "type": {"enum": ["react", "demo"]}, "llm": {"type": ["string", "null"]},
+            "tools": {"type": "array", "items": {"type": "string"}}, "instructions": {"type": "string"}}},
         "Job": {"type": "object", "properties": {
             "job_id": {"type": "string"}, "status": {"enum": ["pending", "running", "parked", "completed", "failed", "cancelled"]},
             "agent_id": {"type": "string"}, "current_node": {"type": ["string", "null"]}, "thread_id": {"type": "string"},

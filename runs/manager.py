@@ -17,6 +17,7 @@ from agents.context import AgentError, Parked, Resume, RunContext
 from runs.assemble import MessageAssembler
 from runs.hub import EventHub
 from store import Conflict, Database, NotFound, WriteTx
+from store import agents as agents_sql
 from store import events as events_sql
 from store import messages as messages_sql
 from store import tasks as tasks_sql
@@ -227,6 +228,42 @@ class RunManager:
     async def last_event(self, task_id: str) -> Any:
         return await self.db.read(lambda c: events_sql.last_for_task(c, task_id))
 
+    # -- agents ---------------------------------------------------------------
+
+    async def load_agents(self) -> None:
+        """Register the agents created through the API (kept in the store)."""
+        for row in await self.db.read(agents_sql.all_agents):
+            self.agents.add(_agent_from_row(row))
+
+    def visible_agents(self, user_id: str) -> list[AgentDef]:
+        """Shared agents (built in or configured) and the user's own."""
+        return [a for a in self.agents.all() if a.extra.get("owner") in (None, user_id)]
+
+    def agent_for(self, agent_id: str, user_id: str) -> AgentDef:
+        """The agent if this user may use it: NotFound, or Forbidden for another user's."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id} not found")
+        if agent.extra.get("owner") not in (None, user_id):
+            raise Forbidden(f"agent {agent_id} belongs to another user")
+        return agent
+
+    async def create_agent(self, user_id: str, spec: dict[str, Any]) -> AgentDef:
+        """Store a new agent owned by `user_id` (Conflict when the id is taken)."""
+        if self.agents.get(spec["id"]) is not None:
+            raise Conflict(f"agent {spec['id']} already exists")
+        row = {**spec, "user_id": user_id}
+        await self.db.write(lambda tx: agents_sql.insert(tx, row))
+        agent = _agent_from_row(row)
+        self.agents.add(agent)
+        return agent
+
+    async def agent_tasks(self, agent_id: str, user_id: str, status: str | None) -> list[TaskRow]:
+        return await self.db.read(lambda c: tasks_sql.for_agent(c, agent_id, user_id, status))
+
+    async def agent_counts(self, agent_id: str, user_id: str) -> dict[str, int]:
+        return await self.db.read(lambda c: tasks_sql.counts_for_agent(c, agent_id, user_id))
+
     # -- starting -----------------------------------------------------------
 
     async def start_run(self, req: StartRequest) -> TaskRow:
@@ -236,9 +273,10 @@ class RunManager:
         """
         if self.draining:
             raise Draining("the server is draining")
-        agent = self.agents.get(req.agent_id)
-        if agent is None:
-            raise Invalid(f"unknown agent: {req.agent_id}")
+        try:
+            agent = self.agent_for(req.agent_id, req.user_id)
+        except NotFound:
+            raise Invalid(f"unknown agent: {req.agent_id}") from None
         task_id = str(uuid.uuid4())
         title = _title(req.message)
 
@@ -453,6 +491,14 @@ class RunManager:
         if leftovers:
             await asyncio.wait(leftovers, timeout=10)
         await self.db.committed()
+
+
+def _agent_from_row(row: dict[str, Any]) -> AgentDef:
+    return AgentDef(
+        id=row["id"], name=row["name"], type=row["type"], description=row.get("description", ""),
+        llm=row.get("llm"), tools=tuple(row.get("tools", ())), instructions=row.get("instructions", ""),
+        extra={"owner": row["user_id"]},
+    )
 
 
 def next_park_key(task: TaskRow) -> str:

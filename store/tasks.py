@@ -106,3 +106,22 @@ def update_if(tx: WriteTx, task_id: str, statuses: tuple[str, ...], **values: An
         [*(_encode(k, v) for k, v in values.items()), task_id, *statuses],
     )
     return cur.rowcount == 1
+
+
+async def for_agent(conn: aiosqlite.Connection, agent_id: str, user_id: str, status: str | None,
+                    limit: int = 100) -> list[TaskRow]:
+    """The user's tasks of an agent, newest first."""
+    sql = f"SELECT {_COLUMNS} FROM tasks WHERE agent_id = ? AND user_id = ?"
+    params: list[Any] = [agent_id, user_id]
+    if status is not None:
+        sql += " AND status = ?"
+        params.append(status)
+    rows = await conn.execute_fetchall(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit])
+    return [TaskRow.from_row(r) for r in rows]
+
+
+async def counts_for_agent(conn: aiosqlite.Connection, agent_id: str, user_id: str) -> dict[str, int]:
+    rows = await conn.execute_fetchall(
+        "SELECT status, COUNT(*) FROM tasks WHERE agent_id = ? AND user_id = ? GROUP BY status", (agent_id, user_id)
+    )
+    return {r[0]: r[1] for r in rows}
