@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.tools import Tool, ToolError
+from agents.tools import Tool, ToolEnv, ToolError
 
 
 class AgentError(Exception):
@@ -78,6 +78,10 @@ class RunContext:
         self.demo_delay_s = demo_delay_s
 
     @property
+    def tool_env(self) -> ToolEnv:
+        return ToolEnv(self.user_id, self.task_id, self.thread_id)
+
+    @property
     def user_text(self) -> str:
         """The text of the message that started the run."""
         msg = self.user_message or {}
@@ -129,7 +133,7 @@ class RunContext:
             self.park(name, prompt, {"toolCallId": call_id, "toolName": name, "input": args})
         assert tool.run is not None
         try:
-            output = await tool.run(args)
+            output = await tool.run(args, self.tool_env)
         except ToolError as exc:
             await self.sink.emit("tool.error", {"toolCallId": call_id, "error": str(exc)})
             return None

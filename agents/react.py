@@ -320,7 +320,7 @@ class ReactLoop:
             await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": error})
             return _dumps({"error": error})
         try:
-            output = await tool.run(call["input"])
+            output = await tool.run(call["input"], ctx.tool_env)
         except ToolError as exc:
             await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": str(exc)})
             return _dumps({"error": str(exc)})

@@ -11,6 +11,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
+@dataclass(frozen=True)
+class ToolEnv:
+    """Who a tool call runs for: tools that read or write user data scope it by this."""
+
+    user_id: str
+    task_id: str
+    thread_id: str
+
+
 class ToolError(Exception):
     """The tool could not do what was asked; the message is shown to the model and the user."""
 
@@ -20,12 +29,12 @@ class Tool:
     name: str
     description: str
     input_schema: dict[str, Any]
-    run: Callable[[dict[str, Any]], Awaitable[Any]] | None
+    run: Callable[[dict[str, Any], ToolEnv], Awaitable[Any]] | None
     parks: bool = False  # the call parks the run until a signal answers it
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-async def _clock(args: dict[str, Any]) -> dict[str, Any]:
+async def _clock(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
     name = args.get("timezone") or "UTC"
     if not isinstance(name, str):
         raise ToolError("timezone must be a string")
@@ -96,7 +105,7 @@ def evaluate(expression: str) -> int | float:
     return value
 
 
-async def _calculator(args: dict[str, Any]) -> dict[str, Any]:
+async def _calculator(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
     expression = args.get("expression")
     if not isinstance(expression, str) or not expression.strip():
         raise ToolError("expression must be a non-empty string")
