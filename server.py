@@ -27,11 +27,12 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from agents import AgentRegistry
+from agents import AgentRegistry, knowledge
+from agents.mcp_client import McpTools
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
 from handlers import base as base_handlers
-from handlers import jobs, native, openapi
+from handlers import documents, jobs, mcp, native, openapi
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
 from runs.manager import RunManager
@@ -175,8 +176,10 @@ class Parley:
         self.streams = StreamSlots(config.max_streams_per_user)
         self.agents = AgentRegistry()
         self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
+        self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms)
         self.auth: Authenticator | None = None
+        self.mcp_tools: McpTools | None = None
         self.app: web.Application | None = None
         self.server: HTTPServer | None = None
         self.port = config.port
@@ -200,6 +203,7 @@ class Parley:
         )
         await self.db.open()
         await self.runs.load_agents()
+        self.mcp_tools = await McpTools.start(self.config.extra.get("mcp_servers", []), self.agents)
         await self.runs.recover()
         self.app = make_app(self)
         return self.app
@@ -253,6 +257,10 @@ class Parley:
         await self.db.close()
 
     async def close_providers(self) -> None:
+        """Close the connections to LLM providers and MCP servers."""
+        if self.mcp_tools is not None:
+            await self.mcp_tools.close()
+            self.mcp_tools = None
         for provider in self.agents.providers.values():
             await provider.aclose()
 
@@ -266,6 +274,8 @@ def make_app(parley: Parley) -> web.Application:
     handlers: list[Any] = [
         *native.default_handlers,
         *jobs.default_handlers,
+        *mcp.default_handlers,
+        *documents.default_handlers,
         *openapi.default_handlers,
         (r"/ui", web.RedirectHandler, {"url": "/ui/"}),
         (r"/ui/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
@@ -280,6 +290,7 @@ def make_app(parley: Parley) -> web.Application:
         default_agent=cfg.default_agent,
         cors_patterns=[_origin_pattern(o) for o in origins],
         stream_slots=parley.streams,
+        data_dir=parley.data_dir,
         job_limits=jobs.job_limits(),
         keepalive_s=cfg.keepalive_s,
         log_function=RequestLog(cfg.log_format),

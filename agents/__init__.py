@@ -39,8 +39,8 @@ DEMO = AgentDef(
     id="demo",
     name="Demo",
     type="demo",
-    description="Offline, deterministic agent: echoes text, /count N, /sleep S, /fail, /approve TEXT, /tool NAME ARGS.",
-    tools=("clock", "calculator", "wait_approval"),
+    description="Offline, deterministic agent: echoes text, /count N, /sleep S, /fail, /approve TEXT, /tool NAME ARGS; asks for approval on refunds, searches your documents on \"search …\".",
+    tools=("clock", "calculator", "wait_approval", "knowledge_search"),
 )
 
 

@@ -18,6 +18,8 @@ MAX_COUNT = 1_000_000
 MAX_SLEEP_S = 3600.0
 _ARITHMETIC = re.compile(r"^[\s\d.+\-*/%^()×÷]*\d[\s\d.+\-*/%^()×÷]*$")
 _TIME = re.compile(r"\b(time|clock|date|today)\b", re.I)
+_SEARCH = re.compile(r"^(?:please\s+)?(?:search|find|look up)\s+(?:for\s+)?(.+)$", re.I)
+_REFUND = re.compile(r"\brefund\b", re.I)
 
 
 async def run(ctx: RunContext) -> None:
@@ -118,6 +120,13 @@ async def _answer_tool(ctx: RunContext, name: str, output: Any) -> None:
             await _stream_words(ctx, f"{output['expression']} = {output['result']}")
         elif name == "clock":
             await _stream_words(ctx, f"It is {output['iso']} ({output['timezone']}).")
+        elif name == "knowledge_search":
+            hits = output.get("results", [])
+            if not hits:
+                await _stream_words(ctx, "I found nothing about that in your documents.")
+            else:
+                found = "; ".join(f"{h['filename']}: {h['snippet']}" for h in hits[:3])
+                await _stream_words(ctx, f"I found {len(hits)} passage(s): {found}")
         else:
             await _stream_words(ctx, f"{name} returned {orjson.dumps(output).decode()}")
 
@@ -128,6 +137,13 @@ async def _natural(ctx: RunContext, text: str) -> None:
         async with ctx.step("tool:calculator"):
             output = await ctx.tool_call("calculator", {"expression": question})
         await _answer_tool(ctx, "calculator", output)
+    elif (match := _SEARCH.match(text)) and "knowledge_search" in ctx.tools:
+        async with ctx.step("tool:knowledge_search"):
+            output = await ctx.tool_call("knowledge_search", {"query": match.group(1).strip(" ?.!")})
+        await _answer_tool(ctx, "knowledge_search", output)
+    elif _REFUND.search(text):
+        async with ctx.step("wait_approval"):
+            await ctx.tool_call("wait_approval", {"prompt": text})
     elif _TIME.search(text) and len(text) < 80:
         async with ctx.step("tool:clock"):
             output = await ctx.tool_call("clock", {})

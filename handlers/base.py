@@ -16,7 +16,10 @@ from runs.manager import RunManager
 MAX_JSON_BODY = 1024 * 1024
 LINGER_MAX_BODY = 64 * 1024 * 1024  # larger declared bodies are refused at once
 LINGER_S = 2.0
-CORS_HEADERS = "Authorization, X-Internal-Key, X-User-Id, Content-Type, Last-Event-ID, traceparent, tracestate, baggage"
+CORS_HEADERS = (
+    "Authorization, X-Internal-Key, X-User-Id, Content-Type, Last-Event-ID, traceparent, tracestate, baggage, "
+    "Mcp-Session-Id, MCP-Protocol-Version"
+)
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -66,7 +69,7 @@ class APIHandler(web.RequestHandler):
         if origin and self._origin_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Access-Control-Expose-Headers", "Retry-After, Location")
+            self.set_header("Access-Control-Expose-Headers", "Retry-After, Location, Mcp-Session-Id")
         self.add_header("Vary", "Origin")
 
     def _origin_allowed(self, origin: str) -> bool:

@@ -13,6 +13,8 @@ from tornado import web
 from tornado.routing import PathMatches, Rule
 
 from handlers.base import APIHandler
+from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
+from handlers.mcp import OPENAPI as MCP_OPERATIONS
 
 _ERR = {"$ref": "#/components/schemas/Error"}
 _JSON = "application/json"
@@ -101,6 +103,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/version": {"get": {"summary": "Version", "security": [], "responses": {"200": _r("version", {"type": "object"})}}},
     "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _r("OpenAPI 3.1")}}},
 }
+
+OPERATIONS.update(MCP_OPERATIONS)
+OPERATIONS.update(DOCUMENT_OPERATIONS)
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {

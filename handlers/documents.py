@@ -1,0 +1,190 @@
+"""Documents on the job surface (SPEC sections 11, 13): upload and list; they feed `knowledge_search`.
+
+Uploads stream in under `max_body` (5 MiB for the whole multipart body,
+enforced by APIHandler.data_received while the bytes arrive, with or
+without Content-Length: the rest is discarded, never buffered, and the
+answer is 413).  The type is decided from the file's extension and its
+content, never from the client's Content-Type alone.  The original file
+is kept as data_dir/documents/<server-made uuid>.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tornado import httputil
+from tornado.ioloop import IOLoop
+
+from agents import knowledge
+from handlers.errors import ApiError
+from handlers.jobs import JobsHandler
+from handlers.sse import iso_ms
+from store import documents as documents_sql
+from store.db import Database
+
+MAX_UPLOAD = 5 * 1024 * 1024  # the whole request body; 5 MiB + 1 byte -> 413
+MAX_KNOWLEDGE_ID = 128
+MAX_FILENAME = 255
+
+
+def check_knowledge_id(value: Any, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_KNOWLEDGE_ID or not value.isprintable():
+        raise ApiError(422, f"knowledge_id must be a string of 1 to {MAX_KNOWLEDGE_ID} printable characters",
+                       "VALIDATION_ERROR", field="knowledge_id")
+    return value
+
+
+def clean_filename(name: str | None) -> str:
+    """The client's file name for display only: its last path component, printable, bounded."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    if len(base) > MAX_FILENAME:
+        stem, ext = os.path.splitext(base)
+        base = stem[: MAX_FILENAME - len(ext[:16])] + ext[:16]
+    return base or "document"
+
+
+def public(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": doc["id"], "knowledge_id": doc["knowledge_id"], "filename": doc["filename"],
+        "media_type": doc["media_type"], "size": doc["size"], "chunks": doc["chunks"],
+        "created_at": iso_ms(doc["created_at"]),
+    }
+
+
+def _store_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _extract(media_type: str, data: bytes) -> list[str]:
+    return knowledge.chunk_text(knowledge.extract_text(media_type, data))
+
+
+class DocumentsHandler(JobsHandler):
+    @property
+    def db(self) -> Database:
+        return self.runs.db
+
+    @property
+    def data_dir(self) -> Path:
+        configured = self.settings.get("data_dir")
+        return Path(configured) if configured is not None else self.db.path.parent
+
+
+class UploadHandler(DocumentsHandler):
+    max_body = MAX_UPLOAD
+
+    async def post(self) -> None:
+        """multipart/form-data {file, knowledge_id} -> 201 {id, knowledge_id, filename, media_type, size, chunks, created_at}."""
+        if self._finished:
+            return
+        if self._too_large:
+            raise self._payload_too_large()
+        body, self._body = bytes(self._body), bytearray()
+        ctype = self.request.headers.get("Content-Type", "")
+        if not ctype.lower().startswith("multipart/form-data"):
+            raise ApiError(422, "the body must be multipart/form-data with the fields file and knowledge_id",
+                           "VALIDATION_ERROR")
+        arguments: dict[str, list[bytes]] = {}
+        files: dict[str, list[httputil.HTTPFile]] = {}
+        try:
+            httputil.parse_body_arguments(ctype, body, arguments, files, self.request.headers)
+        except httputil.HTTPInputError as exc:
+            raise ApiError(400, f"invalid multipart body: {exc}", "BAD_REQUEST") from None
+        del body
+        raw_kid = arguments.get("knowledge_id", [None])[0]
+        try:
+            kid_value = raw_kid.decode("utf-8") if raw_kid is not None else self.get_query_argument("knowledge_id", None)
+        except UnicodeDecodeError:
+            kid_value = ""
+        knowledge_id = check_knowledge_id(kid_value)
+        assert knowledge_id is not None
+        uploads = files.get("file") or []
+        if len(uploads) != 1:
+            raise ApiError(422, "exactly one file is required in the field `file`", "VALIDATION_ERROR", field="file")
+        upload = uploads[0]
+        data = upload.body
+        filename = clean_filename(upload.filename)
+        if len(data) > MAX_UPLOAD:  # cannot happen under max_body; kept for a larger max_body
+            raise self._payload_too_large()
+        try:
+            media_type = knowledge.detect_type(filename, data, upload.content_type)
+            chunks = await IOLoop.current().run_in_executor(None, _extract, media_type, data)
+        except knowledge.DocumentError as exc:
+            raise ApiError(exc.status, exc.message, exc.code) from None
+        if not chunks:
+            raise ApiError(422, "the document holds no text", "VALIDATION_ERROR")
+        doc_id = str(uuid.uuid4())
+        path = self.data_dir / "documents" / doc_id
+        await IOLoop.current().run_in_executor(None, _store_file, path, data)
+        doc = {"id": doc_id, "user_id": self.user_id, "knowledge_id": knowledge_id, "filename": filename,
+               "media_type": media_type, "size": len(data)}
+        try:
+            row = await self.db.write(lambda tx: documents_sql.insert(tx, doc, chunks))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self.set_header("Location", f"/api/documents/{doc_id}")
+        self.write_json(public(row), 201)
+
+
+class ListHandler(DocumentsHandler):
+    async def get(self) -> None:
+        """{documents: [...]} of the user, of one knowledge base with ?knowledge_id=."""
+        knowledge_id = check_knowledge_id(self.get_query_argument("knowledge_id", None), required=False)
+        user_id = self.user_id
+        docs = await self.db.read(lambda c: documents_sql.list_for(c, user_id, knowledge_id))
+        self.write_json({"documents": [public(d) for d in docs]})
+
+
+default_handlers = [
+    (r"/api/documents/upload", UploadHandler),
+    (r"/api/documents", ListHandler),
+]
+
+# OpenAPI operations of these routes, merged into handlers/openapi.py's OPERATIONS.
+_ERR = {"$ref": "#/components/schemas/Error"}
+_JSON = "application/json"
+_ERRORS = {400: "bad request", 401: "missing or invalid credentials", 413: "body larger than 5 MiB",
+           415: "unsupported document type", 422: "invalid fields or content"}
+DOCUMENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "knowledge_id", "filename", "media_type", "size", "chunks", "created_at"],
+    "properties": {
+        "id": {"type": "string"}, "knowledge_id": {"type": "string"}, "filename": {"type": "string"},
+        "media_type": {"enum": list(knowledge.SUPPORTED)}, "size": {"type": "integer"},
+        "chunks": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": _ERRORS[c], "content": {_JSON: {"schema": _ERR}}} for c in codes}
+
+
+OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
+    "/api/documents/upload": {"post": {
+        "summary": "Upload a document (txt, md, html, pdf; at most 5 MiB for the whole body) into a knowledge base",
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file", "knowledge_id"], "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "knowledge_id": {"type": "string", "minLength": 1, "maxLength": MAX_KNOWLEDGE_ID}}}}}},
+        "responses": {"201": {"description": "stored and indexed", "content": {_JSON: {"schema": DOCUMENT_SCHEMA}}},
+                      **_errors(400, 401, 413, 415, 422)}}},
+    "/api/documents": {"get": {
+        "summary": "The user's documents (of one knowledge base with ?knowledge_id=)",
+        "parameters": [{"name": "knowledge_id", "in": "query", "schema": {"type": "string", "maxLength": MAX_KNOWLEDGE_ID}}],
+        "responses": {"200": {"description": "documents", "content": {_JSON: {"schema": {
+            "type": "object", "properties": {"documents": {"type": "array", "items": DOCUMENT_SCHEMA}}}}}},
+                      **_errors(401, 422)}}},
+}

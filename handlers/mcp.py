@@ -1,0 +1,256 @@
+"""Parley as an MCP server at /mcp (SPEC section 7): streamable HTTP, JSON responses only.
+
+JSON-RPC 2.0 over POST, one message a request (no batches: the protocol
+revisions served here dropped them).  `initialize` issues an
+`Mcp-Session-Id`; requests may carry it (an unknown or another user's id is
+404, so that the client starts over).  There is no server-initiated stream:
+GET is 405.  DELETE ends the session.  Auth is the same as every route.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, cast
+
+import orjson
+
+from agents.tools import Tool, ToolEnv, ToolError
+from handlers.base import APIHandler
+from handlers.errors import ApiError
+from runs.manager import RunManager
+
+# Newest first; the SDK's `initialize` handshake accepts these.
+PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+LATEST = PROTOCOL_VERSIONS[0]
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+MAX_SESSIONS = 10_000
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class McpSessions:
+    """Session id -> (user id, protocol version), the oldest evicted beyond MAX_SESSIONS."""
+
+    def __init__(self, limit: int = MAX_SESSIONS) -> None:
+        self.limit = limit
+        self._sessions: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+
+    def open(self, user_id: str, version: str) -> str:
+        sid = uuid.uuid4().hex
+        self._sessions[sid] = (user_id, version, time.monotonic())
+        while len(self._sessions) > self.limit:
+            self._sessions.popitem(last=False)
+        return sid
+
+    def owned(self, sid: str, user_id: str) -> bool:
+        entry = self._sessions.get(sid)
+        if entry is None or entry[0] != user_id:
+            return False
+        self._sessions.move_to_end(sid)
+        return True
+
+    def end(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+SESSIONS = McpSessions()
+
+
+class _RpcError(Exception):
+    def __init__(self, code: int, message: str, status: int = 200) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def exposed_tools(tools: dict[str, Tool]) -> list[Tool]:
+    """The tools an MCP client may call: every tool that runs at once (a call cannot park)."""
+    return [t for t in tools.values() if not t.parks and t.run is not None]
+
+
+def tool_result(output: Any) -> dict[str, Any]:
+    structured = output if isinstance(output, dict) else {"result": output}
+    return {"content": [{"type": "text", "text": orjson.dumps(output).decode()}], "structuredContent": structured, "isError": False}
+
+
+def tool_error(message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "isError": True}
+
+
+class McpHandler(APIHandler):
+    surface = "native"
+
+    def initialize(self, sessions: McpSessions | None = None) -> None:
+        super().initialize()
+        self.sessions = sessions if sessions is not None else SESSIONS
+
+    @property
+    def registry_tools(self) -> dict[str, Tool]:
+        return cast(RunManager, self.settings["runs"]).agents.tools
+
+    def _rpc(self, msg_id: Any, *, result: Any = None, error: _RpcError | None = None) -> dict[str, Any]:
+        if error is not None:
+            return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": error.code, "message": error.message}}
+        return {"jsonrpc": "2.0", "id": msg_id, "result": result}
+
+    async def get(self) -> None:
+        """No server-initiated stream: 405 (the client then only uses POST)."""
+        self.set_header("Allow", "POST, DELETE")
+        raise ApiError(405, "this server offers no server-initiated SSE stream; POST JSON-RPC messages", "METHOD_NOT_ALLOWED")
+
+    async def delete(self) -> None:
+        """End the session named by Mcp-Session-Id: 204; an unknown session is 404."""
+        sid = self.request.headers.get(SESSION_HEADER)
+        if not sid:
+            raise ApiError(400, f"{SESSION_HEADER} header is required")
+        if not self.sessions.owned(sid, self.user_id):
+            raise ApiError(404, "no such MCP session")
+        self.sessions.end(sid)
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+    async def post(self) -> None:
+        """One JSON-RPC message: a request gets a JSON response; a notification or response gets 202."""
+        if self._too_large:
+            raise self._payload_too_large()
+        try:
+            message = orjson.loads(bytes(self._body))
+        except orjson.JSONDecodeError:
+            self.write_json(self._rpc(None, error=_RpcError(PARSE_ERROR, "parse error: the body is not valid JSON")), 400)
+            return
+        if isinstance(message, list):
+            err = _RpcError(INVALID_REQUEST, "batches are not supported (protocol revisions 2025-06-18 and later)")
+            self.write_json(self._rpc(None, error=err), 400)
+            return
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            self.write_json(self._rpc(None, error=_RpcError(INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 message")), 400)
+            return
+        method = message.get("method")
+        has_id = "id" in message
+        msg_id = message.get("id")
+        if method is None:
+            if has_id and ("result" in message or "error" in message):
+                self._accepted()  # a response to a server request (none are sent): accepted and ignored
+                return
+            self.write_json(self._rpc(msg_id if has_id else None, error=_RpcError(INVALID_REQUEST, "invalid request: no method")), 400)
+            return
+        if not isinstance(method, str) or (has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)))):
+            self.write_json(self._rpc(None, error=_RpcError(INVALID_REQUEST, "invalid request: bad method or id")), 400)
+            return
+        params = message.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            self.write_json(self._rpc(msg_id, error=_RpcError(INVALID_REQUEST, "invalid request: params must be an object")), 400)
+            return
+        if method != "initialize":
+            version = self.request.headers.get(VERSION_HEADER)
+            if version is not None and version not in PROTOCOL_VERSIONS:
+                err = _RpcError(INVALID_REQUEST, f"unsupported {VERSION_HEADER}: {version}")
+                self.write_json(self._rpc(msg_id if has_id else None, error=err), 400)
+                return
+            sid = self.request.headers.get(SESSION_HEADER)
+            if sid and not self.sessions.owned(sid, self.user_id):
+                self.write_json(self._rpc(msg_id if has_id else None, error=_RpcError(INVALID_REQUEST, "session not found")), 404)
+                return
+        if not has_id:
+            self._accepted()  # notifications/initialized, notifications/cancelled, ...
+            return
+        try:
+            result = await self._dispatch(method, params)
+        except _RpcError as err:
+            self.write_json(self._rpc(msg_id, error=err), err.status)
+            return
+        self.write_json(self._rpc(msg_id, result=result))
+
+    def _accepted(self) -> None:
+        self.set_status(202)
+        self.clear_header("Content-Type")
+        self.finish()
+
+    async def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "initialize":
+            return self._handshake(params)
+        if method == "ping":
+            return {}
+        if method == "tools/list":
+            return {"tools": [
+                {"name": t.name, "description": t.description, "inputSchema": t.input_schema}
+                for t in exposed_tools(self.registry_tools)
+            ]}
+        if method == "tools/call":
+            return await self._call(params)
+        raise _RpcError(METHOD_NOT_FOUND, f"method not found: {method}")
+
+    def _handshake(self, params: dict[str, Any]) -> dict[str, Any]:
+        requested = params.get("protocolVersion")
+        version = requested if isinstance(requested, str) and requested in PROTOCOL_VERSIONS else LATEST
+        sid = self.sessions.open(self.user_id, version)
+        self.set_header(SESSION_HEADER, sid)
+        return {
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": False}},
+            "serverInfo": {"name": "parley", "version": str(self.settings.get("version", "0"))},
+            "instructions": "Parley's tools (clock, calculator, ...), run as the authenticated user.",
+        }
+
+    async def _call(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params.get("name")
+        args = params.get("arguments", {})
+        if args is None:
+            args = {}
+        if not isinstance(name, str) or not isinstance(args, dict):
+            raise _RpcError(INVALID_PARAMS, "tools/call takes {name: string, arguments?: object}")
+        tool = next((t for t in exposed_tools(self.registry_tools) if t.name == name), None)
+        if tool is None:
+            raise _RpcError(INVALID_PARAMS, f"unknown tool: {name}")
+        assert tool.run is not None
+        try:
+            output = await tool.run(args, ToolEnv(user_id=self.user_id, task_id="mcp", thread_id="mcp"))
+        except ToolError as exc:
+            return tool_error(str(exc))
+        return tool_result(output)
+
+
+OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
+    "/mcp": {
+        "post": {
+            "summary": "MCP server (streamable HTTP, JSON responses): one JSON-RPC 2.0 message "
+                       "(initialize, ping, tools/list, tools/call; notifications)",
+            "parameters": [
+                {"name": SESSION_HEADER, "in": "header", "schema": {"type": "string"}, "description": "issued by initialize"},
+                {"name": VERSION_HEADER, "in": "header", "schema": {"type": "string", "enum": list(PROTOCOL_VERSIONS)}},
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["jsonrpc"], "properties": {
+                "jsonrpc": {"const": "2.0"}, "id": {"type": ["string", "integer"]}, "method": {"type": "string"}, "params": {"type": "object"}}}}}},
+            "responses": {
+                "200": {"description": "the JSON-RPC response (errors: -32601 unknown method, -32602 bad params)",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "202": {"description": "a notification or response, accepted"},
+                "400": {"description": "JSON-RPC -32700 parse error or -32600 invalid request (batches included)",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "401": {"description": "missing or invalid credentials", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "404": {"description": "unknown MCP session: initialize again"},
+                "413": {"description": "body too large", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        },
+        "get": {"summary": "No server-initiated SSE stream", "responses": {"405": {"description": "not offered"},
+                                                                            "401": {"description": "missing or invalid credentials"}}},
+        "delete": {"summary": "End the MCP session named by Mcp-Session-Id",
+                   "responses": {"204": {"description": "ended"}, "400": {"description": "no Mcp-Session-Id"},
+                                 "401": {"description": "missing or invalid credentials"}, "404": {"description": "unknown session"}}},
+    },
+}
+
+default_handlers = [(r"/mcp", McpHandler)]

@@ -1,0 +1,112 @@
+"""Uploaded documents, their chunks, and FTS5 search over them (scoped to one user)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiosqlite
+
+from store.db import WriteTx, now_ms
+
+_COLUMNS = "id, user_id, knowledge_id, filename, media_type, size, chunks, created_at"
+MAX_TERMS = 32
+_TERM = re.compile(r"\w+", re.UNICODE)
+
+
+def _row(row: Any) -> dict[str, Any]:
+    return {
+        "id": row[0], "user_id": row[1], "knowledge_id": row[2], "filename": row[3], "media_type": row[4],
+        "size": row[5], "chunks": row[6], "created_at": row[7],
+    }
+
+
+def insert(tx: WriteTx, doc: dict[str, Any], chunks: list[str]) -> dict[str, Any]:
+    """Insert a document, its chunks and their index entries (one transaction); return its row."""
+    created_at = now_ms()
+    tx.execute(
+        f"INSERT INTO documents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (doc["id"], doc["user_id"], doc["knowledge_id"], doc["filename"], doc["media_type"], doc["size"],
+         len(chunks), created_at),
+    )
+    for seq, text in enumerate(chunks):
+        cur = tx.execute("INSERT INTO document_chunks (document_id, seq, text) VALUES (?, ?, ?)", (doc["id"], seq, text))
+        tx.execute("INSERT INTO document_chunks_fts (rowid, text) VALUES (?, ?)", (cur.lastrowid, text))
+    return {**doc, "chunks": len(chunks), "created_at": created_at}
+
+
+def delete(tx: WriteTx, document_id: str) -> None:
+    """Remove a document, its chunks and their index entries."""
+    for rowid, text in tx.fetchall("SELECT id, text FROM document_chunks WHERE document_id = ?", (document_id,)):
+        tx.execute("INSERT INTO document_chunks_fts (document_chunks_fts, rowid, text) VALUES ('delete', ?, ?)", (rowid, text))
+    tx.execute("DELETE FROM document_chunks WHERE document_id = ?", (document_id,))
+    tx.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+
+
+async def list_for(conn: aiosqlite.Connection, user_id: str, knowledge_id: str | None = None) -> list[dict[str, Any]]:
+    """The user's documents (of one knowledge base when given), oldest first."""
+    if knowledge_id is None:
+        rows = await conn.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM documents WHERE user_id = ? ORDER BY created_at, id", (user_id,))
+    else:
+        rows = await conn.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM documents WHERE user_id = ? AND knowledge_id = ? ORDER BY created_at, id",
+            (user_id, knowledge_id))
+    return [_row(r) for r in rows]
+
+
+def match_expression(query: str) -> str | None:
+    """A user's words as a safe FTS5 query: each term quoted, any term may match (BM25 ranks).
+
+    None when the query holds no searchable term.  FTS5 syntax in the
+    input (quotes, NEAR, column filters, `*`, `-`) is never interpreted.
+    """
+    terms: list[str] = []
+    for term in _TERM.findall(query):
+        term = term.lower()
+        if term not in terms:
+            terms.append(term)
+        if len(terms) >= MAX_TERMS:
+            break
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+_SEARCH = """
+WITH hits AS (
+    SELECT c.document_id AS document_id,
+           bm25(document_chunks_fts) AS rank,
+           snippet(document_chunks_fts, 0, '**', '**', '…', 16) AS snippet
+    FROM document_chunks_fts
+    JOIN document_chunks c ON c.id = document_chunks_fts.rowid
+    JOIN documents d ON d.id = c.document_id
+    WHERE document_chunks_fts MATCH ? AND d.user_id = ? {scope}
+), best AS (
+    SELECT document_id, rank, snippet,
+           row_number() OVER (PARTITION BY document_id ORDER BY rank) AS n
+    FROM hits
+)
+SELECT d.id, d.filename, d.knowledge_id, b.rank, b.snippet
+FROM best b JOIN documents d ON d.id = b.document_id
+WHERE b.n = 1
+ORDER BY b.rank, d.created_at
+LIMIT ?
+"""
+
+
+async def search(conn: aiosqlite.Connection, user_id: str, match: str, knowledge_id: str | None,
+                 limit: int) -> list[dict[str, Any]]:
+    """The user's documents that match, best first (one result per document, its best chunk).
+
+    `score` is -bm25 of the best chunk: higher is more relevant.
+    """
+    params: tuple[Any, ...]
+    if knowledge_id is None:
+        sql, params = _SEARCH.format(scope=""), (match, user_id, limit)
+    else:
+        sql, params = _SEARCH.format(scope="AND d.knowledge_id = ?"), (match, user_id, knowledge_id, limit)
+    rows = await conn.execute_fetchall(sql, params)
+    return [
+        {"document_id": r[0], "filename": r[1], "knowledge_id": r[2], "score": round(-float(r[3]), 6), "snippet": r[4]}
+        for r in rows
+    ]

@@ -1,0 +1,171 @@
+"""Tools of MCP servers named in config, through the official SDK client (stdio and streamable HTTP)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agents import AgentRegistry
+from agents.mcp_client import McpServerConfig, McpTools
+from agents.tools import ToolEnv, ToolError
+
+SAMPLE = str(Path(__file__).with_name("sample_server.py"))
+ENV = ToolEnv(user_id="alice", task_id="t", thread_id="th")
+
+
+def stdio_table(name="sample"):
+    return {"name": name, "command": [sys.executable, SAMPLE]}
+
+
+async def check_sample_tools(registry):
+    tools = registry.tools
+    assert {"sample.add", "sample.shout", "sample.fail"} <= set(tools)
+    assert tools["sample.add"].input_schema["properties"].keys() == {"a", "b"}
+    assert "Adds" in tools["sample.add"].description
+    assert await tools["sample.add"].run({"a": 2, "b": 3}, ENV) == {"result": 5}
+    assert await tools["sample.shout"].run({"text": "hi"}, ENV) == {"result": "HI!"}
+    with pytest.raises(ToolError, match="nope"):
+        await tools["sample.fail"].run({"reason": "nope"}, ENV)
+    with pytest.raises(ToolError):
+        await tools["sample.add"].run({"a": "x"}, ENV)  # invalid arguments: isError from the server
+
+
+async def test_stdio_server_tools():
+    registry = AgentRegistry()
+    mcp = await McpTools.start([stdio_table()], registry)
+    try:
+        assert sorted(mcp.registered) == ["sample.add", "sample.fail", "sample.shout"]
+        await check_sample_tools(registry)
+    finally:
+        await mcp.close()
+    assert "sample.add" not in registry.tools
+    with pytest.raises(ToolError, match="not connected"):
+        await mcp_tool_after_close()
+
+
+async def mcp_tool_after_close():
+    registry = AgentRegistry()
+    mcp = await McpTools.start([stdio_table()], registry)
+    tool = registry.tools["sample.add"]
+    await mcp.close()
+    await tool.run({"a": 1, "b": 1}, ENV)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def http_sample():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, SAMPLE, "http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None, "the sample HTTP server exited"
+                assert time.monotonic() < deadline, "the sample HTTP server did not start"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def test_streamable_http_server_tools(http_sample):
+    registry = AgentRegistry()
+    mcp = await McpTools.start([{"name": "sample", "url": http_sample, "headers": {"X-Test": "1"}}], registry)
+    try:
+        assert "sample.add" in mcp.registered
+        await check_sample_tools(registry)
+    finally:
+        await mcp.close()
+
+
+async def test_bad_servers_are_skipped(caplog):
+    caplog.set_level(logging.WARNING, logger="parley.mcp")
+    registry = AgentRegistry()
+    tables = [
+        {"name": "broken", "command": ["/nonexistent/mcp-server"]},
+        {"name": "exits", "command": [sys.executable, "-c", "import sys; sys.exit(3)"]},
+        {"name": "silent", "command": [sys.executable, "-c", "import time; time.sleep(30)"], "connect_timeout": 1},
+        {"name": "nowhere", "url": f"http://127.0.0.1:{free_port()}/mcp", "connect_timeout": 3},
+        {"name": "neither"},
+        "not a table",
+        stdio_table(),
+    ]
+    t0 = time.monotonic()
+    mcp = await McpTools.start(tables, registry)
+    try:
+        assert time.monotonic() - t0 < 15
+        assert sorted(mcp.connections) == ["sample"]
+        assert await registry.tools["sample.add"].run({"a": 1, "b": 2}, ENV) == {"result": 3}
+        text = caplog.text
+        for name in ("broken", "exits", "silent", "nowhere", "neither"):
+            assert f"'{name}'" in text, name
+        assert "skipped" in text
+    finally:
+        await mcp.close()
+
+
+def test_config_tables():
+    cfg = McpServerConfig.from_table(0, {"name": "t", "command": ["x", "-y"], "timeout": 5})
+    assert cfg.command == ("x", "-y") and cfg.timeout_s == 5.0 and cfg.url is None
+    for bad in ({"name": "t"}, {"name": "t", "command": ["x"], "url": "http://h/mcp"}, {"name": "a.b", "command": ["x"]},
+                {"name": "t", "url": "ftp://x"}, {"name": "t", "command": []}, {"name": "t", "command": ["x"], "nope": 1},
+                {"name": "t", "command": ["x"], "timeout": 0}, {"name": "t", "url": "http://h/mcp", "headers": {"a": 1}}):
+        with pytest.raises(ValueError):
+            McpServerConfig.from_table(0, bad)
+
+
+async def test_run_uses_an_mcp_tool_end_to_end(parley, alice):
+    mcp = await McpTools.start([stdio_table()], parley.agents)
+    try:
+        resp = await alice.request("POST", "/api/agents", {"name": "m", "type": "demo", "tools": ["sample.add"]})
+        assert resp.code == 201, resp.body
+        agent_id = json.loads(resp.body)["id"]
+        task_id = await alice.start_ok("mcp-thread-1", '/tool sample.add {"a": 2, "b": 3}', agentId=agent_id)
+        code, frames = await alice.stream(task_id)
+        assert code == 200
+        chunks = [c for f in frames if f.id is not None and f.event is None for c in f.chunks]
+        start = next(c for c in chunks if c["type"] == "tool-input-available")
+        assert start["toolName"] == "sample.add" and start["input"] == {"a": 2, "b": 3}
+        out = next(c for c in chunks if c["type"] == "tool-output-available")
+        assert out["output"] == {"result": 5}
+        assert (await alice.task(task_id))["status"] == "completed"
+    finally:
+        await mcp.close()
+
+
+async def test_parley_tools_over_mcp_include_proxied_ones(parley, http_server_client):
+    """A tool proxied from an MCP server is itself offered at Parley's /mcp."""
+    from tests.helpers import INTERNAL_KEY
+    from tests.mcp.test_mcp_server import mcp_session
+
+    mcp = await McpTools.start([stdio_table()], parley.agents)
+    try:
+        headers = {"X-Internal-Key": INTERNAL_KEY, "X-User-Id": "alice"}
+        async with mcp_session(http_server_client.get_url("/mcp"), headers) as session:
+            await session.initialize()
+            assert "sample.add" in {t.name for t in (await session.list_tools()).tools}
+            result = await session.call_tool("sample.add", {"a": 20, "b": 22})
+            assert result.structured_content == {"result": 42}
+    finally:
+        await mcp.close()
+    await asyncio.sleep(0)
