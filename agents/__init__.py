@@ -9,6 +9,7 @@ from typing import Any
 from agents import demo, react
 from agents.context import RunContext
 from agents.llm import LLMConfig, LLMProvider
+from agents.replay import RecordedProvider, Recording
 from agents.tools import BUILTIN_TOOLS, Tool
 
 log = logging.getLogger("parley.agents")
@@ -61,11 +62,13 @@ class AgentRegistry:
     def all(self) -> list[AgentDef]:
         return list(self._agents.values())
 
-    def runner_for(self, agent: AgentDef) -> AgentFn:
+    def runner_for(self, agent: AgentDef, recording: Recording | None = None) -> AgentFn:
+        """The agent's coroutine function; a replay's react agent talks to its recording, not the model."""
         if agent.type == "demo":
             return demo.run
         if agent.type == "react":
-            return react.runner(agent, self.providers.get(agent.llm or ""))
+            provider = RecordedProvider(recording) if recording is not None else self.providers.get(agent.llm or "")
+            return react.runner(agent, provider)
         raise LookupError(f"agent type {agent.type!r} is not available")
 
     def tools_for(self, agent: AgentDef) -> dict[str, Tool]:

@@ -1,6 +1,7 @@
 """What an agent sees of its run: the conversation, and calls that emit events."""
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -10,6 +11,8 @@ from typing import Any, Protocol
 import orjson
 
 from agents.tools import Tool, ToolEnv, ToolError
+
+log = logging.getLogger("parley.agents")
 
 
 class AgentError(Exception):
@@ -64,6 +67,7 @@ class RunContext:
         load_history: Callable[[], Awaitable[list[dict[str, Any]]]],
         tools: dict[str, Tool],
         resume: Resume | None = None,
+        recording: Any = None,
         demo_delay_s: float = 0.0,
     ) -> None:
         self.sink = sink
@@ -75,6 +79,7 @@ class RunContext:
         self._load_history = load_history
         self.tools = tools
         self.resume = resume
+        self.recording = recording  # agents.replay.Recording when this run replays another
         self.demo_delay_s = demo_delay_s
 
     @property
@@ -131,14 +136,28 @@ class RunContext:
         if tool.parks:
             prompt = str(args.get("prompt", ""))
             self.park(name, prompt, {"toolCallId": call_id, "toolName": name, "input": args})
-        assert tool.run is not None
-        try:
-            output = await tool.run(args, self.tool_env)
-        except ToolError as exc:
-            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": str(exc)})
-            return None
-        await self.sink.emit("tool.result", {"toolCallId": call_id, "output": output})
-        return output
+        ok, value = await self.execute_tool(call_id, tool, args)
+        return value if ok else None
+
+    async def execute_tool(self, call_id: str, tool: Tool, args: dict[str, Any]) -> tuple[bool, Any]:
+        """Run a tool that does not park (in a replay: take its recorded outcome) and emit
+        `tool.result` or `tool.error`.  (True, output) or (False, error text)."""
+        if self.recording is not None:
+            ok, value = self.recording.next_outcome(tool.name)
+        else:
+            assert tool.run is not None
+            try:
+                ok, value = True, await tool.run(args, self.tool_env)
+            except ToolError as exc:
+                ok, value = False, str(exc)
+            except Exception as exc:  # a broken tool must not end the run: the model hears about it
+                log.exception("tool %s failed on task %s", tool.name, self.task_id)
+                ok, value = False, f"the {tool.name} tool failed: {type(exc).__name__}"
+        if ok:
+            await self.sink.emit("tool.result", {"toolCallId": call_id, "output": value, "executed": True})
+        else:
+            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": value, "executed": True})
+        return ok, value
 
     def park(self, node: str, prompt: str, state: dict[str, Any]) -> None:
         """Stop the run here until a signal with the returned correlation key arrives."""

@@ -30,7 +30,7 @@ import logging
 import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 
@@ -68,6 +68,12 @@ class Finish:
 
 
 LLMEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish
+
+
+class ChatModel(Protocol):
+    """What the react loop talks to: a provider, or a recording of one (agents/replay.py)."""
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncGenerator[LLMEvent, None]: ...
 
 
 @dataclass(frozen=True)

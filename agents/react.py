@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agents.context import AgentError, Parked, RunContext
-from agents.llm import Finish, LLMProvider, ReasoningDelta, TextDelta, ToolCallDelta
-from agents.tools import Tool, ToolError
+from agents.llm import ChatModel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
+from agents.tools import Tool
 
 if TYPE_CHECKING:
     from agents import AgentDef
@@ -39,7 +39,7 @@ STATE_KEY = "react"
 _WIRE_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 
 
-def runner(agent: AgentDef, provider: LLMProvider | None) -> Callable[[RunContext], Awaitable[None]]:
+def runner(agent: AgentDef, provider: ChatModel | None) -> Callable[[RunContext], Awaitable[None]]:
     """The coroutine function that runs `agent` (an AgentDef of type react) with `provider`."""
 
     async def run(ctx: RunContext) -> None:
@@ -162,7 +162,7 @@ def _dumps(value: Any) -> str:
 
 
 class ReactLoop:
-    def __init__(self, ctx: RunContext, provider: LLMProvider, *, instructions: str = "",
+    def __init__(self, ctx: RunContext, provider: ChatModel, *, instructions: str = "",
                  max_steps: int = DEFAULT_MAX_STEPS) -> None:
         self.ctx = ctx
         self.provider = provider
@@ -319,18 +319,8 @@ class ReactLoop:
             error = f"unknown tool: {name}"
             await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": error})
             return _dumps({"error": error})
-        try:
-            output = await tool.run(call["input"], ctx.tool_env)
-        except ToolError as exc:
-            await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": str(exc)})
-            return _dumps({"error": str(exc)})
-        except Exception as exc:  # a broken tool must not end the run: the model hears about it
-            log.exception("tool %s failed on task %s", name, ctx.task_id)
-            message = f"the {name} tool failed: {type(exc).__name__}"
-            await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": message})
-            return _dumps({"error": message})
-        await ctx.sink.emit("tool.result", {"toolCallId": call_id, "output": output})
-        return _dumps(output)
+        ok, value = await ctx.execute_tool(call_id, tool, call["input"])
+        return _dumps(value if ok else {"error": value})
 
     # -- resuming after a park ------------------------------------------------------
 

@@ -7,14 +7,15 @@ from typing import Any, cast
 from tornado import iostream
 
 from agents import AGENT_TYPES, AgentDef
+from agents.replay import Recording
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.native import ID, check_id
 from handlers.ratelimit import SlidingWindow, retry_after
-from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms
+from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms, replay_steps
 from handlers.streaming import EventStreamHandler
 from runs.hub import Batch
-from runs.manager import Draining, Forbidden, SignalRefused, StartRequest, ThreadBusy
+from runs.manager import Draining, Forbidden, Invalid, SignalRefused, StartRequest, ThreadBusy
 from store import Conflict, NotFound
 from store.tasks import TaskRow
 
@@ -137,6 +138,41 @@ class StopHandler(JobsHandler):
             await self.runs.abort(task.id)
         task = await self.own_job(job_id)
         self.write_json({"job_id": task.id, "status": task.status})
+
+
+class ReplayHandler(JobsHandler):
+    limit = "reads"
+
+    async def get(self, job_id: str) -> None:
+        """The job's record: its input, every step with its recorded inputs and outputs, its signals, its events."""
+        task = await self.own_job(job_id)
+        events = await self.runs.task_events(task.id)
+        message = await self.runs.message(task.thread_id, task.user_message_id)
+        self.write_json({
+            "job_id": task.id,
+            "agent_id": task.agent_id,
+            "status": task.status,
+            "replay_of": (task.state or {}).get("replay_of"),
+            "input": {"message": message["parts"] if message else []},
+            "steps": replay_steps(events),
+            "record": Recording(events).steps(),
+            "events": [{"id": e.id, "type": e.type, "time": iso_ms(e.created_at), "data": e.data} for e in events],
+        })
+
+    async def post(self, job_id: str) -> None:
+        """Run the job again from its record (no model or tool is called): 201 {job_id, replay_of, status}."""
+        if self.runs.draining:
+            raise ApiError(503, "the server is draining; try again on another instance", "DRAINING")
+        try:
+            task = await self.runs.replay(job_id, self.user_id)
+        except NotFound:
+            raise ApiError(404, f"job {job_id} not found", "JOB_NOT_FOUND") from None
+        except Forbidden:
+            raise ApiError(403, "this job belongs to another user", "FORBIDDEN") from None
+        except Invalid as exc:
+            raise ApiError(409, str(exc), "JOB_NOT_FINISHED") from None
+        self.write_json({"job_id": task.id, "replay_of": job_id, "status": "pending",
+                         "created_at": iso_ms(task.created_at)}, 201)
 
 
 class TraceHandler(JobsHandler):
@@ -270,6 +306,7 @@ default_handlers = [
     (rf"/api/jobs/{ID}/signal", SignalHandler),
     (rf"/api/jobs/{ID}/stop", StopHandler),
     (rf"/api/jobs/{ID}/trace", TraceHandler),
+    (rf"/api/jobs/{ID}/replay", ReplayHandler),
     (rf"/api/jobs/{ID}/events", JobEventsHandler),
     (r"/api/version", VersionHandler),
     (r"/api/agents", AgentsHandler),

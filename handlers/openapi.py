@@ -88,6 +88,13 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/jobs/{jobId}/trace": {"get": {"summary": "The job's timeline",
         "responses": {"200": _r("trace", {"type": "object", "properties": {"job_id": {"type": "string"}, "timeline": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineEntry"}}}}),
                       **_errors(401, 403, 404, 429)}}},
+    "/api/jobs/{jobId}/replay": {
+        "get": {"summary": "The job's record: input, steps with recorded inputs and outputs (model answers, tool results, signals), events",
+                "responses": {"200": _r("record", {"type": "object"}), **_errors(401, 403, 404, 429)}},
+        "post": {"summary": "Run the job again from its record, calling no model and no tool; a new job",
+                 "responses": {"201": _r("replay started", {"type": "object", "properties": {"job_id": {"type": "string"}, "replay_of": {"type": "string"}}}),
+                               **_errors(401, 403, 404, 409, 503)}},
+    },
     "/api/jobs/{jobId}/events": {"get": {"summary": "The timeline as SSE, one frame per entry, resumable with Last-Event-ID",
         "responses": {"200": _r("event stream", {"type": "string"}, "text/event-stream"), **_errors(400, 401, 403, 404, 429)}}},
     "/api/agents": {

@@ -289,3 +289,39 @@ class Timeline:
             if entry is not None:
                 out.append(b"id: %d\ndata: " % ev.id + encode(entry) + b"\n\n")
         return out
+
+
+def replay_steps(events: list[Event]) -> list[dict[str, Any]]:
+    """The recorded steps of a run: per step its node, times, the model's or agent's text,
+    its tool calls with inputs and outputs, and the signal that woke it."""
+    steps: list[dict[str, Any]] = []
+    calls: dict[str, dict[str, Any]] = {}
+    step: dict[str, Any] | None = None
+
+    def current() -> dict[str, Any]:
+        nonlocal step
+        if step is None:
+            step = {"node": None, "started_at": None, "text": "", "tool_calls": []}
+            steps.append(step)
+        return step
+
+    for ev in events:
+        t, d = ev.type, ev.data
+        if t == "step.started":
+            step = {"node": d.get("node"), "started_at": iso_ms(ev.created_at), "text": "", "tool_calls": []}
+            steps.append(step)
+        elif t == "step.finished":
+            current()["finished_at"] = iso_ms(ev.created_at)
+            step = None
+        elif t == "text.delta":
+            current()["text"] += d["delta"]
+        elif t == "tool.call.end":
+            call = calls[d["toolCallId"]] = {"tool_call_id": d["toolCallId"], "tool": d["toolName"], "input": d.get("input")}
+            current()["tool_calls"].append(call)
+        elif t in ("tool.result", "tool.error") and d["toolCallId"] in calls:
+            calls[d["toolCallId"]]["output" if t == "tool.result" else "error"] = d.get("output" if t == "tool.result" else "error")
+        elif t == "job.signal":
+            current()["signal"] = {"correlation_key": d.get("correlationKey"), "payload": d.get("payload")}
+        elif t == "job.parked":
+            current()["parked"] = {"correlation_key": d.get("correlationKey"), "prompt": d.get("prompt")}
+    return steps

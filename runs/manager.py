@@ -14,6 +14,7 @@ from typing import Any
 
 from agents import AgentDef, AgentRegistry
 from agents.context import AgentError, Parked, Resume, RunContext
+from agents.replay import Recording
 from runs.assemble import MessageAssembler
 from runs.hub import EventHub
 from store import Conflict, Database, NotFound, WriteTx
@@ -69,6 +70,7 @@ class StartRequest:
     agent_id: str = "demo"
     rewind_from: str | None = None
     client_run_id: str | None = None
+    initial_state: dict[str, Any] | None = None  # e.g. a replay's record and its signals
 
 
 class Runner:
@@ -117,9 +119,13 @@ class Runner:
         task = self.task
         if self.user_message is None:
             self.user_message = await self.manager.message(task.thread_id, task.user_message_id)
-        if self.resume is not None:
-            self.assembler.apply_all(await self.manager.task_events(task.id))
-        else:
+        own_events = await self.manager.task_events(task.id) if self.resume is not None else []
+        self.assembler.apply_all(own_events)
+        recording = None
+        replay_of = (task.state or {}).get("replay_of")
+        if replay_of:
+            recording = Recording(await self.manager.task_events(replay_of)).advance_past(own_events)
+        if self.resume is None:
             # Queued ahead of the agent's first events, committed with them: no extra wait.
             self._db.submit(lambda tx: tasks_sql.update_if(tx, task.id, ("pending",), status="running", started_at=now_ms()))
         ctx = RunContext(
@@ -133,9 +139,10 @@ class Runner:
             tools=self.manager.agents.tools_for(self.agent),
             resume=self.resume,
             demo_delay_s=self.manager.demo_delay_s,
+            recording=recording,
         )
         try:
-            await self.manager.agents.runner_for(self.agent)(ctx)
+            await self.manager.agents.runner_for(self.agent, recording)(ctx)
         except asyncio.CancelledError:
             status, reason, message = self.abort_as or ("cancelled", "cancelled", "The run was cancelled.")
             await self.manager.finish(task, status, reason, message, self.assembler.parts)
@@ -266,7 +273,7 @@ class RunManager:
 
     # -- starting -----------------------------------------------------------
 
-    async def start_run(self, req: StartRequest) -> TaskRow:
+    async def start_run(self, req: StartRequest, task_id: str | None = None) -> TaskRow:
         """Store the user message and the task under the thread's lock, then run it.
 
         Raises Draining, Forbidden, Invalid or ThreadBusy (with the live task's id).
@@ -277,7 +284,7 @@ class RunManager:
             agent = self.agent_for(req.agent_id, req.user_id)
         except NotFound:
             raise Invalid(f"unknown agent: {req.agent_id}") from None
-        task_id = str(uuid.uuid4())
+        task_id = task_id or str(uuid.uuid4())
         title = _title(req.message)
 
         def _start(tx: WriteTx) -> TaskRow:
@@ -300,7 +307,7 @@ class RunManager:
             task = TaskRow(
                 id=task_id, thread_id=req.thread_id, user_id=req.user_id, agent_id=agent.id, status="pending",
                 created_at=now_ms(), started_at=None, finished_at=None, current_node=None, error=None, parked=None,
-                state=None, user_message_id=msg_id, assistant_message_id=f"msg_{uuid.uuid4().hex}",
+                state=req.initial_state, user_message_id=msg_id, assistant_message_id=f"msg_{uuid.uuid4().hex}",
                 assistant_seq=seq + 1, client_run_id=req.client_run_id,
             )
             tasks_sql.insert(tx, task)
@@ -408,6 +415,25 @@ class RunManager:
         task = await self.get_task(task_id)
         if task.live:
             await self.finish(task, status, reason, message, None)
+
+    # -- replay -----------------------------------------------------------------
+
+    async def replay(self, task_id: str, user_id: str) -> TaskRow:
+        """Run an ended task again from its record, as a new task on a new thread: the agent runs,
+        the model and the tools do not (agents/replay.py); recorded signals answer its parks."""
+        original = await self.owned_task(task_id, user_id)
+        if original.live:
+            raise Invalid(f"job {task_id} is {original.status}; only an ended job can be replayed")
+        recording = Recording(await self.task_events(task_id))
+        message = await self.message(original.thread_id, original.user_message_id)
+        parts = message["parts"] if message else [{"type": "text", "text": ""}]
+        new_id = str(uuid.uuid4())
+        early = {f"approval-{new_id}-{n}": payload for n, payload in enumerate(recording.signals, 1)}
+        req = StartRequest(
+            user_id, f"replay-{new_id}", {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": parts},
+            original.agent_id, initial_state={"replay_of": task_id, "early": early},
+        )
+        return await self.start_run(req, task_id=new_id)
 
     # -- signals ----------------------------------------------------------------
 
