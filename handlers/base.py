@@ -192,6 +192,8 @@ class APIHandler(web.RequestHandler):
                 message = "internal server error"
         if status != self.get_status():
             self.set_status(status)
+        if self.surface == "accounts":
+            extra = {**extra, "instance": self.request.path}
         body, ctype = error_body(self.surface, status, message, code, extra)
         self.set_header("Content-Type", ctype)
         if status == 429 and "retry_after" in extra:
