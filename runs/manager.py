@@ -86,6 +86,7 @@ class Runner:
         self.assembler = MessageAssembler()
         self.abort_as: tuple[str, str, str] | None = None
         self.future: asyncio.Future[None] | None = None
+        self._started = False
         self._db = manager.db
 
     # -- Sink -----------------------------------------------------------
@@ -112,10 +113,35 @@ class Runner:
     def cancel(self, status: str, reason: str, message: str) -> None:
         if self.abort_as is None:
             self.abort_as = (status, reason, message)
-        if self.future is not None and not self.future.done():
+        # A task cancelled before its first step never enters run(): let run() see abort_as instead.
+        if self._started and self.future is not None and not self.future.done():
             self.future.cancel()
 
     async def run(self) -> None:
+        task = self.task
+        self._started = True
+        try:
+            if self.abort_as is not None:
+                raise asyncio.CancelledError
+            await self._run_agent()
+        except asyncio.CancelledError:
+            status, reason, message = self.abort_as or ("cancelled", "cancelled", "The run was cancelled.")
+            await self.manager.finish(task, status, reason, message, self.assembler.parts)
+        except Parked as parked:
+            await self.manager.park(self, parked)
+        except AgentError as exc:
+            await self.manager.finish(task, "failed", exc.reason, exc.message, self.assembler.parts)
+        except Exception as exc:
+            log.exception("agent %s crashed on task %s", self.agent.id, task.id)
+            await self.manager.finish(task, "failed", "internal_error", f"The agent crashed: {type(exc).__name__}", self.assembler.parts)
+        else:
+            if self.abort_as is not None:  # aborted after the agent's last await
+                status, reason, message = self.abort_as
+                await self.manager.finish(task, status, reason, message, self.assembler.parts)
+            else:
+                await self.manager.finish(task, "completed", "", "", self.assembler.parts)
+
+    async def _run_agent(self) -> None:
         task = self.task
         if self.user_message is None:
             self.user_message = await self.manager.message(task.thread_id, task.user_message_id)
@@ -141,24 +167,7 @@ class Runner:
             demo_delay_s=self.manager.demo_delay_s,
             recording=recording,
         )
-        try:
-            await self.manager.agents.runner_for(self.agent, recording)(ctx)
-        except asyncio.CancelledError:
-            status, reason, message = self.abort_as or ("cancelled", "cancelled", "The run was cancelled.")
-            await self.manager.finish(task, status, reason, message, self.assembler.parts)
-        except Parked as parked:
-            await self.manager.park(self, parked)
-        except AgentError as exc:
-            await self.manager.finish(task, "failed", exc.reason, exc.message, self.assembler.parts)
-        except Exception as exc:
-            log.exception("agent %s crashed on task %s", self.agent.id, task.id)
-            await self.manager.finish(task, "failed", "internal_error", f"The agent crashed: {type(exc).__name__}", self.assembler.parts)
-        else:
-            if self.abort_as is not None:  # aborted after the agent's last await
-                status, reason, message = self.abort_as
-                await self.manager.finish(task, status, reason, message, self.assembler.parts)
-            else:
-                await self.manager.finish(task, "completed", "", "", self.assembler.parts)
+        await self.manager.agents.runner_for(self.agent, recording)(ctx)
 
 
 class RunManager:
