@@ -31,8 +31,8 @@ from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
+from handlers import agent_chats, documents, jobs, mcp, native, openapi
 from handlers import base as base_handlers
-from handlers import documents, jobs, mcp, native, openapi
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
 from runs.manager import RunManager
@@ -276,6 +276,7 @@ def make_app(parley: Parley) -> web.Application:
         *jobs.default_handlers,
         *mcp.default_handlers,
         *documents.default_handlers,
+        *agent_chats.default_handlers,
         *openapi.default_handlers,
         (r"/ui", web.RedirectHandler, {"url": "/ui/"}),
         (r"/ui/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
