@@ -27,11 +27,12 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from accounts import Accounts
 from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
-from handlers import agent_chats, documents, jobs, mcp, native, openapi
+from handlers import accounts, agent_chats, documents, jobs, mcp, native, openapi
 from handlers import base as base_handlers
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
@@ -180,6 +181,7 @@ class Parley:
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms)
         self.auth: Authenticator | None = None
         self.mcp_tools: McpTools | None = None
+        self.accounts: Accounts | None = None
         self.app: web.Application | None = None
         self.server: HTTPServer | None = None
         self.port = config.port
@@ -201,6 +203,9 @@ class Parley:
             internal_key=self.config.internal_key,
             expected_issuer=self.config.jwt_issuer,
         )
+        settings = self.config.extra.get("accounts", {})
+        self.accounts = Accounts(self.db, self.auth, self.data_dir, self.config.extra.get("smtp"),
+                                 admins=settings.get("admins", []), argon2=settings.get("argon2"))
         await self.db.open()
         await self.runs.load_agents()
         self.mcp_tools = await McpTools.start(self.config.extra.get("mcp_servers", []), self.agents)
@@ -257,7 +262,9 @@ class Parley:
         await self.db.close()
 
     async def close_providers(self) -> None:
-        """Close the connections to LLM providers and MCP servers."""
+        """Close the connections to LLM providers and MCP servers, and the password hashers."""
+        if self.accounts is not None:
+            self.accounts.close()
         if self.mcp_tools is not None:
             await self.mcp_tools.close()
             self.mcp_tools = None
@@ -277,6 +284,7 @@ def make_app(parley: Parley) -> web.Application:
         *mcp.default_handlers,
         *documents.default_handlers,
         *agent_chats.default_handlers,
+        *accounts.default_handlers,
         *openapi.default_handlers,
         (r"/ui", web.RedirectHandler, {"url": "/ui/"}),
         (r"/ui/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
@@ -292,6 +300,7 @@ def make_app(parley: Parley) -> web.Application:
         cors_patterns=[_origin_pattern(o) for o in origins],
         stream_slots=parley.streams,
         data_dir=parley.data_dir,
+        accounts=parley.accounts,
         job_limits=jobs.job_limits(),
         keepalive_s=cfg.keepalive_s,
         log_function=RequestLog(cfg.log_format),
@@ -346,6 +355,11 @@ async def serve(cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["admin"]:  # python server.py admin [--data-dir DIR] create-user|reset-password|set-plan|list-users
+        from accounts.admin import admin_main
+
+        return asyncio.run(admin_main(argv[1:], parse_config([]).data_dir))
     cfg = parse_config(argv)
     setup_logging(cfg)
     return asyncio.run(serve(cfg))

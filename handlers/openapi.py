@@ -12,6 +12,7 @@ from typing import Any, cast
 from tornado import web
 from tornado.routing import PathMatches, Rule
 
+from handlers.accounts import OPENAPI as ACCOUNT_OPERATIONS
 from handlers.agent_chats import OPENAPI as AGENT_CHAT_OPERATIONS
 from handlers.base import APIHandler
 from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
@@ -115,6 +116,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
 OPERATIONS.update(MCP_OPERATIONS)
 OPERATIONS.update(DOCUMENT_OPERATIONS)
 OPERATIONS.update(AGENT_CHAT_OPERATIONS)
+OPERATIONS.update(ACCOUNT_OPERATIONS)
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {
