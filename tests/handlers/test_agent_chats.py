@@ -163,6 +163,7 @@ async def test_infra_health(http_server_client):
     out = json.loads(resp.body)
     assert out["status"] == "healthy"
     db = out["services"]["database"]
+    assert out["services"]["sqlite"] == db
     assert db["status"] == "healthy"
     assert isinstance(db["latency_ms"], float | int) and db["latency_ms"] >= 0
     assert db["latency_ms"] == max(db["read_latency_ms"], db["write_latency_ms"])
