@@ -32,7 +32,7 @@ from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
-from handlers import accounts, agent_chats, documents, jobs, mcp, native, openapi
+from handlers import accounts, agent_chats, documents, jobs, mcp, native, openapi, threads
 from handlers import base as base_handlers
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
@@ -279,6 +279,7 @@ def make_app(parley: Parley) -> web.Application:
     cfg = parley.config
     origins = cfg.cors_origin or ["http://localhost:3000"]
     handlers: list[Any] = [
+        *threads.default_handlers,
         *native.default_handlers,
         *jobs.default_handlers,
         *mcp.default_handlers,

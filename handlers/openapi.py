@@ -17,6 +17,7 @@ from handlers.agent_chats import OPENAPI as AGENT_CHAT_OPERATIONS
 from handlers.base import APIHandler
 from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
 from handlers.mcp import OPENAPI as MCP_OPERATIONS
+from handlers.threads import OPENAPI as THREAD_OPERATIONS
 
 _ERR = {"$ref": "#/components/schemas/Error"}
 _JSON = "application/json"
@@ -117,6 +118,7 @@ OPERATIONS.update(MCP_OPERATIONS)
 OPERATIONS.update(DOCUMENT_OPERATIONS)
 OPERATIONS.update(AGENT_CHAT_OPERATIONS)
 OPERATIONS.update(ACCOUNT_OPERATIONS)
+OPERATIONS.update(THREAD_OPERATIONS)
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {

@@ -244,6 +244,27 @@ class RunManager:
     async def last_event(self, task_id: str) -> Any:
         return await self.db.read(lambda c: events_sql.last_for_task(c, task_id))
 
+    # -- threads --------------------------------------------------------------
+
+    async def create_thread(self, user_id: str, thread_id: str, title: str | None) -> threads_sql.ThreadRow:
+        """A new thread of the user's (Conflict when the id is taken)."""
+        return await self.db.write(lambda tx: threads_sql.create(tx, thread_id, user_id, title))
+
+    async def list_threads(self, user_id: str) -> list[threads_sql.ThreadRow]:
+        return await self.db.read(lambda c: threads_sql.for_user(c, user_id))
+
+    async def delete_thread(self, thread_id: str, user_id: str) -> None:
+        """Soft-delete the user's thread, stopping its live run first (NotFound, Forbidden)."""
+        thread = await self.db.read(lambda c: threads_sql.get(c, thread_id))
+        if thread is None or thread.deleted_at is not None:
+            raise NotFound(f"thread {thread_id} not found")
+        if thread.user_id != user_id:
+            raise Forbidden("thread belongs to another user")
+        live = await self.db.read(lambda c: tasks_sql.live_for_thread(c, thread_id))
+        if live is not None:
+            await self.abort(live.id)
+        await self.db.write(lambda tx: threads_sql.soft_delete(tx, thread_id))
+
     # -- agents ---------------------------------------------------------------
 
     async def load_agents(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import aiosqlite
 
 from store.db import WriteTx, now_ms
+from store.errors import Conflict
 
 _COLUMNS = "id, user_id, title, created_at, updated_at, deleted_at"
 _GET = f"SELECT {_COLUMNS} FROM threads WHERE id = ?"
@@ -48,3 +49,28 @@ def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> Thre
             (now, title, thread_id),
         )
     return thread
+
+
+def create(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> ThreadRow:
+    """A new thread (Conflict when the id is taken, by anyone)."""
+    if tx.fetchone(_GET, (thread_id,)) is not None:
+        raise Conflict(f"thread {thread_id} already exists")
+    now = now_ms()
+    tx.execute(
+        "INSERT INTO threads (id, user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        (thread_id, user_id, title, now, now),
+    )
+    return ThreadRow(thread_id, user_id, title, now, now, None)
+
+
+async def for_user(conn: aiosqlite.Connection, user_id: str, limit: int = 200) -> list[ThreadRow]:
+    """The user's threads that are not deleted, most recently active first."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM threads WHERE user_id = ? AND deleted_at IS NULL ORDER BY updated_at DESC LIMIT ?",
+        (user_id, limit),
+    )
+    return [ThreadRow.from_row(r) for r in rows]
+
+
+def soft_delete(tx: WriteTx, thread_id: str) -> None:
+    tx.execute("UPDATE threads SET deleted_at = ? WHERE id = ?", (now_ms(), thread_id))

@@ -1,0 +1,93 @@
+"""kira-be's thread routes (seed 001, SPEC section 10): create, list, delete.  Errors: {message}."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from handlers.base import APIHandler
+from handlers.errors import ApiError
+from handlers.native import ID, check_id
+from runs.manager import Forbidden
+from store import Conflict, NotFound
+from store.threads import ThreadRow
+
+MAX_TITLE = 200
+
+
+def thread_json(thread: ThreadRow) -> dict[str, Any]:
+    return {"id": thread.id, "title": thread.title, "createdAt": thread.created_at, "updatedAt": thread.updated_at}
+
+
+class ThreadsHandler(APIHandler):
+    surface = "app"
+
+    async def post(self) -> None:
+        """Create a thread: 201 {thread}; `title` given, or made from `message` (the first message's text)."""
+        body = self.json_body() if self._body else {}
+        try:
+            thread_id = check_id(body.get("threadId", body.get("id")), "threadId", required=False) or str(uuid.uuid4())
+        except ApiError as exc:
+            raise ApiError(422, exc.message) from None
+        title = body.get("title")
+        if title is None and isinstance(body.get("message"), str):
+            title = _title_from(body["message"])
+        if title is not None and (not isinstance(title, str) or len(title) > MAX_TITLE):
+            raise ApiError(422, f"title must be a string of at most {MAX_TITLE} characters")
+        try:
+            thread = await self.runs.create_thread(self.user_id, thread_id, title.strip() if title else None)
+        except Conflict:
+            raise ApiError(409, "a thread with this id already exists") from None
+        self.write_json({"thread": thread_json(thread)}, 201)
+
+
+class ThreadListHandler(APIHandler):
+    surface = "app"
+
+    async def get(self) -> None:
+        """The user's threads, most recently active first."""
+        threads = await self.runs.list_threads(self.user_id)
+        self.write_json({"threads": [thread_json(t) for t in threads]})
+
+
+class ThreadHandler(APIHandler):
+    surface = "app"
+
+    async def delete(self, thread_id: str) -> None:
+        """Delete the thread (its live run is stopped first): 200 {success: true}."""
+        try:
+            await self.runs.delete_thread(thread_id, self.user_id)
+        except NotFound:
+            raise ApiError(404, "thread not found") from None
+        except Forbidden:
+            raise ApiError(403, "this thread belongs to another user") from None
+        self.write_json({"success": True})
+
+
+def _title_from(text: str) -> str | None:
+    words = " ".join(text.split())
+    if not words:
+        return None
+    return words if len(words) <= 60 else words[:57].rstrip() + "…"
+
+
+OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
+    "/thread/": {"post": {
+        "summary": "Create a thread (title given, or made from the first message)",
+        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+            "threadId": {"type": "string", "maxLength": 128}, "title": {"type": "string"}, "message": {"type": "string"}}}}}},
+        "responses": {"201": {"description": "created"}, "401": {"description": "no credentials"},
+                      "409": {"description": "the id is taken"}, "422": {"description": "invalid body"}}}},
+    "/thread/threads": {"get": {
+        "summary": "The user's threads, most recently active first",
+        "responses": {"200": {"description": "threads"}, "401": {"description": "no credentials"}}}},
+    "/thread/{threadId}": {"delete": {
+        "summary": "Delete a thread (its live run is stopped)",
+        "responses": {"200": {"description": "deleted"}, "401": {"description": "no credentials"},
+                      "403": {"description": "another user's thread"}, "404": {"description": "not found"}}}},
+}
+
+default_handlers = [
+    (r"/thread/", ThreadsHandler),
+    (r"/thread/threads", ThreadListHandler),
+    (rf"/thread/{ID}", ThreadHandler),
+]
