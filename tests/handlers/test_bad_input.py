@@ -335,7 +335,7 @@ async def test_server_keeps_serving_after_many_refusals(alice, http_server_clien
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method,path", [
-    ("GET", "/nope"), ("POST", "/nope"), ("GET", "/task/a/b"), ("GET", "/tasks"), ("DELETE", "/thread/x"),
+    ("GET", "/nope"), ("POST", "/nope"), ("GET", "/task/a/b"), ("GET", "/tasks"), ("DELETE", "/thread/x/y"),
     ("GET", "/task/" + "x" * 129), ("GET", "/stream/" + "x" * 129), ("GET", "/messages/" + "m" * 129),
 ])
 async def test_unknown_route_is_404_json(alice, http_server_client, method, path):
