@@ -54,7 +54,7 @@ from handlers.errors import ApiError
 from handlers.native import check_id
 from handlers.sse import follow_task
 from runs.hub import Batch, EventHub
-from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy
+from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy, text_message
 
 MAX_MESSAGE = 8000
 DEFAULT_TIMEOUT_S = 300.0
@@ -126,7 +126,7 @@ class AgentChatsHandler(APIHandler):
             session_id = check_id(body.get("session_id"), "session_id", required=False) or str(uuid.uuid4())
         except ApiError as exc:
             raise ApiError(422, exc.message, "VALIDATION_ERROR") from None
-        user_message = {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": [{"type": "text", "text": message}]}
+        user_message = text_message(message)
         try:
             task = await self.runs.start_run(StartRequest(self.user_id, session_id, user_message, self.settings["default_agent"]))
         except Draining:

@@ -15,7 +15,7 @@ from handlers.ratelimit import SlidingWindow, retry_after
 from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms, replay_steps
 from handlers.streaming import EventStreamHandler
 from runs.hub import Batch
-from runs.manager import Draining, Forbidden, Invalid, SignalRefused, StartRequest, ThreadBusy
+from runs.manager import Draining, Forbidden, Invalid, SignalRefused, StartRequest, ThreadBusy, text_message
 from store import Conflict, NotFound
 from store.tasks import TaskRow
 
@@ -91,7 +91,7 @@ class RunsHandler(JobsHandler):
             thread_id = check_id(inp.get("thread_id"), "input.thread_id", required=False) or str(uuid.uuid4())
         except ApiError as exc:
             raise ApiError(422, exc.message, "VALIDATION_ERROR") from None
-        user_message = {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": [{"type": "text", "text": message}]}
+        user_message = text_message(message)
         try:
             task = await self.runs.start_run(StartRequest(self.user_id, thread_id, user_message, agent_id))
         except Draining:

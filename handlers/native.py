@@ -12,7 +12,7 @@ from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.sse import KEEPALIVE, RETRY_MS, follow_task, native_frames, native_terminal_frame
 from handlers.streaming import EventStreamHandler
-from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy
+from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy, text_message
 from store import NotFound
 from store.tasks import TaskRow
 
@@ -42,7 +42,7 @@ def user_message_from(body: dict[str, Any]) -> dict[str, Any]:
             raise ApiError(422, "content must be a non-empty string")
         if len(content) > MAX_CONTENT:
             raise ApiError(422, f"content longer than {MAX_CONTENT} characters")
-        return {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": [{"type": "text", "text": content}]}
+        return text_message(content)
     if not isinstance(message, dict):
         raise ApiError(422, "message must be a UIMessage object")
     if message.get("role", "user") != "user":

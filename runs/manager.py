@@ -62,6 +62,11 @@ class SignalRefused(RunError):
         self.code = code
 
 
+def text_message(text: str) -> dict[str, Any]:
+    """A new user UIMessage with one text part."""
+    return {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
 @dataclass(frozen=True)
 class StartRequest:
     user_id: str
