@@ -249,7 +249,7 @@ class Parley:
         if self.server is not None:
             self.server.stop()
             await asyncio.wait_for(self.server.close_all_connections(), timeout=5)
-        await self.close_providers()
+        await self.close_services()
         await self.db.close()
         log.info("drained; store closed")
         self._stopped.set()
@@ -258,11 +258,11 @@ class Parley:
         """Stop at once (tests): runs end `failed`/`shutdown`, the store is closed."""
         await self.runs.drain(0)
         self.hub.close_all()
-        await self.close_providers()
+        await self.close_services()
         await self.db.close()
 
-    async def close_providers(self) -> None:
-        """Close the connections to LLM providers and MCP servers, and the password hashers."""
+    async def close_services(self) -> None:
+        """Close what the server holds open besides the store: MCP sessions, LLM clients, password hashers."""
         if self.accounts is not None:
             self.accounts.close()
         if self.mcp_tools is not None:
