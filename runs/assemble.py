@@ -106,4 +106,5 @@ _HANDLERS: dict[str, Any] = {
     "file": MessageAssembler._file,
     "ui": lambda a, d: a._data("ui", d),
     "job.parked": lambda a, d: a._data("parked", d),
+    "job.signal": lambda a, d: a._data("signal", d),
 }

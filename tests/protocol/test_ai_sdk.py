@@ -446,6 +446,26 @@ async def test_parked_run(alice, pkg):
     assert tool["input"] == {"prompt": "some text"}
 
 
+async def test_parked_run_signalled(alice, pkg):
+    # After the signal the run goes on; the SDK keeps the data-signal part, and so must /messages.
+    task_id = await alice.start_ok("t-park-signal", "/approve ship it")
+    info = await wait_status(alice, task_id, "parked")
+    key = info["parked"]["correlationKey"]
+    resp = await alice.request("POST", f"/api/jobs/{task_id}/signal",
+                               {"correlation_key": key, "payload": {"approved": True, "reason": "ok"}})
+    assert resp.code == 200, resp.body
+    frames, chunks = await read_all(alice, task_id)
+    assert frames[-1].event == "done"
+    result = await assemble(pkg, chunks)
+    assert result["errors"] == []
+    message = check_common(chunks, result, await stored_assistant(alice, "t-park-signal"))
+    types = [p["type"] for p in message["parts"]]
+    assert types.index("data-parked") < types.index("data-signal")
+    (signal,) = [p for p in message["parts"] if p["type"] == "data-signal"]
+    assert signal["data"] == {"correlationKey": key, "payload": {"approved": True, "reason": "ok"}}
+    assert "approved" in streamed_text(chunks).lower()
+
+
 async def test_parked_run_cancelled(alice, pkg):
     task_id = await alice.start_ok("t-park-cancel", "/approve some text")
     info = await wait_status(alice, task_id, "parked")
