@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 
-from accounts.mail import Mailer, make_mailer
+from accounts.mail import Mailer, OutboxMailer, make_mailer
 from accounts.passwords import Passwords, make_hasher
 from auth import Authenticator
 from auth.keys import load_or_create_secret
@@ -173,6 +173,11 @@ class Accounts:
         self.signups_per_ip = SlidingWindow(SIGNUPS_PER_IP)
         self.logins_per_ip = SlidingWindow(LOGINS_PER_IP)
         self._notices: dict[str, int] = {}
+
+    @property
+    def mail_delivery(self) -> str:
+        """`outbox` when codes are written to data_dir/outbox (dev mode), else `smtp`."""
+        return "outbox" if isinstance(self.mailer, OutboxMailer) else "smtp"
 
     def close(self) -> None:
         self.passwords.close()

@@ -77,6 +77,15 @@ class RefreshHandler(AccountsHandler):
         self.write_json(await self.accounts.refresh(self.json_body()))
 
 
+class AuthConfigHandler(AccountsHandler):
+    """How sign-up works here, for a sign-in page: where the codes go (`outbox` in dev mode, or `smtp`)."""
+
+    auth = "none"
+
+    def get(self) -> None:
+        self.write_json({"mail": self.accounts.mail_delivery})
+
+
 class UsersLookupHandler(AccountsHandler):
     async def get(self) -> None:
         self.write_json(await self.accounts.lookup(self.user_id, self.get_query_argument("email", None)))
@@ -109,6 +118,7 @@ default_handlers: list[Any] = [
     (rf"{PREFIX}/auth/verifications/verify", VerifyHandler),
     (rf"{PREFIX}/auth/sessions", SessionsHandler),
     (rf"{PREFIX}/auth/sessions/refresh", RefreshHandler),
+    (rf"{PREFIX}/auth/config", AuthConfigHandler),
     (rf"{PREFIX}/auth/users", UsersLookupHandler),
     (rf"{PREFIX}/users/me", MeHandler),
     (rf"{PREFIX}/users/([^/]+)", UserHandler),
@@ -181,6 +191,10 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
     f"{PREFIX}/auth/sessions/refresh": {"post": {
         "summary": "Rotate a refresh token; reusing a rotated one revokes its family", "security": _PUBLIC,
         "requestBody": _REFRESH, "responses": {"200": _ok("tokens", TOKENS), **_errors(400, 401, 422, 429)}}},
+    f"{PREFIX}/auth/config": {"get": {
+        "summary": "Where verification codes go: `outbox` (dev mode: the server log and data-dir/outbox/) or `smtp`",
+        "security": _PUBLIC,
+        "responses": {"200": _ok("sign-up settings", _obj(["mail"], mail={"enum": ["outbox", "smtp"]}))}}},
     f"{PREFIX}/auth/users": {"get": {
         "summary": "Look up a user by email (yourself, or anyone for admins)",
         "parameters": [{"name": "email", "in": "query", "required": True, "schema": _EMAIL}],

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tests.accounts.conftest import Anon, body, code_for, outbox, sign_up
+from tests.accounts.conftest import Anon, body, code_for, outbox, sign_up, wire
 from tests.helpers import Client
 
 V = "/api/v1/auth/verifications"
@@ -69,6 +69,14 @@ async def test_jwks(parley, anon):
         assert r.code == 200
         assert "max-age=300" in r.headers["Cache-Control"]
         assert body(r) == parley.auth.jwks()
+
+
+async def test_auth_config_names_the_mail_delivery(parley, anon):
+    r = await anon.request("GET", "/api/v1/auth/config")
+    assert r.code == 200 and body(r) == {"mail": "outbox"}
+    wire(parley, smtp={"host": "127.0.0.1", "port": 1, "from": "noreply@parley.test"})
+    r = await anon.request("GET", "/api/v1/auth/config")
+    assert body(r) == {"mail": "smtp"}
 
 
 async def test_existing_email_no_enumeration(parley, anon):
