@@ -40,8 +40,9 @@ DEMO = AgentDef(
     id="demo",
     name="Demo",
     type="demo",
-    description="Offline, deterministic agent: echoes text, /count N, /sleep S, /fail, /approve TEXT, /tool NAME ARGS; asks for approval on refunds, searches your documents on \"search …\".",
-    tools=("clock", "calculator", "wait_approval", "knowledge_search"),
+    description="Offline, deterministic agent: echoes text, /count N, /sleep S, /fail, /approve TEXT, /tool NAME ARGS, "
+                "/image PROMPT; asks for approval on refunds, searches your documents on \"search …\", draws on \"draw …\".",
+    tools=("clock", "calculator", "wait_approval", "knowledge_search", "generate_image"),
 )
 
 

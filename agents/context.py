@@ -141,7 +141,8 @@ class RunContext:
 
     async def execute_tool(self, call_id: str, tool: Tool, args: dict[str, Any]) -> tuple[bool, Any]:
         """Run a tool that does not park (in a replay: take its recorded outcome) and emit
-        `tool.result` or `tool.error`.  (True, output) or (False, error text)."""
+        `tool.result` or `tool.error`; a result that carries a file (an image of
+        `generate_image`) is followed by a `file` event.  (True, output) or (False, error text)."""
         if self.recording is not None:
             ok, value = self.recording.next_outcome(tool.name)
         else:
@@ -155,6 +156,10 @@ class RunContext:
                 ok, value = False, f"the {tool.name} tool failed: {type(exc).__name__}"
         if ok:
             await self.sink.emit("tool.result", {"toolCallId": call_id, "output": value, "executed": True})
+            # Derived from the output (recorded or fresh), so a replay emits the same file again.
+            file = tool.file_of(value)
+            if file is not None:
+                await self.sink.emit("file", file)
         else:
             await self.sink.emit("tool.error", {"toolCallId": call_id, "error": value, "executed": True})
         return ok, value

@@ -1,8 +1,9 @@
 """The demo agent: offline and deterministic (SPEC section 7).
 
 Plain text gets a streamed reply quoting it, word by word.  Commands:
-`/count N`, `/sleep S`, `/fail`, `/approve TEXT`, `/tool NAME ARGS`.
-Natural phrasings about the time or arithmetic call the same tools.
+`/count N`, `/sleep S`, `/fail`, `/approve TEXT`, `/tool NAME ARGS`, `/image PROMPT`.
+Natural phrasings (the time, arithmetic, refunds, "search …", "draw …")
+call the same tools.
 """
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ _ARITHMETIC = re.compile(r"^[\s\d.+\-*/%^()×÷]*\d[\s\d.+\-*/%^()×÷]*$")
 _TIME = re.compile(r"\b(time|clock|date|today)\b", re.I)
 _SEARCH = re.compile(r"^(?:please\s+)?(?:search|find|look up)\s+(?:for\s+)?(.+)$", re.I)
 _REFUND = re.compile(r"\brefund\b", re.I)
+_DRAW = re.compile(
+    r"^(?:please\s+|(?:can|could|would)\s+you\s+)?"
+    r"(?:(?:draw|paint|sketch)(?:\s+me)?|(?:generate|create|make)(?:\s+me)?\s+(?:an?\s+)?(?:image|picture|painting|drawing)(?:\s+of)?)"
+    r"\s+(.+)$",
+    re.I,
+)
+IMAGE_USAGE = "Tell me what to draw: /image PROMPT, for example /image a red fox in the snow."
 
 
 async def run(ctx: RunContext) -> None:
@@ -41,6 +49,8 @@ async def run(ctx: RunContext) -> None:
             await ctx.tool_call("wait_approval", {"prompt": rest or "Approve?"})
     elif command == "/tool":
         await _tool(ctx, rest)
+    elif command == "/image":
+        await _image(ctx, rest)
     else:
         await _natural(ctx, text)
 
@@ -103,6 +113,8 @@ async def _tool(ctx: RunContext, rest: str) -> None:
         args = {"timezone": args_text}
     elif name == "wait_approval":
         args = {"prompt": args_text or "Approve?"}
+    elif name == "generate_image":
+        args = {"prompt": args_text}
     else:
         args = {}
     if not name:
@@ -110,6 +122,17 @@ async def _tool(ctx: RunContext, rest: str) -> None:
     async with ctx.step(f"tool:{name}"):
         output = await ctx.tool_call(name, args)
     await _answer_tool(ctx, name, output)
+
+
+async def _image(ctx: RunContext, prompt: str) -> None:
+    """Call `generate_image` (its image reaches the user as the run's `file`), then say so."""
+    if not prompt:
+        async with ctx.step("respond"):
+            await _stream_words(ctx, IMAGE_USAGE)
+        return
+    async with ctx.step("tool:generate_image"):
+        output = await ctx.tool_call("generate_image", {"prompt": prompt})
+    await _answer_tool(ctx, "generate_image", output)
 
 
 async def _answer_tool(ctx: RunContext, name: str, output: Any) -> None:
@@ -120,6 +143,8 @@ async def _answer_tool(ctx: RunContext, name: str, output: Any) -> None:
             await _stream_words(ctx, f"{output['expression']} = {output['result']}")
         elif name == "clock":
             await _stream_words(ctx, f"It is {output['iso']} ({output['timezone']}).")
+        elif name == "generate_image":
+            await _stream_words(ctx, f"Here is an image of {output['prompt']}.")
         elif name == "knowledge_search":
             hits = output.get("results", [])
             if not hits:
@@ -137,6 +162,8 @@ async def _natural(ctx: RunContext, text: str) -> None:
         async with ctx.step("tool:calculator"):
             output = await ctx.tool_call("calculator", {"expression": question})
         await _answer_tool(ctx, "calculator", output)
+    elif (match := _DRAW.match(text)) and "generate_image" in ctx.tools:
+        await _image(ctx, match.group(1).strip(" ?.!"))
     elif (match := _SEARCH.match(text)) and "knowledge_search" in ctx.tools:
         async with ctx.step("tool:knowledge_search"):
             output = await ctx.tool_call("knowledge_search", {"query": match.group(1).strip(" ?.!")})

@@ -26,7 +26,7 @@ import orjson
 
 from agents.context import AgentError, Parked, RunContext
 from agents.llm import ChatModel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
-from agents.tools import Tool
+from agents.tools import Tool, for_model
 
 if TYPE_CHECKING:
     from agents import AgentDef
@@ -83,7 +83,8 @@ def history_messages(history: list[dict[str, Any]], user_message: dict[str, Any]
     becomes, per step, an assistant message (its text and the tool calls that
     got an output) followed by one tool message per call.  Tool calls without
     an output (a failed or parked run) and other parts (files, data) are left
-    out.  The message that started the run is added if the history lacks it.
+    out, and so are the pixels of `data:` URLs in tool outputs (`for_model`).
+    The message that started the run is added if the history lacks it.
     """
     messages = list(history)
     if user_message is not None and not any(m.get("id") == user_message.get("id") for m in messages):
@@ -133,7 +134,7 @@ def _assistant_messages(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if name is None or not isinstance(call_id, str):
                 continue
             if part.get("state") == "output-available":
-                content = _dumps(part.get("output"))
+                content = _dumps(for_model(part.get("output")))
             elif part.get("state") == "output-error":
                 content = _dumps({"error": part.get("errorText", "")})
             else:
@@ -320,7 +321,7 @@ class ReactLoop:
             await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": error})
             return _dumps({"error": error})
         ok, value = await ctx.execute_tool(call_id, tool, call["input"])
-        return _dumps(value if ok else {"error": value})
+        return _dumps(for_model(value) if ok else {"error": value})
 
     # -- resuming after a park ------------------------------------------------------
 

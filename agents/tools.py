@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import base64
 import math
 import operator
 from collections.abc import Awaitable, Callable
@@ -9,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agents.images import render_png
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,9 @@ class ToolError(Exception):
     """The tool could not do what was asked; the message is shown to the model and the user."""
 
 
+_FILE_URL_SCHEMES = ("data:", "https://", "http://")
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -32,6 +39,35 @@ class Tool:
     run: Callable[[dict[str, Any], ToolEnv], Awaitable[Any]] | None
     parks: bool = False  # the call parks the run until a signal answers it
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def file_of(self, output: Any) -> dict[str, str] | None:
+        """The `file` event `{url, mediaType}` that a successful call with this output adds to the run, if any.
+
+        Only tools marked `meta["emits_file"]` produce files, and only when the output
+        carries a `data:` or `http(s):` url and a media type.
+        """
+        if not self.meta.get("emits_file") or not isinstance(output, dict):
+            return None
+        url, media_type = output.get("url"), output.get("mediaType")
+        if not isinstance(url, str) or not isinstance(media_type, str) or not url.startswith(_FILE_URL_SCHEMES):
+            return None
+        return {"url": url, "mediaType": media_type}
+
+
+_INLINE_LIMIT = 256
+
+
+def for_model(value: Any) -> Any:
+    """`value` with long `data:` URLs cut to a short note: a model gains nothing from base64 pixels,
+    and an image's worth of them would fill a small model's context."""
+    if isinstance(value, str) and value.startswith("data:") and len(value) > _INLINE_LIMIT:
+        head = value.split(",", 1)[0]
+        return f"{head},... ({len(value)} characters; shown to the user, left out here)"
+    if isinstance(value, dict):
+        return {k: for_model(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [for_model(v) for v in value]
+    return value
 
 
 async def _clock(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
@@ -112,6 +148,25 @@ async def _calculator(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
     return {"expression": expression, "result": evaluate(expression)}
 
 
+MAX_IMAGE_PROMPT = 500
+IMAGE_SIZE = 256
+
+
+async def _generate_image(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
+    prompt = args.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ToolError("prompt must be a non-empty string describing the image")
+    prompt = prompt.strip()
+    if len(prompt) > MAX_IMAGE_PROMPT:
+        raise ToolError(f"prompt longer than {MAX_IMAGE_PROMPT} characters")
+    # ~15 ms of CPU: off the event loop, so other runs keep streaming meanwhile.
+    png = await asyncio.to_thread(render_png, prompt, IMAGE_SIZE)
+    return {
+        "url": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        "mediaType": "image/png", "prompt": prompt, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
+    }
+
+
 BUILTIN_TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
@@ -143,6 +198,19 @@ BUILTIN_TOOLS: dict[str, Tool] = {
             },
             None,
             parks=True,
+        ),
+        Tool(
+            "generate_image",
+            f"Draws a {IMAGE_SIZE}x{IMAGE_SIZE} PNG image from a text prompt (offline: an abstract picture "
+            "whose colours follow the prompt) and shows it to the user.",
+            {
+                "type": "object",
+                "properties": {"prompt": {"type": "string", "minLength": 1, "maxLength": MAX_IMAGE_PROMPT}},
+                "required": ["prompt"],
+                "additionalProperties": False,
+            },
+            _generate_image,
+            meta={"emits_file": True},
         ),
     )
 }
