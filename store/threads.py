@@ -73,4 +73,7 @@ async def for_user(conn: aiosqlite.Connection, user_id: str, limit: int = 200) -
 
 
 def soft_delete(tx: WriteTx, thread_id: str) -> None:
+    """Hide the thread and its messages (a later run on the same id starts an empty history);
+    its tasks and events stay, so traces and replays of its jobs still work."""
     tx.execute("UPDATE threads SET deleted_at = ? WHERE id = ?", (now_ms(), thread_id))
+    tx.execute("UPDATE messages SET superseded = 1 WHERE thread_id = ?", (thread_id,))

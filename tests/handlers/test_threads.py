@@ -33,6 +33,19 @@ async def test_delete_stops_the_live_run(alice):
     task_id = await alice.start_ok("busy-thread", "/sleep 30")
     assert (await alice.request("DELETE", "/thread/busy-thread")).code == 200
     assert (await alice.task(task_id))["status"] == "cancelled"
+    assert body(await alice.request("GET", "/messages/busy-thread")) == {"messages": []}
+
+
+async def test_a_deleted_threads_messages_are_gone(alice):
+    await alice.stream(await alice.start_ok("old-thread", "first words"))
+    assert len(body(await alice.request("GET", "/messages/old-thread"))["messages"]) == 2
+    assert (await alice.request("DELETE", "/thread/old-thread")).code == 200
+    assert body(await alice.request("GET", "/messages/old-thread")) == {"messages": []}
+    # the id may be used again: it starts with an empty history
+    await alice.stream(await alice.start_ok("old-thread", "second words"))
+    messages = body(await alice.request("GET", "/messages/old-thread"))["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["parts"][0]["text"] == "second words"
 
 
 async def test_bad_bodies(alice):
