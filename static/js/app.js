@@ -37,6 +37,9 @@ function relativeTime(ms) {
   return new Date(ms).toLocaleDateString();
 }
 
+// Follow the end of the conversation unless the reader scrolled up to read.
+let stick = true;
+
 function nearBottom() {
   const m = $("messages");
   return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
@@ -44,7 +47,10 @@ function nearBottom() {
 
 function scrollToEnd(force = false) {
   const m = $("messages");
-  if (force || nearBottom()) m.scrollTop = m.scrollHeight;
+  if (force || stick) {
+    m.scrollTop = m.scrollHeight;
+    stick = true;
+  }
 }
 
 // -- signed out --------------------------------------------------------------------
@@ -247,9 +253,8 @@ function attach(taskId, threadId) {
     live.drawPending = true;
     requestAnimationFrame(() => {
       live.drawPending = false;
-      const stick = nearBottom();
       live.view.update(live.message.parts);
-      if (stick) scrollToEnd(true);
+      scrollToEnd();
       persistLive();
       setComposer();
     });
@@ -456,6 +461,9 @@ function wireApp() {
     if (e.key === "Escape" && state.live) { e.preventDefault(); stopRun(); }
   });
   $("input").addEventListener("input", autosize);
+  $("messages").addEventListener("scroll", () => { stick = nearBottom(); }, { passive: true });
+  // an image grows the conversation after it was drawn: keep the end in view
+  $("messages").addEventListener("load", () => scrollToEnd(), true);
   $("stop").addEventListener("click", stopRun);
   $("new-thread").addEventListener("click", () => {
     closeSidebar();

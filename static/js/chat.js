@@ -60,7 +60,10 @@ function el(tag, className, ...children) {
 function pretty(value) {
   if (value === undefined) return "";
   if (typeof value === "string") return value;
-  try { return JSON.stringify(value, null, 2); } catch { return String(value); }
+  // a data: URL (an image) is shown as a short note, not as pages of base64
+  const shorten = (key, v) => (typeof v === "string" && v.startsWith("data:") && v.length > 120
+    ? `${v.slice(0, v.indexOf(",") + 1)}… (${Math.round(v.length / 1024)} KB)` : v);
+  try { return JSON.stringify(value, shorten, 2); } catch { return String(value); }
 }
 
 const IMAGE_URL = /^(data:image\/(png|jpeg|gif|webp);base64,|https?:\/\/|\/)/i;
