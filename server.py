@@ -32,7 +32,7 @@ from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
-from handlers import accounts, agent_chats, documents, jobs, mcp, native, openapi, threads
+from handlers import accounts, agent_chats, documents, jobs, mcp, native, openapi, page, threads
 from handlers import base as base_handlers
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
@@ -42,7 +42,6 @@ from store import Database
 VERSION = "0.1.0"
 STREAM_GRACE_S = 5.0
 log = logging.getLogger("parley")
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 @dataclass
@@ -287,8 +286,7 @@ def make_app(parley: Parley) -> web.Application:
         *agent_chats.default_handlers,
         *accounts.default_handlers,
         *openapi.default_handlers,
-        (r"/ui", web.RedirectHandler, {"url": "/ui/"}),
-        (r"/ui/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
+        *page.default_handlers,
     ]
     return web.Application(
         handlers,
