@@ -451,6 +451,7 @@ async function logout() {
   if (refresh) {
     try { await api("DELETE", "/api/v1/auth/sessions", { refresh_token: refresh }, { auth: false }); } catch { /* signed out here anyway */ }
   }
+  leaving = true;
   session.clear();
 }
 
@@ -489,19 +490,25 @@ function wireApp() {
 // -- start -------------------------------------------------------------------------------
 
 let signedIn = null;
+let leaving = false; // the user pressed "Log out" (not a session that ended by itself)
 
 function render() {
   const data = session.data;
   const now = Boolean(data);
   if (now === signedIn) return;
+  const wasIn = signedIn === true;
   signedIn = now;
   show($("auth"), !now);
   show($("app"), now);
   if (!now) {
     detachLive();
     state.threadId = null;
+    sessionStorage.removeItem(LIVE_KEY);
+    if (location.hash) history.replaceState(null, "", location.pathname); // the next user starts afresh
     const pending = sessionStorage.getItem(PENDING_KEY);
     if (pending) showCodeForm(pending); else authView("login");
+    if (wasIn && !leaving) authMessage(null, "Your session ended: please log in again.");
+    leaving = false;
     return;
   }
   $("whoami").textContent = data.user?.email ?? "";

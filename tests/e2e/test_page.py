@@ -90,8 +90,13 @@ def test_sign_up_with_the_code_from_the_outbox(pages: Pages, server: Server) -> 
     shot(page, "03-signed-in-empty")
 
     # log out, and back in with the password
+    page.fill("#input", "/count 3")
+    page.press("#input", "Enter")
+    expect(page).to_have_url(re.compile(r"#t="))
     page.click("#logout")
     expect(page.locator("#login-form")).to_be_visible()
+    expect(page.locator("#auth-info")).to_be_hidden()
+    expect(page).to_have_url(re.compile(r"/ui/$"))  # the next user does not land in this thread
     page.fill("#login-form [name=email]", email)
     page.fill("#login-form [name=password]", "not the password")
     page.click("#login-form button[type=submit]")
@@ -120,6 +125,19 @@ def test_token_view_and_renewal(user_page: Any, server: Server) -> None:
     assert token(page) != first
     assert call(server, page, "GET", "/thread/threads")[0] == 200
     expect(page.locator("#app")).to_be_visible()
+
+    # signed out elsewhere (the refresh token's family revoked): the next renewal fails, the page says so
+    refresh = page.evaluate("JSON.parse(localStorage.getItem('parley.session')).refresh_token")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("DELETE", "/api/v1/auth/sessions", body=json.dumps({"refresh_token": refresh}),
+                 headers={"Content-Type": "application/json"})
+    assert conn.getresponse().status == 204
+    conn.close()
+    page.evaluate("""() => { const s = JSON.parse(localStorage.getItem('parley.session'));
+                             s.expires_at = Date.now() + 30000; localStorage.setItem('parley.session', JSON.stringify(s)); }""")
+    page.reload()
+    expect(page.locator("#auth-info")).to_have_text("Your session ended: please log in again.")
+    expect(page.locator("#login-form")).to_be_visible()
 
 
 # -- chat ------------------------------------------------------------------------------
