@@ -226,9 +226,14 @@ function saved() {
   try { return JSON.parse(sessionStorage.getItem(LIVE_KEY) || "null"); } catch { return null; }
 }
 
-function persistLive() {
+/** Save the live message with its cursor (both at once, so they always agree).  During a
+ * stream at most twice a second; `pagehide` saves the latest before a reload. */
+function persistLive(force = true) {
   const live = state.live;
   if (!live) return;
+  const now = Date.now();
+  if (!force && now - (live.savedAt ?? 0) < 500) return;
+  live.savedAt = now;
   sessionStorage.setItem(LIVE_KEY, JSON.stringify({
     taskId: live.taskId, threadId: live.threadId, lastEventId: live.lastEventId, message: live.message,
   }));
@@ -255,7 +260,7 @@ function attach(taskId, threadId) {
       live.drawPending = false;
       live.view.update(live.message.parts);
       scrollToEnd();
-      persistLive();
+      persistLive(false);
       setComposer();
     });
   };
@@ -484,7 +489,7 @@ function wireApp() {
     const id = threadFromHash();
     if (id !== state.threadId || !id) openThread(id);
   });
-  window.addEventListener("pagehide", persistLive);
+  window.addEventListener("pagehide", () => persistLive());
 }
 
 // -- start -------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ go to tests/e2e/screenshots/ (git-ignored) for a person to look at.
 """
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import count
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
+from tests.agents.fake_openai import FakeOpenAI, Reply
 from tests.process.proc import Server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,11 +34,66 @@ _users = count(1)
 EXPECTED_REFUSAL = re.compile(r"Failed to load resource: the server responded with a status of (401|403|409) ")
 
 
+class ThreadedFakeLLM:
+    """The scripted OpenAI-compatible server of tests/agents, on its own event loop in a thread
+    (the browser tests are synchronous)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.fake = FakeOpenAI()
+            self.fake.start()
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    @property
+    def base_url(self) -> str:
+        return self.fake.base_url
+
+    def script(self, *replies: Reply) -> None:
+        self.loop.call_soon_threadsafe(self.fake.script, *replies)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def llm() -> Iterator[ThreadedFakeLLM]:
+    fake = ThreadedFakeLLM()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, llm: ThreadedFakeLLM) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("e2e")
+    config = base / "parley.toml"
+    config.write_text(f"""
+[llm.fake]
+base_url = "{llm.base_url}"
+model = "fake-model"
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+description = "A react agent on a scripted OpenAI-compatible server"
+type = "react"
+llm = "fake"
+tools = ["calculator", "clock"]
+instructions = "You are a helpful assistant."
+""")
     # a small delay, so that a person (and a test) can see the words arrive and act mid-stream
-    srv = Server(base / "data", base / "server.log", demo_delay_ms=15)
+    srv = Server(base / "data", base / "server.log", demo_delay_ms=15, extra=["--config", str(config)])
     yield srv
     srv.close()
 

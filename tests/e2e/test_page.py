@@ -8,7 +8,8 @@ from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import PASSWORD, Pages, code_from_outbox, log_in, new_identity, shot
+from tests.agents import fake_openai as fo
+from tests.e2e.conftest import PASSWORD, Pages, ThreadedFakeLLM, code_from_outbox, log_in, new_identity, shot
 from tests.process.proc import Server
 
 STREAMING = re.compile(r"\bstreaming\b")
@@ -346,3 +347,23 @@ def test_phone_width_and_dark_mode(user_page: Any) -> None:
     expect(page.locator("#sidebar")).not_to_be_in_viewport()
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(21, 21, 23)", background  # the dark palette
+
+
+def test_the_agent_picker_runs_an_llm_agent(user_page: Any, llm: ThreadedFakeLLM) -> None:
+    page = user_page()
+    expect(page.locator("#agent option")).to_have_text(["Demo", "Assistant"])
+    page.select_option("#agent", "assistant")
+    llm.script(
+        fo.tool_calls(("call_1", "calculator", ['{"expr', 'ession": "6*7"}'])),
+        fo.text("Six times seven is **42**.", pieces=4),
+    )
+    reply = send(page, "What is six times seven?")
+    wait_done(reply)
+    card = reply.locator(".tool-card")
+    expect(card.locator(".tool-name")).to_have_text("calculator")
+    expect(card.locator(".tool-state")).to_have_text("done")
+    expect(reply.locator(".text")).to_have_text("Six times seven is 42.")
+    expect(reply.locator("strong")).to_have_text("42")
+    shot(page, "18-llm-agent")
+    page.reload()  # the choice is remembered
+    expect(page.locator("#agent")).to_have_value("assistant")
