@@ -174,6 +174,8 @@ function drawThreads() {
     list.append(li);
   }
   show($("no-threads"), state.threads.length === 0);
+  const current = state.threads.find((t) => t.id === state.threadId);
+  document.title = current?.title ? `${current.title} · Parley` : "Parley";
 }
 
 async function deleteThread(thread) {

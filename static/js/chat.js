@@ -108,6 +108,8 @@ export class MessageView {
 
   setStatus(kind, text) {
     this.node.classList.toggle("streaming", kind === "streaming");
+    // a screen reader reads the reply once it is whole, not word by word
+    this.node.setAttribute("aria-busy", String(kind === "streaming"));
     this.foot.replaceChildren();
     if (kind === "error" || kind === "stopped") this.foot.append(el("p", `msg-${kind}`, text));
   }

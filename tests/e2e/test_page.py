@@ -153,6 +153,8 @@ def test_streaming_reply_threads_and_history(user_page: Any, server: Server) -> 
     first = thread_id(page)
     expect(page.locator("#threads .thread")).to_have_count(1)
     expect(page.locator("#threads .thread-title")).to_have_text("Hello there, **Parley**")
+    expect(page).to_have_title("Hello there, **Parley** · Parley")
+    expect(reply).to_have_attribute("aria-busy", "false")
     shot(page, "05-chat-reply")
 
     # Shift+Enter is a new line, Enter sends
