@@ -64,7 +64,7 @@ class Config:
     max_streams_per_user: int = field(default=1000, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
     keepalive_s: float = field(default=15.0, metadata={"help": "seconds between SSE keep-alive comments"})
     idle_timeout: float = field(default=75.0, metadata={"help": "seconds before an idle keep-alive connection is closed"})
-    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]])"})
+    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles])"})
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
 
 
@@ -114,7 +114,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             if name in _FIELDS and name != "config":
                 values[name] = value
             else:
-                cfg.extra[key] = value  # tables: [llm.*], [[agents]], [[mcp_servers]]
+                cfg.extra[key] = value  # tables: [llm.*], [[agents]], [[mcp_servers]], [titles]
     for name in _FIELDS:
         env_value = environ.get("PARLEY_" + name.upper())
         if env_value is not None:

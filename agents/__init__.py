@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import demo, react
+from agents import demo, react, titles
 from agents.context import RunContext
-from agents.llm import LLMConfig, LLMProvider
+from agents.llm import ChatModel, LLMConfig, LLMProvider
 from agents.replay import RecordedProvider, Recording
 from agents.tools import BUILTIN_TOOLS, Tool
 
@@ -53,6 +53,7 @@ class AgentRegistry:
         self._agents: dict[str, AgentDef] = {DEMO.id: DEMO}
         self.tools: dict[str, Tool] = dict(BUILTIN_TOOLS)
         self.providers: dict[str, LLMProvider] = {}
+        self.titles_llm: str | None = None  # `[titles] llm`: the provider that names threads
 
     def get(self, agent_id: str) -> AgentDef | None:
         return self._agents.get(agent_id)
@@ -72,11 +73,16 @@ class AgentRegistry:
             return react.runner(agent, provider)
         raise LookupError(f"agent type {agent.type!r} is not available")
 
+    def title_model(self) -> ChatModel | None:
+        """The provider that names threads, or None when `[titles]` is not configured."""
+        return self.providers.get(self.titles_llm) if self.titles_llm is not None else None
+
     def tools_for(self, agent: AgentDef) -> dict[str, Tool]:
         return {name: self.tools[name] for name in agent.tools if name in self.tools}
 
     def configure(self, extra: dict[str, Any]) -> None:
-        """Read the config file's `[llm.NAME]` tables into providers and its `[[agents]]` into agents.
+        """Read the config file's `[llm.NAME]` tables into providers, its `[[agents]]` into agents
+        and its `[titles]` table (agents/titles.py) into the provider that names threads.
 
         Raises ValueError naming the table at fault (e.g. an agent whose `llm` names no provider).
         Configuring again replaces providers and agents of the same names.
@@ -96,7 +102,10 @@ class AgentRegistry:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"[[agents]]: id {dupes[0]!r} is defined more than once")
+        titles_llm = titles.configured_llm(extra, set(known))
         self.providers.update(providers)
+        if titles_llm is not None:
+            self.titles_llm = titles_llm
         for agent in agents:
             self.add(agent)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from agents.titles import shorten
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.native import ID, check_id
@@ -15,26 +16,30 @@ MAX_TITLE = 200
 
 
 def thread_json(thread: ThreadRow) -> dict[str, Any]:
-    return {"id": thread.id, "title": thread.title, "createdAt": thread.created_at, "updatedAt": thread.updated_at}
+    return {"id": thread.id, "title": thread.title, "titleSource": thread.title_source,
+            "createdAt": thread.created_at, "updatedAt": thread.updated_at}
 
 
 class ThreadsHandler(APIHandler):
     surface = "app"
 
     async def post(self) -> None:
-        """Create a thread: 201 {thread}; `title` given, or made from `message` (the first message's text)."""
+        """Create a thread: 201 {thread}; `title` given (never replaced), or made from `message`
+        (the first message's text; with `[titles]` configured, the model names it after the first run)."""
         body = self.json_body() if self._body else {}
         try:
             thread_id = check_id(body.get("threadId", body.get("id")), "threadId", required=False) or str(uuid.uuid4())
         except ApiError as exc:
             raise ApiError(422, exc.message) from None
         title = body.get("title")
+        source = "given"
         if title is None and isinstance(body.get("message"), str):
-            title = _title_from(body["message"])
+            title, source = shorten(body["message"]), "message"
         if title is not None and (not isinstance(title, str) or len(title) > MAX_TITLE):
             raise ApiError(422, f"title must be a string of at most {MAX_TITLE} characters")
+        title = (title or "").strip() or None  # a blank title is none: the first message names the thread
         try:
-            thread = await self.runs.create_thread(self.user_id, thread_id, title.strip() if title else None)
+            thread = await self.runs.create_thread(self.user_id, thread_id, title, source if title else "message")
         except Conflict:
             raise ApiError(409, "a thread with this id already exists") from None
         self.write_json({"thread": thread_json(thread)}, 201)
@@ -61,13 +66,6 @@ class ThreadHandler(APIHandler):
         except Forbidden:
             raise ApiError(403, "this thread belongs to another user") from None
         self.write_json({"success": True})
-
-
-def _title_from(text: str) -> str | None:
-    words = " ".join(text.split())
-    if not words:
-        return None
-    return words if len(words) <= 60 else words[:57].rstrip() + "…"
 
 
 OPENAPI: dict[str, dict[str, dict[str, Any]]] = {

@@ -3,6 +3,10 @@ background, aborts, parks and resumes them, recovers after a crash, drains.
 
 Every status change and its event are written in one transaction, so the
 task row and the event log never disagree.
+
+With `[titles]` configured, a thread whose title was made from its first
+message is named by the model after a run of it completes: a background
+request, tracked here, cancelled by drain, that never touches the run.
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from agents import AgentDef, AgentRegistry
+from agents import AgentDef, AgentRegistry, titles
 from agents.context import AgentError, Parked, Resume, RunContext
+from agents.llm import ChatModel
 from agents.replay import Recording
 from runs.assemble import MessageAssembler
 from runs.hub import EventHub
@@ -184,6 +189,7 @@ class RunManager:
         self.draining = False
         self._runners: dict[str, Runner] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._titles: dict[str, asyncio.Future[None]] = {}  # thread id -> its title request
         db.on_commit = hub.publish
 
     # -- reads ------------------------------------------------------------
@@ -251,9 +257,10 @@ class RunManager:
 
     # -- threads --------------------------------------------------------------
 
-    async def create_thread(self, user_id: str, thread_id: str, title: str | None) -> threads_sql.ThreadRow:
-        """A new thread of the user's (Conflict when the id is taken)."""
-        return await self.db.write(lambda tx: threads_sql.create(tx, thread_id, user_id, title))
+    async def create_thread(self, user_id: str, thread_id: str, title: str | None,
+                            title_source: str = "message") -> threads_sql.ThreadRow:
+        """A new thread of the user's (Conflict when the id is taken); a `given` title is never replaced."""
+        return await self.db.write(lambda tx: threads_sql.create(tx, thread_id, user_id, title, title_source))
 
     async def list_threads(self, user_id: str) -> list[threads_sql.ThreadRow]:
         return await self.db.read(lambda c: threads_sql.for_user(c, user_id))
@@ -402,7 +409,10 @@ class RunManager:
                 tx.event(task.id, task.thread_id, "run.error", {"status": status, "reason": reason, "message": message})
             return True
 
-        return bool(await asyncio.shield(self.db.write(_finish)))
+        ended = bool(await asyncio.shield(self.db.write(_finish)))
+        if ended and status == "completed":
+            self._name_thread_after(task, parts or [])
+        return ended
 
     async def park(self, runner: Runner, parked: Parked) -> None:
         """Park the task at `parked` (or, when its signal came early, wake it again at once)."""
@@ -450,6 +460,62 @@ class RunManager:
         task = await self.get_task(task_id)
         if task.live:
             await self.finish(task, status, reason, message, None)
+
+    # -- titles ------------------------------------------------------------------
+
+    def _name_thread_after(self, task: TaskRow, parts: list[dict[str, Any]]) -> None:
+        """Ask the titles model (if configured) to name the thread of a task that just completed.
+
+        At most one request per completed run and one at a time per thread; none for
+        a replay (it must never call a model) or while draining.
+        """
+        model = self.agents.title_model()
+        if (model is None or self.draining or (task.state or {}).get("replay_of")
+                or task.thread_id in self._titles):
+            return
+        thread_id = task.thread_id
+        fut = asyncio.ensure_future(self._name_thread(thread_id, _text(parts), model))
+        self._titles[thread_id] = fut
+        fut.add_done_callback(lambda f: self._title_done(thread_id, f))
+
+    def _title_done(self, thread_id: str, fut: asyncio.Future[None]) -> None:
+        if self._titles.get(thread_id) is fut:
+            del self._titles[thread_id]
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("naming thread %s failed", thread_id, exc_info=fut.exception())
+
+    async def _name_thread(self, thread_id: str, reply: str, model: ChatModel) -> None:
+        thread = await self.db.read(lambda c: threads_sql.get(c, thread_id))
+        if thread is None or thread.deleted_at is not None or thread.title_source != "message":
+            return
+        first = next((m for m in await self.history(thread_id) if m["role"] == "user"), None)
+        question = _text(first["parts"]) if first is not None else ""
+        if not question:
+            return
+        try:
+            title = await titles.ask_title(model, question, reply)
+        except AgentError as exc:
+            log.info("thread %s keeps its title: the titles model failed (%s): %s", thread_id, exc.reason, exc.message)
+            return
+        except Exception as exc:  # whatever goes wrong here must not reach the run
+            log.info("thread %s keeps its title: the titles request failed (%s)", thread_id, type(exc).__name__)
+            return
+        if title is None:
+            log.info("thread %s keeps its title: the titles model answered no usable title", thread_id)
+            return
+        await self.db.write(lambda tx: threads_sql.set_llm_title(tx, thread_id, title))
+
+    @property
+    def titles_in_flight(self) -> int:
+        return len(self._titles)
+
+    async def wait_titles(self, timeout: float = 30.0) -> None:
+        """Wait for the runs in flight to end and for the title requests they start (tests)."""
+        runs = [r.future for r in self._runners.values() if r.future is not None]
+        if runs:
+            await asyncio.wait(runs, timeout=timeout)
+        if self._titles:
+            await asyncio.wait(list(self._titles.values()), timeout=timeout)
 
     # -- replay -----------------------------------------------------------------
 
@@ -539,8 +605,14 @@ class RunManager:
         return len(stale)
 
     async def drain(self, timeout: float) -> None:
-        """Refuse new runs, give live runs `timeout` seconds, then end them `failed`/`shutdown`."""
+        """Refuse new runs, give live runs `timeout` seconds, then end them `failed`/`shutdown`.
+        Title requests are cancelled at once: a title is never worth a slower shutdown."""
         self.draining = True
+        naming = list(self._titles.values())
+        for fut in naming:
+            fut.cancel()
+        if naming:
+            await asyncio.wait(naming, timeout=5)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._runners and loop.time() < deadline:
@@ -573,9 +645,10 @@ def _resumed_after_park(events: list[Any]) -> bool:
     return last_signal >= 0 and not any(e.terminal for e in events[last_signal:])
 
 
+def _text(parts: list[dict[str, Any]]) -> str:
+    """The text parts of a message, joined, whitespace collapsed."""
+    return " ".join(" ".join(str(p.get("text", "")) for p in parts if p.get("type") == "text").split())
+
+
 def _title(message: dict[str, Any]) -> str | None:
-    text = " ".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text").strip()
-    if not text:
-        return None
-    text = " ".join(text.split())
-    return text if len(text) <= 60 else text[:57].rstrip() + "…"
+    return titles.shorten(_text(message.get("parts", [])))

@@ -1,4 +1,4 @@
-"""Threads: owner, title, timestamps, soft delete."""
+"""Threads: owner, title (and where it came from), timestamps, soft delete."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +9,7 @@ import aiosqlite
 from store.db import WriteTx, now_ms
 from store.errors import Conflict
 
-_COLUMNS = "id, user_id, title, created_at, updated_at, deleted_at"
+_COLUMNS = "id, user_id, title, created_at, updated_at, deleted_at, title_source"
 _GET = f"SELECT {_COLUMNS} FROM threads WHERE id = ?"
 
 
@@ -21,6 +21,7 @@ class ThreadRow:
     created_at: int
     updated_at: int
     deleted_at: int | None
+    title_source: str = "message"  # given | message | llm
 
     @classmethod
     def from_row(cls, row: Any) -> ThreadRow:
@@ -41,26 +42,41 @@ def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> Thre
             "INSERT INTO threads (id, user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             (thread_id, user_id, title, now, now),
         )
-        return ThreadRow(thread_id, user_id, title, now, now, None)
+        return ThreadRow(thread_id, user_id, title, now, now, None, "message")
     thread = ThreadRow.from_row(row)
-    if thread.user_id == user_id:
+    if thread.user_id != user_id:
+        return thread
+    if thread.deleted_at is not None:  # a deleted thread's id used again: a new conversation, a new title
         tx.execute(
-            "UPDATE threads SET updated_at = ?, deleted_at = NULL, title = COALESCE(title, ?) WHERE id = ?",
+            "UPDATE threads SET updated_at = ?, deleted_at = NULL, title = ?, title_source = 'message' WHERE id = ?",
             (now, title, thread_id),
         )
+    else:
+        tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) WHERE id = ?", (now, title, thread_id))
     return thread
 
 
-def create(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> ThreadRow:
-    """A new thread (Conflict when the id is taken, by anyone)."""
+def create(tx: WriteTx, thread_id: str, user_id: str, title: str | None, title_source: str = "message") -> ThreadRow:
+    """A new thread (Conflict when the id is taken, by anyone); `title_source` is `given` or `message`."""
     if tx.fetchone(_GET, (thread_id,)) is not None:
         raise Conflict(f"thread {thread_id} already exists")
     now = now_ms()
     tx.execute(
-        "INSERT INTO threads (id, user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-        (thread_id, user_id, title, now, now),
+        "INSERT INTO threads (id, user_id, title, created_at, updated_at, title_source) VALUES (?, ?, ?, ?, ?, ?)",
+        (thread_id, user_id, title, now, now, title_source),
     )
-    return ThreadRow(thread_id, user_id, title, now, now, None)
+    return ThreadRow(thread_id, user_id, title, now, now, None, title_source)
+
+
+def set_llm_title(tx: WriteTx, thread_id: str, title: str) -> bool:
+    """Replace a title made from the first message by one the model gave; False when the
+    thread's title was given, or already named by the model, or the thread is deleted.
+    Activity order is kept: `updated_at` does not change."""
+    cur = tx.execute(
+        "UPDATE threads SET title = ?, title_source = 'llm' WHERE id = ? AND title_source = 'message' AND deleted_at IS NULL",
+        (title, thread_id),
+    )
+    return cur.rowcount == 1
 
 
 async def for_user(conn: aiosqlite.Connection, user_id: str, limit: int = 200) -> list[ThreadRow]:

@@ -14,6 +14,7 @@ async def test_create_list_delete(alice, bob):
     assert first["title"] == "Plan a trip to Kyoto in spring" and first["id"]
     await asyncio.sleep(0.002)
     second = body(await alice.request("POST", "/thread/", {"threadId": "named", "title": "Named"}))["thread"]
+    assert (first["titleSource"], second["titleSource"]) == ("message", "given")
     task_id = await alice.start_ok("by-task", "hello from a run")
     await alice.stream(task_id)
     threads = body(await alice.request("GET", "/thread/threads"))["threads"]
@@ -46,6 +47,8 @@ async def test_a_deleted_threads_messages_are_gone(alice):
     messages = body(await alice.request("GET", "/messages/old-thread"))["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["parts"][0]["text"] == "second words"
+    threads = body(await alice.request("GET", "/thread/threads"))["threads"]
+    assert [t["title"] for t in threads if t["id"] == "old-thread"] == ["second words"]
 
 
 async def test_bad_bodies(alice):
