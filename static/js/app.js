@@ -306,7 +306,10 @@ async function finishLive(live, errorText) {
     state.live = null;
     sessionStorage.removeItem(LIVE_KEY);
     setComposer();
-    loadThreads();
+    await loadThreads();
+    // a server with [titles] names the thread a moment after its first run: show that name
+    const thread = state.threads.find((t) => t.id === live.threadId);
+    if (errorText === null && thread?.titleSource === "message") setTimeout(loadThreads, 4000);
   }
 }
 
