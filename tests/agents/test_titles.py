@@ -12,7 +12,7 @@ import pytest
 from agents import AgentRegistry
 from agents import titles as titles_module
 from agents.titles import SYSTEM_PROMPT, clean_title
-from server import Config, Parley, serve
+from server import Config, serve
 from store import Conflict, Database
 from store import threads as threads_sql
 from tests.agents import fake_openai as fo
@@ -39,14 +39,6 @@ def parley_config(tmp_path, fake, titles_table, monkeypatch):  # noqa: F811
     if titles_table is not None:
         extra["titles"] = titles_table
     return Config(data_dir=tmp_path / "data", internal_key=INTERNAL_KEY, demo_delay_ms=0, extra=extra)
-
-
-@pytest.fixture
-def parley(io_loop, parley_config):
-    server = Parley(parley_config)
-    io_loop.run_sync(server.open)
-    yield server
-    io_loop.run_sync(server.close)
 
 
 async def run_on(client, parley, thread, content):
