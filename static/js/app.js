@@ -361,7 +361,7 @@ async function send() {
   banner(null);
   let threadId = state.threadId;
   const fresh = !threadId;
-  if (fresh) threadId = crypto.randomUUID();
+  if (fresh) threadId = newThreadId();
   const agentId = $("agent").value || undefined;
   $("send").disabled = true;
   let started;
@@ -390,6 +390,16 @@ async function send() {
   $("messages").append(mine.node);
   attach(started.taskId, threadId);
   loadThreads();
+}
+
+/** A random UUID; `crypto.randomUUID` exists only in secure contexts (not on http://192.168.…). */
+function newThreadId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 function autosize() {
@@ -438,15 +448,19 @@ function showToken() {
   $("token-dialog").showModal();
 }
 
-async function copy(text, button) {
+async function copy(source, button) {
+  const text = source.value ?? source.textContent;
+  const was = button.textContent;
   try {
     await navigator.clipboard.writeText(text);
-    const was = button.textContent;
     button.textContent = "Copied";
-    setTimeout(() => { button.textContent = was; }, 1200);
   } catch {
-    banner("The browser did not allow copying; select the text instead.", "info");
+    // no clipboard (a plain-http address, or refused): select it for Ctrl+C instead
+    if (source.select) source.select();
+    else window.getSelection().selectAllChildren(source);
+    button.textContent = "Selected: press Ctrl+C";
   }
+  setTimeout(() => { button.textContent = was; }, 2500);
 }
 
 function closeSidebar() {
@@ -482,8 +496,8 @@ function wireApp() {
   });
   $("agent").addEventListener("change", () => localStorage.setItem(AGENT_KEY, $("agent").value));
   $("token-button").addEventListener("click", showToken);
-  $("copy-token").addEventListener("click", (e) => copy(session.token || "", e.currentTarget));
-  $("copy-curl").addEventListener("click", (e) => copy($("token-curl").textContent, e.currentTarget));
+  $("copy-token").addEventListener("click", (e) => copy($("token-text"), e.currentTarget));
+  $("copy-curl").addEventListener("click", (e) => copy($("token-curl"), e.currentTarget));
   $("logout").addEventListener("click", logout);
   $("banner").addEventListener("click", () => banner(null));
   $("menu").addEventListener("click", () => {

@@ -369,3 +369,19 @@ def test_the_agent_picker_runs_an_llm_agent(user_page: Any, llm: ThreadedFakeLLM
     shot(page, "18-llm-agent")
     page.reload()  # the choice is remembered
     expect(page.locator("#agent")).to_have_value("assistant")
+
+
+def test_without_secure_context_apis(user_page: Any) -> None:
+    # Served on a plain-http LAN address, a browser offers no randomUUID, Web Locks or clipboard.
+    page = user_page()
+    page.add_init_script("delete Crypto.prototype.randomUUID; delete Navigator.prototype.locks;"
+                         "delete Navigator.prototype.clipboard;")
+    page.reload()
+    assert page.evaluate("() => [typeof crypto.randomUUID, typeof navigator.locks]") == ["undefined", "undefined"]
+    reply = send(page, "still works")
+    wait_done(reply)
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", thread_id(page))
+    page.click("#token-button")
+    page.click("#copy-token")
+    expect(page.locator("#copy-token")).to_have_text("Selected: press Ctrl+C")
+    assert page.evaluate("() => window.getSelection().toString() || document.activeElement.value") == token(page)
