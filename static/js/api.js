@@ -74,7 +74,10 @@ class Session {
     clearTimeout(this.timer);
     const data = this.data;
     if (!data) return;
-    const wait = Math.max(0, data.expires_at - RENEW_BEFORE_MS - Date.now());
+    // jitter: tabs without Web Locks (plain http) then rarely renew at the same moment,
+    // and the later one finds the renewed token and keeps it
+    const jitter = navigator.locks ? 0 : Math.random() * 30_000;
+    const wait = Math.max(0, data.expires_at - RENEW_BEFORE_MS - Date.now() + jitter);
     this.timer = setTimeout(() => this.renew().catch(() => {}), Math.min(wait, 2 ** 31 - 1));
   }
 
