@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import uuid
+from collections import OrderedDict
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,15 +30,26 @@ class Mailer(Protocol):
 class OutboxMailer:
     """Dev mode: write each message to `outbox/<ms>-<uuid>.txt`."""
 
+    KEEP_CODES = 1000  # the newest code of this many addresses, for `latest_code`
+
     def __init__(self, outbox: Path, sender: str = "parley@localhost") -> None:
         self.outbox = outbox
         self.sender = sender
+        self._codes: OrderedDict[str, str] = OrderedDict()
+
+    def latest_code(self, email: str) -> str | None:
+        """The newest verification code written to the outbox for `email` (since the start)."""
+        return self._codes.get(email.lower())
 
     async def send(self, to: str, subject: str, body: str, code: str | None = None) -> None:
         text = f"From: {self.sender}\nTo: {to}\nSubject: {subject}\n\n{body}\n"
         name = f"{now_ms()}-{uuid.uuid4().hex}.txt"
         await asyncio.get_running_loop().run_in_executor(None, self._write, name, text)
         if code is not None:
+            self._codes[to.lower()] = code
+            self._codes.move_to_end(to.lower())
+            while len(self._codes) > self.KEEP_CODES:
+                self._codes.popitem(last=False)
             log.info("dev mail to %s: verification code %s (outbox/%s)", to, code, name)
         else:
             log.info("dev mail to %s: %s (outbox/%s)", to, subject, name)

@@ -179,6 +179,10 @@ class Accounts:
         """`outbox` when codes are written to data_dir/outbox (dev mode), else `smtp`."""
         return "outbox" if isinstance(self.mailer, OutboxMailer) else "smtp"
 
+    def dev_code(self, email: str) -> str | None:
+        """Dev mode only: the newest code written to the outbox for `email` (None without one)."""
+        return self.mailer.latest_code(email) if isinstance(self.mailer, OutboxMailer) else None
+
     def close(self) -> None:
         self.passwords.close()
 

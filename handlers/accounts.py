@@ -6,9 +6,10 @@ or the internal key has no local account: `/users/me` answers 404).
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, cast
 
-from accounts.service import Accounts
+from accounts.service import AccountError, Accounts, check_email, invalid
 from handlers.base import APIHandler
 
 PREFIX = "/api/v1"
@@ -86,6 +87,33 @@ class AuthConfigHandler(AccountsHandler):
         self.write_json({"mail": self.accounts.mail_delivery})
 
 
+class DevCodeHandler(AccountsHandler):
+    """Dev mode (no [smtp]) only, and only to a browser on this machine: the newest code in the
+    outbox for `?email=`, so that the sign-in page can show it (SPEC section 12)."""
+
+    auth = "none"
+
+    def get(self) -> None:
+        if self.accounts.mail_delivery != "outbox" or not is_loopback(self.request.remote_ip):
+            raise AccountError(403, "codes are shown only in dev mode (no [smtp]) to a browser on the server's machine",
+                               "FORBIDDEN")
+        errors: list[dict[str, str]] = []
+        email = check_email(self.get_query_argument("email", None), errors)
+        if errors:
+            raise invalid(errors)
+        code = self.accounts.dev_code(email)
+        if code is None:
+            raise AccountError(404, "no code was written to the outbox for this email", "NOT_FOUND")
+        self.write_json({"email": email, "code": code})
+
+
+def is_loopback(ip: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(ip or "").is_loopback
+    except ValueError:
+        return False
+
+
 class UsersLookupHandler(AccountsHandler):
     async def get(self) -> None:
         self.write_json(await self.accounts.lookup(self.user_id, self.get_query_argument("email", None)))
@@ -119,6 +147,7 @@ default_handlers: list[Any] = [
     (rf"{PREFIX}/auth/sessions", SessionsHandler),
     (rf"{PREFIX}/auth/sessions/refresh", RefreshHandler),
     (rf"{PREFIX}/auth/config", AuthConfigHandler),
+    (rf"{PREFIX}/auth/dev-code", DevCodeHandler),
     (rf"{PREFIX}/auth/users", UsersLookupHandler),
     (rf"{PREFIX}/users/me", MeHandler),
     (rf"{PREFIX}/users/([^/]+)", UserHandler),
@@ -195,6 +224,12 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
         "summary": "Where verification codes go: `outbox` (dev mode: the server log and data-dir/outbox/) or `smtp`",
         "security": _PUBLIC,
         "responses": {"200": _ok("sign-up settings", _obj(["mail"], mail={"enum": ["outbox", "smtp"]}))}}},
+    f"{PREFIX}/auth/dev-code": {"get": {
+        "summary": "Dev mode only (no [smtp]), from the server's own machine: the newest code in the outbox",
+        "security": _PUBLIC,
+        "parameters": [{"name": "email", "in": "query", "required": True, "schema": _EMAIL}],
+        "responses": {"200": _ok("the code", _obj(["email", "code"], email=_STR, code=_STR)),
+                      **_errors(403, 404, 422)}}},
     f"{PREFIX}/auth/users": {"get": {
         "summary": "Look up a user by email (yourself, or anyone for admins)",
         "parameters": [{"name": "email", "in": "query", "required": True, "schema": _EMAIL}],

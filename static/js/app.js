@@ -78,12 +78,28 @@ async function showCodeForm(email) {
   sessionStorage.setItem(PENDING_KEY, email);
   $("code-email").textContent = email;
   authView("code");
+  show($("dev-code"), false);
   try {
     const config = await api("GET", "/api/v1/auth/config", undefined, { auth: false });
     show($("code-hint"), config?.mail === "outbox");
+    if (config?.mail === "outbox") await showDevCode(email);
   } catch {
     show($("code-hint"), true);
   }
+}
+
+/** Dev mode, in a browser on the server's machine: show the code from the outbox and fill it in. */
+async function showDevCode(email) {
+  let found;
+  try {
+    found = await api("GET", `/api/v1/auth/dev-code?email=${encodeURIComponent(email)}`, undefined, { auth: false });
+  } catch {
+    return; // another machine, or no code yet: the hint says where to look
+  }
+  $("dev-code-value").textContent = found.code;
+  $("code-form").elements.code.value = found.code;
+  show($("dev-code"), true);
+  show($("code-hint"), false);
 }
 
 function busy(form, on) {
@@ -126,6 +142,7 @@ function wireAuth() {
     try {
       await api("POST", "/api/v1/auth/verifications/resend", { email: sessionStorage.getItem(PENDING_KEY) }, { auth: false });
       authMessage(null, "If a new code can be sent now, it is on its way (at most one a minute).");
+      await showDevCode(sessionStorage.getItem(PENDING_KEY));
     } catch (err) {
       authMessage(err.message);
     }
