@@ -1,10 +1,15 @@
-"""`python server.py admin ...`: manage local accounts from the command line.
+"""`python server.py admin ...`: manage local accounts, plans and credits from the command line.
 
+    admin [--config FILE] [--data-dir DIR] COMMAND
     admin create-user EMAIL USERNAME [--password-stdin]
     admin reset-password EMAIL [--password-stdin]   (also signs the user out everywhere)
-    admin set-plan USER PLAN                         (USER: id, email or username)
+    admin set-plan USER PLAN                         (PLAN: a plan of the config)
+    admin grant-credits USER N                       (N may be negative; a balance stops at zero)
     admin list-users
 
+USER is a local account's id, email or username, or else any user id (a JWT
+`sub`, an X-User-Id).  The config file (--config, or PARLEY_CONFIG) gives
+the data directory and the plans, as for the server; --data-dir wins over both.
 Without --password-stdin a random password is made and printed once.
 """
 from __future__ import annotations
@@ -18,26 +23,38 @@ from typing import IO, Any
 
 from accounts.passwords import Passwords
 from accounts.service import check_email, check_password, check_username, iso
+from runs.plans import PlanConfig, Plans
 from store import accounts as sql
 from store.db import Database, WriteTx, now_ms
 from store.errors import Conflict
 
+ACTOR = "admin-cli"  # who changed a balance or a plan, in the ledger
+
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="server.py admin", description="manage local accounts")
-    p.add_argument("--data-dir", type=Path, default=None, help="overrides the server's data directory")
+    common = argparse.ArgumentParser(add_help=False)  # accepted before and after the command
+    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                        help="overrides the server's data directory (flag, PARLEY_DATA_DIR, config file)")
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="the server's TOML config file: its data_dir and plans (default: PARLEY_CONFIG)")
+    p = argparse.ArgumentParser(prog="server.py admin", description="manage local accounts, plans and credits",
+                                parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("create-user", help="create a confirmed account")
+    c = sub.add_parser("create-user", help="create a confirmed account", parents=[common])
     c.add_argument("email")
     c.add_argument("username")
     c.add_argument("--password-stdin", action="store_true")
-    r = sub.add_parser("reset-password", help="set a new password and revoke every session")
+    r = sub.add_parser("reset-password", help="set a new password and revoke every session", parents=[common])
     r.add_argument("email")
     r.add_argument("--password-stdin", action="store_true")
-    s = sub.add_parser("set-plan", help="set a user's plan")
+    s = sub.add_parser("set-plan", help="set a user's plan (any user id, or a local account)", parents=[common])
     s.add_argument("user")
     s.add_argument("plan")
-    sub.add_parser("list-users", help="list the accounts (tab-separated)")
+    g = sub.add_parser("grant-credits", help="add N credits to a user's balance (negative: take; stops at zero)",
+                       parents=[common])
+    g.add_argument("user")
+    g.add_argument("amount", type=int, metavar="N")
+    sub.add_parser("list-users", help="list the accounts with plan and credits (tab-separated)", parents=[common])
     return p
 
 
@@ -50,15 +67,17 @@ def _password(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> str:
 
 
 async def admin_main(argv: list[str], data_dir: Path, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
-                     passwords: Passwords | None = None) -> int:
-    """Run one admin command; 0 on success, 1 on a refused command (message on stderr-like `stdout`)."""
+                     passwords: Passwords | None = None, plans: PlanConfig | None = None) -> int:
+    """Run one admin command; 0 on success, 1 on a refused command (message on stderr-like `stdout`).
+
+    `data_dir` and `plans` come from the server's settings (server.py reads `--config`)."""
     out = stdout or sys.stdout
     args = parser().parse_args(argv)
-    db = Database((args.data_dir or data_dir).resolve() / "parley.db")
+    db = Database(getattr(args, "data_dir", data_dir).resolve() / "parley.db")
     await db.open()
     pw = passwords or Passwords()
     try:
-        return await _run(args, db, pw, stdin or sys.stdin, out)
+        return await _run(args, db, pw, stdin or sys.stdin, out, Plans(db, plans))
     finally:
         if passwords is None:
             pw.close()
@@ -77,7 +96,17 @@ async def _user_by(db: Database, column: str, value: str) -> dict[str, Any] | No
     return await db.read(lambda conn: sql.user_by(conn, column, value))
 
 
-async def _run(args: argparse.Namespace, db: Database, pw: Passwords, stdin: IO[str], out: IO[str]) -> int:
+async def _user_id(db: Database, key: str, out: IO[str]) -> tuple[str, dict[str, Any] | None]:
+    """The user id that `key` names: a local account's (by id, email or username), or `key` itself."""
+    found = await _find(db, key)
+    if found is None:
+        print(f"no local account matches {key!r}: taken as a user id", file=out)
+        return key, None
+    return found["id"], found
+
+
+async def _run(args: argparse.Namespace, db: Database, pw: Passwords, stdin: IO[str], out: IO[str],
+               plans: Plans) -> int:
     errors: list[dict[str, str]] = []
     if args.command == "create-user":
         email = check_email(args.email, errors)
@@ -116,16 +145,27 @@ async def _run(args: argparse.Namespace, db: Database, pw: Passwords, stdin: IO[
         print(f"password reset for {found['email']}; {revoked} session token(s) revoked", file=out)
         return 0
     if args.command == "set-plan":
-        found = await _find(db, args.user)
-        if found is None:
-            print("no such user", file=out)
+        if args.plan not in plans.config.plans:
+            print(f"no plan {args.plan!r} in the config (plans: {', '.join(sorted(plans.config.plans))})", file=out)
             return 1
-        plan_user: str = found["id"]
-        await db.write(lambda tx: sql.update_user(tx, plan_user, {"plan": args.plan}))
-        print(f"plan of {found['email']} is now {args.plan}", file=out)
+        plan_user, account = await _user_id(db, args.user, out)
+        await plans.set_plan(plan_user, args.plan, ACTOR)
+        if account is not None:  # the accounts table keeps a copy for older readers
+            await db.write(lambda tx: sql.update_user(tx, plan_user, {"plan": args.plan}))
+        usage = await plans.usage(plan_user)
+        print(f"plan of {account['email'] if account else plan_user} is now {args.plan} ({usage.credits} credits)", file=out)
+        return 0
+    if args.command == "grant-credits":
+        credit_user, account = await _user_id(db, args.user, out)
+        old, new = await plans.grant(credit_user, args.amount, ACTOR)
+        print(f"credits of {account['email'] if account else credit_user}: {old} -> {new}", file=out)
         return 0
     users = await db.read(sql.all_users)
-    print("id\temail\tusername\tplan\tcreated_at", file=out)
+    print("id\temail\tusername\tplan\tcredits\tcreated_at", file=out)
     for u in users:
-        print(f"{u['id']}\t{u['email']}\t{u['username']}\t{u['plan']}\t{iso(u['created_at'])}", file=out)
+        usage = await plans.usage(u["id"])
+        plan = usage.plan.name
+        if usage.plan_set not in (None, plan):
+            plan += f" ({usage.plan_set} is not in the config)"
+        print(f"{u['id']}\t{u['email']}\t{u['username']}\t{plan}\t{usage.credits}\t{iso(u['created_at'])}", file=out)
     return 0

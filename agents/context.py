@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.tools import Tool, ToolEnv, ToolError
+from agents.tools import Billing, InsufficientCredits, Tool, ToolEnv, ToolError
 
 log = logging.getLogger("parley.agents")
 
@@ -69,6 +69,7 @@ class RunContext:
         resume: Resume | None = None,
         recording: Any = None,
         demo_delay_s: float = 0.0,
+        billing: Billing | None = None,
     ) -> None:
         self.sink = sink
         self.task_id = task_id
@@ -81,6 +82,7 @@ class RunContext:
         self.resume = resume
         self.recording = recording  # agents.replay.Recording when this run replays another
         self.demo_delay_s = demo_delay_s
+        self.billing = billing  # charges tools that cost credits; None: every tool is free
 
     @property
     def tool_env(self) -> ToolEnv:
@@ -142,11 +144,15 @@ class RunContext:
     async def execute_tool(self, call_id: str, tool: Tool, args: dict[str, Any]) -> tuple[bool, Any]:
         """Run a tool that does not park (in a replay: take its recorded outcome) and emit
         `tool.result` or `tool.error`; a result that carries a file (an image of
-        `generate_image`) is followed by a `file` event.  (True, output) or (False, error text)."""
+        `generate_image`) is followed by a `file` event.  (True, output) or (False, error text).
+
+        A tool that costs credits is paid before it runs and refunded when it fails; without
+        enough credits the call ends in `tool.error` and the run fails `insufficient_credits`."""
         if self.recording is not None:
             ok, value = self.recording.next_outcome(tool.name)
         else:
             assert tool.run is not None
+            charged = await self._pay(call_id, tool)
             try:
                 ok, value = True, await tool.run(args, self.tool_env)
             except ToolError as exc:
@@ -154,6 +160,8 @@ class RunContext:
             except Exception as exc:  # a broken tool must not end the run: the model hears about it
                 log.exception("tool %s failed on task %s", tool.name, self.task_id)
                 ok, value = False, f"the {tool.name} tool failed: {type(exc).__name__}"
+            if not ok and charged and self.billing is not None:
+                await self.billing.refund(tool.name, charged, self.tool_env)
         if ok:
             await self.sink.emit("tool.result", {"toolCallId": call_id, "output": value, "executed": True})
             # Derived from the output (recorded or fresh), so a replay emits the same file again.
@@ -163,6 +171,16 @@ class RunContext:
         else:
             await self.sink.emit("tool.error", {"toolCallId": call_id, "error": value, "executed": True})
         return ok, value
+
+    async def _pay(self, call_id: str, tool: Tool) -> int:
+        """Debit the tool's price: the amount taken; AgentError `insufficient_credits` when short."""
+        if self.billing is None:
+            return 0
+        try:
+            return await self.billing.debit(tool.name, self.tool_env)
+        except InsufficientCredits as exc:
+            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": str(exc)})
+            raise AgentError("insufficient_credits", str(exc)) from None
 
     def park(self, node: str, prompt: str, state: dict[str, Any]) -> None:
         """Stop the run here until a signal with the returned correlation key arrives."""

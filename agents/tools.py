@@ -9,7 +9,7 @@ import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agents.images import render_png
@@ -26,6 +26,26 @@ class ToolEnv:
 
 class ToolError(Exception):
     """The tool could not do what was asked; the message is shown to the model and the user."""
+
+
+class InsufficientCredits(Exception):
+    """The user's balance does not cover a tool that costs credits: the run ends `failed`."""
+
+    def __init__(self, tool: str, cost: int, balance: int) -> None:
+        unit = "credit" if cost == 1 else "credits"
+        super().__init__(f"{tool} costs {cost} {unit} and the balance is {balance}: add credits, then retry the run")
+        self.tool = tool
+        self.cost = cost
+        self.balance = balance
+
+
+class Billing(Protocol):
+    """Charges tools that cost credits (runs/plans.py): `debit` before the tool runs (raising
+    InsufficientCredits), `refund` when it then fails."""
+
+    async def debit(self, tool: str, env: ToolEnv) -> int: ...
+
+    async def refund(self, tool: str, amount: int, env: ToolEnv) -> None: ...
 
 
 _FILE_URL_SCHEMES = ("data:", "https://", "http://")

@@ -54,7 +54,7 @@ from handlers.errors import ApiError
 from handlers.native import check_id
 from handlers.sse import follow_task
 from runs.hub import Batch, EventHub
-from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy, text_message
+from runs.manager import Draining, Forbidden, Invalid, PlanRefused, StartRequest, ThreadBusy, text_message
 
 MAX_MESSAGE = 8000
 DEFAULT_TIMEOUT_S = 300.0
@@ -131,6 +131,8 @@ class AgentChatsHandler(APIHandler):
             task = await self.runs.start_run(StartRequest(self.user_id, session_id, user_message, self.settings["default_agent"]))
         except Draining:
             raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
+        except PlanRefused as exc:
+            raise ApiError(403, str(exc), exc.code) from None
         except Forbidden:
             raise ApiError(403, "this session belongs to another user", "FORBIDDEN") from None
         except ThreadBusy as busy:

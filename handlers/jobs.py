@@ -15,7 +15,7 @@ from handlers.ratelimit import SlidingWindow, retry_after
 from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms, replay_steps
 from handlers.streaming import EventStreamHandler
 from runs.hub import Batch
-from runs.manager import Draining, Forbidden, Invalid, SignalRefused, StartRequest, ThreadBusy, text_message
+from runs.manager import Draining, Forbidden, Invalid, PlanRefused, SignalRefused, StartRequest, ThreadBusy, text_message
 from store import Conflict, NotFound
 from store.tasks import TaskRow
 
@@ -96,6 +96,8 @@ class RunsHandler(JobsHandler):
             task = await self.runs.start_run(StartRequest(self.user_id, thread_id, user_message, agent_id))
         except Draining:
             raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
+        except PlanRefused as exc:
+            raise ApiError(403, str(exc), exc.code, **exc.details) from None
         except Forbidden as exc:
             raise ApiError(403, str(exc), "FORBIDDEN") from None
         except ThreadBusy as busy:
@@ -167,6 +169,8 @@ class ReplayHandler(JobsHandler):
             task = await self.runs.replay(job_id, self.user_id)
         except NotFound:
             raise ApiError(404, f"job {job_id} not found", "JOB_NOT_FOUND") from None
+        except PlanRefused as exc:
+            raise ApiError(403, str(exc), exc.code, **exc.details) from None
         except Forbidden:
             raise ApiError(403, "this job belongs to another user", "FORBIDDEN") from None
         except Invalid as exc:

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import orjson
 
-from agents.tools import Tool, ToolEnv, ToolError
+from agents.tools import InsufficientCredits, Tool, ToolEnv, ToolError
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from runs.manager import RunManager
@@ -216,10 +216,20 @@ class McpHandler(APIHandler):
         if tool is None:
             raise _RpcError(INVALID_PARAMS, f"unknown tool: {name}")
         assert tool.run is not None
+        env = ToolEnv(user_id=self.user_id, task_id="mcp", thread_id="mcp")
+        billing = self.runs.plans  # a tool that costs credits costs them here too
         try:
-            output = await tool.run(args, ToolEnv(user_id=self.user_id, task_id="mcp", thread_id="mcp"))
-        except ToolError as exc:
+            charged = await billing.debit(tool.name, env)
+        except InsufficientCredits as exc:
             return tool_error(str(exc))
+        try:
+            output = await tool.run(args, env)
+        except ToolError as exc:
+            await billing.refund(tool.name, charged, env)
+            return tool_error(str(exc))
+        except Exception:
+            await billing.refund(tool.name, charged, env)
+            raise
         return tool_result(output)
 
 

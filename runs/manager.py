@@ -22,6 +22,7 @@ from agents.llm import ChatModel
 from agents.replay import Recording
 from runs.assemble import MessageAssembler
 from runs.hub import EventHub
+from runs.plans import PlanConfig, Plans
 from store import Conflict, Database, NotFound, WriteTx
 from store import agents as agents_sql
 from store import events as events_sql
@@ -47,6 +48,16 @@ class Draining(RunError):
 
 class Forbidden(RunError):
     """The thread or task belongs to another user."""
+
+
+class PlanRefused(Forbidden):
+    """The user's plan does not allow this run (the agent, or no runs left today); 403 everywhere."""
+
+    code = "PLAN_LIMIT"
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class ThreadBusy(RunError):
@@ -81,6 +92,7 @@ class StartRequest:
     rewind_from: str | None = None
     client_run_id: str | None = None
     initial_state: dict[str, Any] | None = None  # e.g. a replay's record and its signals
+    retry_of: str | None = None  # a task that failed `insufficient_credits`: run its user message again
 
 
 class Runner:
@@ -176,15 +188,18 @@ class Runner:
             resume=self.resume,
             demo_delay_s=self.manager.demo_delay_s,
             recording=recording,
+            billing=self.manager.plans,
         )
         await self.manager.agents.runner_for(self.agent, recording)(ctx)
 
 
 class RunManager:
-    def __init__(self, db: Database, hub: EventHub, agents: AgentRegistry, *, demo_delay_ms: float = 15.0) -> None:
+    def __init__(self, db: Database, hub: EventHub, agents: AgentRegistry, *, demo_delay_ms: float = 15.0,
+                 plans: PlanConfig | None = None) -> None:
         self.db = db
         self.hub = hub
         self.agents = agents
+        self.plans = Plans(db, plans)
         self.demo_delay_s = demo_delay_ms / 1000.0
         self.draining = False
         self._runners: dict[str, Runner] = {}
@@ -255,6 +270,18 @@ class RunManager:
     async def last_event(self, task_id: str) -> Any:
         return await self.db.read(lambda c: events_sql.last_for_task(c, task_id))
 
+    async def thread_events_after(self, thread_id: str, after: int, limit: int) -> list[Any]:
+        """The events of every task of the thread after `after`, in id order."""
+        return await self.db.read(lambda c: events_sql.for_thread(c, thread_id, after, limit))
+
+    async def thread_run_start(self, thread_id: str) -> int | None:
+        """The id of the `run.started` event of the thread's latest task (None: no task yet)."""
+        return await self.db.read(lambda c: events_sql.last_run_start(c, thread_id))
+
+    async def history_day(self, thread_id: str, before_ms: int | None) -> tuple[int | None, list[dict[str, Any]], bool]:
+        """One UTC day of the thread's messages (store/messages.py `day_before`)."""
+        return await self.db.read(lambda c: messages_sql.day_before(c, thread_id, before_ms))
+
     # -- threads --------------------------------------------------------------
 
     async def create_thread(self, user_id: str, thread_id: str, title: str | None,
@@ -318,7 +345,9 @@ class RunManager:
     async def start_run(self, req: StartRequest, task_id: str | None = None) -> TaskRow:
         """Store the user message and the task under the thread's lock, then run it.
 
-        Raises Draining, Forbidden, Invalid or ThreadBusy (with the live task's id).
+        Raises Draining, Forbidden (PlanRefused when the user's plan does not allow the run),
+        Invalid or ThreadBusy (with the live task's id).  The plan is checked in the transaction
+        that takes the lock, after the owner check and before the lock (403 before 409).
         """
         if self.draining:
             raise Draining("the server is draining")
@@ -333,19 +362,27 @@ class RunManager:
             thread = threads_sql.ensure(tx, req.thread_id, req.user_id, title)
             if thread.user_id != req.user_id:
                 raise Forbidden("thread belongs to another user")
+            refusal = self.plans.admit(tx, req.user_id, agent.id)
+            if refusal is not None:
+                raise PlanRefused(refusal.message, refusal.details)
             live = tasks_sql.live_for_thread_tx(tx, req.thread_id)
             if live is not None:
                 raise ThreadBusy(live.id)
-            if req.rewind_from is not None:
+            msg_id = req.message["id"]
+            if req.retry_of is not None:
+                _claim_retry(tx, req.retry_of, task_id)
+            elif req.rewind_from is not None:
                 try:
                     messages_sql.supersede_from(tx, req.thread_id, req.rewind_from)
                 except NotFound:
                     raise Invalid(f"rewindFrom names no message of this thread: {req.rewind_from}") from None
-            msg_id = req.message["id"]
-            if messages_sql.exists(tx, req.thread_id, msg_id):
-                raise Invalid(f"message id {msg_id} already exists in this thread")
-            seq = messages_sql.next_seq(tx, req.thread_id)
-            messages_sql.put(tx, req.thread_id, msg_id, seq, "user", req.message["parts"], task_id, req.message.get("metadata"))
+            if req.retry_of is not None:  # the failed task's user message is stored; the reply goes last
+                seq = messages_sql.next_seq(tx, req.thread_id) - 1
+            else:
+                if messages_sql.exists(tx, req.thread_id, msg_id):
+                    raise Invalid(f"message id {msg_id} already exists in this thread")
+                seq = messages_sql.next_seq(tx, req.thread_id)
+                messages_sql.put(tx, req.thread_id, msg_id, seq, "user", req.message["parts"], task_id, req.message.get("metadata"))
             task = TaskRow(
                 id=task_id, thread_id=req.thread_id, user_id=req.user_id, agent_id=agent.id, status="pending",
                 created_at=now_ms(), started_at=None, finished_at=None, current_node=None, error=None, parked=None,
@@ -536,6 +573,34 @@ class RunManager:
         )
         return await self.start_run(req, task_id=new_id)
 
+    # -- retry after insufficient credits --------------------------------------------
+
+    async def retry(self, task_id: str, user_id: str) -> TaskRow:
+        """Run again a task that failed `insufficient_credits`, once the balance covers the tool that
+        stopped it: a new task on the same thread that re-runs the same user message (not stored
+        again; the failed task's partial reply stays in the history).  A task is retried at most once.
+
+        Raises NotFound, Forbidden, Invalid (not retryable, or the balance is still too low), and
+        whatever start_run raises (Draining, PlanRefused, ThreadBusy).
+        """
+        original = await self.owned_task(task_id, user_id)
+        _check_retryable(original)
+        tool = next((e.data.get("toolName") for e in reversed(await self.task_events(task_id))
+                     if e.type == "tool.call.end"), None)
+        prices = self.plans.config.prices
+        needed = self.plans.config.price(str(tool)) if tool else max(prices.values(), default=0)
+        usage = await self.plans.usage(user_id)
+        if usage.credits < needed:
+            raise Invalid(f"the balance is {usage.credits} and the run needs {needed} credit(s): add credits first")
+        message = await self.message(original.thread_id, original.user_message_id)
+        if message is None:
+            raise Invalid(f"task {task_id} has no user message to run again")
+        req = StartRequest(
+            user_id, original.thread_id, {k: message[k] for k in ("id", "role", "parts")}, original.agent_id,
+            initial_state={"retry_of": task_id}, retry_of=task_id,
+        )
+        return await self.start_run(req)
+
     # -- signals ----------------------------------------------------------------
 
     async def signal(self, task_id: str, correlation_key: str, payload: Any) -> TaskRow:
@@ -632,6 +697,23 @@ def _agent_from_row(row: dict[str, Any]) -> AgentDef:
         llm=row.get("llm"), tools=tuple(row.get("tools", ())), instructions=row.get("instructions", ""),
         extra={"owner": row["user_id"]},
     )
+
+
+def _check_retryable(task: TaskRow) -> None:
+    if task.status != "failed" or (task.error or {}).get("reason") != "insufficient_credits":
+        raise Invalid("this task is not retryable: only a run that failed for insufficient credits is")
+    retried_by = (task.state or {}).get("retried_by")
+    if retried_by:
+        raise Invalid(f"this task was already retried as task {retried_by}")
+
+
+def _claim_retry(tx: WriteTx, task_id: str, new_id: str) -> None:
+    """Mark the failed task retried by `new_id`, in the transaction that starts it (Invalid if it was)."""
+    task = tasks_sql.get_tx(tx, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    _check_retryable(task)
+    tasks_sql.update(tx, task_id, state={**(task.state or {}), "retried_by": new_id})
 
 
 def next_park_key(task: TaskRow) -> str:

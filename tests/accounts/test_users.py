@@ -5,6 +5,7 @@ import socket
 
 from aiosmtpd.controller import Controller
 
+from runs.plans import PlanConfig
 from tests.accounts.conftest import body, code_for, sign_up, wire
 from tests.helpers import Client
 
@@ -131,12 +132,15 @@ async def test_admin_cli(parley, anon, accounts):
     assert r.code == 401  # reset revokes every session
     r = await anon.request("POST", "/api/v1/auth/sessions", {"email": "root@example.com", "password": new_password})
     assert r.code == 200
+    plans = PlanConfig.from_extra({"plans": {"pro": {"credits": 500}}}, ())
     assert await admin_main(["set-plan", "root", "pro"], parley.data_dir, stdout=io.StringIO(),
-                            passwords=accounts.passwords) == 0
+                            passwords=accounts.passwords) == 1  # the default config has no plan pro
+    assert await admin_main(["set-plan", "root", "pro"], parley.data_dir, stdout=io.StringIO(),
+                            passwords=accounts.passwords, plans=plans) == 0
     assert (await accounts.user("username", "root"))["plan"] == "pro"
-    assert await admin_main(["set-plan", "nobody", "pro"], parley.data_dir, stdout=io.StringIO(),
-                            passwords=accounts.passwords) == 1
+    assert await admin_main(["set-plan", "root", "gold"], parley.data_dir, stdout=io.StringIO(),
+                            passwords=accounts.passwords, plans=plans) == 1
     out = io.StringIO()
-    assert await admin_main(["list-users"], parley.data_dir, stdout=out, passwords=accounts.passwords) == 0
-    assert "root@example.com\troot\tpro" in out.getvalue()
+    assert await admin_main(["list-users"], parley.data_dir, stdout=out, passwords=accounts.passwords, plans=plans) == 0
+    assert "root@example.com\troot\tpro\t500\t" in out.getvalue()
     assert code_for is not None

@@ -1,0 +1,251 @@
+"""Plans and credits (SPEC section 10): what a user may start, and what tools cost.
+
+Config (all optional; without it every user is on the built-in `free` plan:
+unlimited runs, every agent, 100 credits to start with; `generate_image`
+costs 1 credit):
+
+    [plans]
+    default = "free"              # the plan of users with none set (default: free)
+
+    [plans.free]                  # overrides the built-in free plan
+    runs_per_day = 20             # runs a user may start per UTC day; 0 = unlimited (default 0)
+    agents = ["demo"]             # agent ids the plan may run; ["*"] = all (default ["*"])
+    credits = 10                  # the balance a new user starts with (default 100)
+
+    [plans.pro]
+    runs_per_day = 0
+    credits = 1000
+
+    [credits]                     # what a tool costs per call (default: generate_image = 1)
+    generate_image = 2
+
+A plan's `credits` is the balance of a user seen for the first time (their
+first run, debit, grant or plan change); changing a plan later keeps the
+balance.  A user whose stored plan no longer exists in the config is on the
+default plan.  The check of a run start runs inside the writer transaction
+that takes the thread's lock (RunManager.start_run), so under any number of
+concurrent starts a user never gets more than `runs_per_day` runs a day.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.tools import InsufficientCredits, ToolEnv
+from store import plans as plans_sql
+from store.db import Database, WriteTx, now_ms
+
+PLAN_KEYS = ("runs_per_day", "agents", "credits")
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    runs_per_day: int = 0  # 0: unlimited
+    agents: tuple[str, ...] = ("*",)  # ("*",): every agent
+    credits: int = 100  # the starting balance
+
+    def allows(self, agent_id: str) -> bool:
+        return "*" in self.agents or agent_id in self.agents
+
+    @property
+    def daily_limit(self) -> int | None:
+        return self.runs_per_day or None
+
+
+FREE = Plan("free")
+DEFAULT_PRICES = {"generate_image": 1}
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    plans: dict[str, Plan] = field(default_factory=lambda: {FREE.name: FREE})
+    default: str = FREE.name
+    prices: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    def plan(self, name: str | None) -> Plan:
+        """The named plan; the default plan for None or a name the config no longer has."""
+        return self.plans.get(name or self.default) or self.plans[self.default]
+
+    def price(self, tool: str) -> int:
+        return self.prices.get(tool, 0)
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any], tools: Collection[str]) -> PlanConfig:
+        """Read `[plans]`, `[plans.NAME]` and `[credits]` of the config file (`tools`: the names
+        `[credits]` may price).  Raises ValueError naming the key at fault."""
+        if "default_plan" in extra:
+            raise ValueError("default_plan: set the default plan as `default` in the [plans] table")
+        table = extra.get("plans", {})
+        if not isinstance(table, dict):
+            raise ValueError("plans must be a table: [plans] default = NAME, and one [plans.NAME] table per plan")
+        default = table.get("default", FREE.name)
+        if not isinstance(default, str) or not default:
+            raise ValueError("[plans] default must be the name of a plan")
+        plans = {FREE.name: FREE}
+        for name, entry in table.items():
+            if name == "default":
+                continue
+            if not isinstance(entry, dict):
+                raise ValueError(f"[plans] {name} = …: a plan is a table [plans.{name}] (the only other key is default)")
+            plans[name] = _plan(name, entry)
+        if default not in plans:
+            raise ValueError(f"[plans] default = {default!r} names no plan (plans: {', '.join(sorted(plans))})")
+        prices = dict(DEFAULT_PRICES)
+        costs = extra.get("credits", {})
+        if not isinstance(costs, dict):
+            raise ValueError("credits must be a table [credits] of tool = cost")
+        for tool, cost in costs.items():
+            if tool not in tools:
+                raise ValueError(f"[credits] {tool}: unknown tool (tools: {', '.join(sorted(tools))})")
+            if not _count(cost):
+                raise ValueError(f"[credits] {tool} must be a whole number of credits, 0 or more")
+            prices[tool] = cost
+        return cls(plans, default, prices)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _plan(name: str, entry: dict[str, Any]) -> Plan:
+    where = f"[plans.{name}]"
+    unknown = sorted(set(entry) - set(PLAN_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(PLAN_KEYS)})")
+    runs = entry.get("runs_per_day", FREE.runs_per_day)
+    if not _count(runs):
+        raise ValueError(f"{where}: runs_per_day must be a whole number, 0 (unlimited) or more")
+    agents = entry.get("agents", list(FREE.agents))
+    if not isinstance(agents, list) or not all(isinstance(a, str) and a for a in agents):
+        raise ValueError(f'{where}: agents must be a list of agent ids, or ["*"] for every agent')
+    credits = entry.get("credits", FREE.credits)
+    if not _count(credits):
+        raise ValueError(f"{where}: credits must be a whole number, 0 or more")
+    return Plan(name, runs, tuple(agents), credits)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a plan refuses a run start (rendered 403 by every surface)."""
+
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Usage:
+    plan: Plan  # the plan that applies
+    credits: int
+    runs_today: int
+    plan_set: str | None = None  # the plan stored for the user (None: the default), maybe no longer configured
+
+
+class Plans:
+    """Users' plans and balances over the store; the `Billing` of runs (agents/tools.py).
+
+    Every write goes through the store's single writer.
+    """
+
+    def __init__(self, db: Database, config: PlanConfig | None = None) -> None:
+        self.db = db
+        self.config = config or PlanConfig()
+
+    def _account(self, tx: WriteTx, user_id: str) -> tuple[Plan, int]:
+        """The user's plan and balance, giving a user seen for the first time the plan's balance."""
+        row = plans_sql.get_tx(tx, user_id)
+        plan = self.config.plan(row.plan if row else None)
+        if row is None or row.credits is None:
+            plans_sql.initialise(tx, user_id, None, plan.credits)
+            return plan, plan.credits
+        return plan, row.credits
+
+    # -- run starts (inside the writer transaction of RunManager.start_run) ---------
+
+    def admit(self, tx: WriteTx, user_id: str, agent_id: str) -> Refusal | None:
+        """None when the user's plan allows one more run of `agent_id` today."""
+        plan, _ = self._account(tx, user_id)
+        if not plan.allows(agent_id):
+            return Refusal(f"the {plan.name} plan does not include the agent {agent_id!r}",
+                           {"plan": plan.name, "agentId": agent_id})
+        if plan.runs_per_day:
+            today = plans_sql.runs_since_tx(tx, user_id, plans_sql.day_start(now_ms()))
+            if today >= plan.runs_per_day:
+                return Refusal(f"the {plan.name} plan allows {plan.runs_per_day} run(s) a day; "
+                               "today's are used up (the count restarts at 00:00 UTC)",
+                               {"plan": plan.name, "runsPerDay": plan.runs_per_day, "runsToday": today})
+        return None
+
+    # -- Billing ------------------------------------------------------------------
+
+    async def debit(self, tool: str, env: ToolEnv) -> int:
+        """Take the tool's price from the user's balance (atomically, never below zero): the amount
+        taken; InsufficientCredits (nothing taken) when the balance is too low."""
+        cost = self.config.price(tool)
+        if cost <= 0:
+            return 0
+        actor, task_id = _actor(env)
+
+        def _debit(tx: WriteTx) -> int | None:
+            _, balance = self._account(tx, env.user_id)
+            if plans_sql.debit(tx, env.user_id, cost, f"tool:{tool}", actor, task_id) is None:
+                return balance
+            return None
+
+        short = await self.db.write(_debit)
+        if short is not None:
+            raise InsufficientCredits(tool, cost, short)
+        return cost
+
+    async def refund(self, tool: str, amount: int, env: ToolEnv) -> None:
+        """Give back what `debit` took for a call that then failed."""
+        if amount <= 0:
+            return
+        actor, task_id = _actor(env)
+
+        def _refund(tx: WriteTx) -> None:
+            self._account(tx, env.user_id)
+            plans_sql.adjust(tx, env.user_id, amount, f"refund:{tool}", actor, task_id, "the tool call failed")
+
+        await self.db.write(_refund)
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def usage(self, user_id: str) -> Usage:
+        """Plan, balance and today's runs (a user never seen shows the default plan's starting balance)."""
+        row = await self.db.read(lambda c: plans_sql.get(c, user_id))
+        today = await self.db.read(lambda c: plans_sql.runs_since(c, user_id, plans_sql.day_start(now_ms())))
+        plan = self.config.plan(row.plan if row else None)
+        credits = plan.credits if row is None or row.credits is None else row.credits
+        return Usage(plan, credits, today, row.plan if row else None)
+
+    # -- administration (the admin CLI) -------------------------------------------------
+
+    async def grant(self, user_id: str, delta: int, actor: str) -> tuple[int, int]:
+        """Add `delta` credits (negative: take, stopping at zero): (old, new)."""
+
+        def _grant(tx: WriteTx) -> tuple[int, int]:
+            self._account(tx, user_id)
+            return plans_sql.adjust(tx, user_id, delta, "grant", actor)
+
+        return await self.db.write(_grant)
+
+    async def set_plan(self, user_id: str, plan_name: str, actor: str) -> Plan:
+        """Put the user on a configured plan (KeyError otherwise); a user seen for the first time
+        starts with the new plan's balance, others keep theirs."""
+        plan = self.config.plans[plan_name]
+
+        def _set(tx: WriteTx) -> None:
+            row = plans_sql.get_tx(tx, user_id)
+            if row is None or row.credits is None:
+                plans_sql.initialise(tx, user_id, plan.name, plan.credits)
+            plans_sql.set_plan(tx, user_id, plan.name, actor)
+
+        await self.db.write(_set)
+        return plan
+
+
+def _actor(env: ToolEnv) -> tuple[str, str | None]:
+    """Who spends, for the ledger: a run (with its task), or the MCP endpoint (task id "mcp")."""
+    return ("mcp", None) if env.task_id == "mcp" else ("run", env.task_id)
