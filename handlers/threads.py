@@ -1,4 +1,4 @@
-"""kira-be's thread routes (seed 001, SPEC section 10): create, list, delete.  Errors: {message}."""
+"""kira-be's thread routes (seed 001, SPEC section 10): create, list, timelines, delete.  Errors: {message}."""
 from __future__ import annotations
 
 import uuid
@@ -10,9 +10,14 @@ from handlers.errors import ApiError
 from handlers.native import ID, check_id
 from runs.manager import Forbidden
 from store import Conflict, NotFound
+from store import messages as messages_sql
+from store import threads as threads_sql
 from store.threads import ThreadRow
 
 MAX_TITLE = 200
+TIMELINE_PAGE = 5
+TIMELINE_MESSAGES = 2
+SUMMARY_CHARS = 200
 
 
 def thread_json(thread: ThreadRow) -> dict[str, Any]:
@@ -68,6 +73,37 @@ class ThreadHandler(APIHandler):
         self.write_json({"success": True})
 
 
+class TimelinesHandler(APIHandler):
+    surface = "app"
+
+    async def get(self) -> None:
+        """`?page=N` (from 1) of the user's threads, TIMELINE_PAGE a page, most recently active first,
+        each with its last TIMELINE_MESSAGES messages summarised: {threads, page, hasMore}."""
+        raw = self.get_query_argument("page", "1")
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+            raise ApiError(400, "page must be an integer from 1")
+        page = int(raw)
+        user_id = self.user_id
+        rows = await self.runs.db.read(
+            lambda c: threads_sql.page_for_user(c, user_id, (page - 1) * TIMELINE_PAGE, TIMELINE_PAGE + 1))
+        shown = rows[:TIMELINE_PAGE]
+        ids = [t.id for t in shown]
+        last = await self.runs.db.read(lambda c: messages_sql.last_for_threads(c, ids, TIMELINE_MESSAGES))
+        threads = [{**thread_json(t), "lastMessages": [_summary(m) for m in last.get(t.id, [])]} for t in shown]
+        self.write_json({"threads": threads, "page": page, "hasMore": len(rows) > TIMELINE_PAGE})
+
+
+def _summary(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as a timeline shows it: its text (cut at SUMMARY_CHARS) and its files (the mixed media)."""
+    parts = message["parts"]
+    text = " ".join(" ".join(str(p.get("text", "")) for p in parts if p.get("type") == "text").split())
+    if len(text) > SUMMARY_CHARS:
+        text = text[: SUMMARY_CHARS - 1] + "…"
+    files = [{"url": p.get("url"), "mediaType": p.get("mediaType")} for p in parts if p.get("type") == "file"]
+    return {"id": message["id"], "role": message["role"], "text": text, "files": files,
+            "createdAt": message["metadata"].get("createdAt")}
+
+
 OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
     "/thread/": {"post": {
         "summary": "Create a thread (title given, or made from the first message)",
@@ -78,6 +114,17 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
     "/thread/threads": {"get": {
         "summary": "The user's threads, most recently active first",
         "responses": {"200": {"description": "threads"}, "401": {"description": "no credentials"}}}},
+    "/thread/timelines": {"get": {
+        "summary": "A page (5 threads, most recently active first) of the user's threads with their last messages summarised",
+        "parameters": [{"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 1}}],
+        "responses": {"200": {"description": "a page of threads", "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "threads": {"type": "array", "items": {"type": "object", "properties": {
+                "id": {"type": "string"}, "title": {"type": ["string", "null"]}, "createdAt": {"type": "integer"},
+                "updatedAt": {"type": "integer"}, "lastMessages": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "role": {"type": "string"}, "text": {"type": "string"},
+                    "files": {"type": "array", "items": {"type": "object"}}, "createdAt": {"type": "integer"}}}}}}},
+            "page": {"type": "integer"}, "hasMore": {"type": "boolean"}}}}}},
+                      "400": {"description": "page is not an integer from 1"}, "401": {"description": "no credentials"}}}},
     "/thread/{threadId}": {"delete": {
         "summary": "Delete a thread (its live run is stopped)",
         "responses": {"200": {"description": "deleted"}, "401": {"description": "no credentials"},
@@ -87,5 +134,6 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
 default_handlers = [
     (r"/thread/", ThreadsHandler),
     (r"/thread/threads", ThreadListHandler),
+    (r"/thread/timelines", TimelinesHandler),
     (rf"/thread/{ID}", ThreadHandler),
 ]

@@ -93,3 +93,13 @@ def soft_delete(tx: WriteTx, thread_id: str) -> None:
     its tasks and events stay, so traces and replays of its jobs still work."""
     tx.execute("UPDATE threads SET deleted_at = ? WHERE id = ?", (now_ms(), thread_id))
     tx.execute("UPDATE messages SET superseded = 1 WHERE thread_id = ?", (thread_id,))
+
+
+async def page_for_user(conn: aiosqlite.Connection, user_id: str, offset: int, limit: int) -> list[ThreadRow]:
+    """One page of the user's threads that are not deleted, most recently active first (ties: newest row first)."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM threads WHERE user_id = ? AND deleted_at IS NULL"
+        " ORDER BY updated_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        (user_id, limit, offset),
+    )
+    return [ThreadRow.from_row(r) for r in rows]

@@ -58,3 +58,39 @@ async def test_bad_bodies(alice):
     assert resp.code == 400 and "message" in body(resp)
     empty = await alice.request("POST", "/thread/")
     assert empty.code == 201 and body(empty)["thread"]["title"] is None
+
+
+async def test_timelines_pages_of_five_with_their_last_messages(alice, bob):
+    for n in range(7):
+        await alice.stream(await alice.start_ok(f"tl-{n}", f"message {n}"))
+        await asyncio.sleep(0.002)  # distinct activity times
+    await alice.request("POST", "/thread/", {"threadId": "tl-empty", "title": "Empty"})
+    first = body(await alice.request("GET", "/thread/timelines"))
+    assert first["page"] == 1 and first["hasMore"] is True
+    assert [t["id"] for t in first["threads"]] == ["tl-empty", "tl-6", "tl-5", "tl-4", "tl-3"]
+    assert first["threads"][0]["lastMessages"] == []
+    six = first["threads"][1]
+    assert six["title"] == "message 6"
+    assert [(m["role"], m["text"], m["files"]) for m in six["lastMessages"]] == [
+        ("user", "message 6", []), ("assistant", 'You said: "message 6"', [])]
+    assert all(isinstance(m["createdAt"], int) and m["id"] for m in six["lastMessages"])
+    second = body(await alice.request("GET", "/thread/timelines?page=2"))
+    assert [t["id"] for t in second["threads"]] == ["tl-2", "tl-1", "tl-0"]
+    assert (second["page"], second["hasMore"]) == (2, False)
+    assert body(await alice.request("GET", "/thread/timelines?page=3")) == {"threads": [], "page": 3, "hasMore": False}
+    assert body(await bob.request("GET", "/thread/timelines")) == {"threads": [], "page": 1, "hasMore": False}
+    for bad in ("0", "-1", "x", "1.5", "%C2%B2", "100001"):
+        resp = await alice.request("GET", f"/thread/timelines?page={bad}")
+        assert resp.code == 400 and set(body(resp)) == {"message"}
+
+
+async def test_timelines_summarise_the_last_messages(alice):
+    await alice.stream(await alice.start_ok("tl-long", "word " * 100))
+    (thread,) = body(await alice.request("GET", "/thread/timelines"))["threads"]
+    user = thread["lastMessages"][0]
+    assert len(user["text"]) == 200 and user["text"].endswith("…") and user["text"].startswith("word word")
+    await alice.stream(await alice.start_ok("tl-long", "/image a red fox"))
+    (thread,) = body(await alice.request("GET", "/thread/timelines"))["threads"]
+    user, assistant = thread["lastMessages"]
+    assert user["text"] == "/image a red fox"
+    assert [f["mediaType"].split("/")[0] for f in assistant["files"]] == ["image"]
