@@ -17,10 +17,10 @@ from store import Event
 
 
 class Batch:
-    """The events of one task from one commit: what one live frame carries.
+    """The events of one task (or one thread) from one commit: what one live frame carries.
 
-    Every subscriber of the task gets the same Batch, so a dialect renders
-    it once (`rendered`) however many readers there are.
+    Every subscriber of the task (or thread) gets the same Batch, so a dialect
+    renders it once (`rendered`) however many readers there are.
     """
 
     __slots__ = ("events", "rendered")
@@ -141,6 +141,7 @@ class RecentLogs:
 class EventHub:
     def __init__(self, limit: int = 20000) -> None:
         self._by_task: dict[str, set[Subscription]] = defaultdict(set)
+        self._by_thread: dict[str, set[Subscription]] = defaultdict(set)
         self._limit = limit
         self.recent = RecentLogs()
 
@@ -149,23 +150,33 @@ class EventHub:
         self._by_task[task_id].add(sub)
         return sub
 
+    def subscribe_thread(self, thread_id: str) -> Subscription:
+        """The events of every task of the thread, one batch per commit."""
+        sub = Subscription(thread_id, self._limit)
+        self._by_thread[thread_id].add(sub)
+        return sub
+
     def unsubscribe(self, sub: Subscription) -> None:
         sub.closed = True
-        subs = self._by_task.get(sub.key)
-        if subs is not None and sub in subs:
-            subs.discard(sub)
-            if not subs:
-                del self._by_task[sub.key]
+        for index in (self._by_task, self._by_thread):
+            subs = index.get(sub.key)
+            if subs is not None and sub in subs:
+                subs.discard(sub)
+                if not subs:
+                    del index[sub.key]
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._by_task.values())
+        return sum(len(s) for s in self._by_task.values()) + sum(len(s) for s in self._by_thread.values())
 
     def publish(self, events: list[Event]) -> None:
-        """Hand one commit's events to their subscribers, one batch per task."""
+        """Hand one commit's events to their subscribers, one batch per task and one per thread."""
         per_task: dict[str, list[Event]] = {}
+        per_thread: dict[str, list[Event]] = {}
         for ev in events:
             per_task.setdefault(ev.task_id, []).append(ev)
+            if ev.thread_id in self._by_thread:
+                per_thread.setdefault(ev.thread_id, []).append(ev)
         for key, evs in per_task.items():
             self.recent.add(key, evs)
             subs = self._by_task.get(key)
@@ -174,9 +185,14 @@ class EventHub:
             batch = Batch(evs)
             for sub in tuple(subs):
                 sub.push(batch)
+        for key, evs in per_thread.items():
+            batch = Batch(evs)
+            for sub in tuple(self._by_thread.get(key, ())):
+                sub.push(batch)
 
     def close_all(self) -> None:
         """Ends every subscription (used at the end of a drain)."""
-        for subs in self._by_task.values():
-            for sub in subs:
-                sub.close()
+        for index in (self._by_task, self._by_thread):
+            for subs in index.values():
+                for sub in subs:
+                    sub.close()

@@ -83,6 +83,22 @@ async def for_task(conn: aiosqlite.Connection, task_id: str, after: int = 0, lim
     return [Event.from_row(r) for r in rows]
 
 
+async def for_thread(conn: aiosqlite.Connection, thread_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+    """The events of every task of the thread after `after`, in id order."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM events WHERE thread_id = ? AND id > ? ORDER BY id LIMIT ?", (thread_id, after, limit)
+    )
+    return [Event.from_row(r) for r in rows]
+
+
+async def last_run_start(conn: aiosqlite.Connection, thread_id: str) -> int | None:
+    """The id of the thread's latest `run.started` event (where its latest task's log begins)."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT id FROM events WHERE thread_id = ? AND type = 'run.started' ORDER BY id DESC LIMIT 1", (thread_id,)
+    ))
+    return int(rows[0][0]) if rows else None
+
+
 async def last_for_task(conn: aiosqlite.Connection, task_id: str) -> Event | None:
     rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM events WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,)))
     return Event.from_row(rows[0]) if rows else None

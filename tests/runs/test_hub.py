@@ -41,3 +41,19 @@ def test_recent_logs_keep_whole_logs_only():
     logs.add("e", [ev(16, "e")])  # past the total: the oldest ended task goes, live ones stay
     assert logs.after("c", 0) is None and [e.id for e in logs.after("d", 12)] == [13]
     assert [e.id for e in logs.after("e", 0)] == [14, 15, 16] and logs.size == 5
+
+
+def test_thread_subscribers_get_every_task_of_their_thread():
+    hub = EventHub()
+    thread = hub.subscribe_thread("th")
+    task = hub.subscribe_task("a")
+    hub.publish([Event(1, "a", "th", "run.finished", {}, 0), Event(2, "b", "th", "run.started", {}, 0),
+                 Event(3, "c", "other", "run.started", {}, 0)])
+    (batch,) = thread.take()
+    assert [(e.id, e.task_id) for e in batch.events] == [(1, "a"), (2, "b")]
+    assert [e.id for b in task.take() for e in b.events] == [1]
+    hub.close_all()
+    assert thread.closed
+    hub.unsubscribe(thread)
+    hub.unsubscribe(task)
+    assert hub.subscriber_count == 0
