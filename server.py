@@ -32,11 +32,12 @@ from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
-from handlers import accounts, agent_chats, documents, jobs, mcp, native, openapi, page, threads
+from handlers import accounts, agent, agent_chats, agent_v1, documents, jobs, mcp, native, openapi, page, threads, user
 from handlers import base as base_handlers
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
 from runs.manager import RunManager
+from runs.plans import PlanConfig
 from store import Database
 
 VERSION = "0.1.0"
@@ -64,7 +65,7 @@ class Config:
     max_streams_per_user: int = field(default=1000, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
     keepalive_s: float = field(default=15.0, metadata={"help": "seconds between SSE keep-alive comments"})
     idle_timeout: float = field(default=75.0, metadata={"help": "seconds before an idle keep-alive connection is closed"})
-    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles])"})
+    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles], [plans.*], [credits])"})
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
 
 
@@ -177,7 +178,8 @@ class Parley:
         self.agents = AgentRegistry()
         self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
         self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
-        self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms)
+        plans = PlanConfig.from_extra(config.extra, self.agents.tools)  # [plans.*], [credits]: a bad table fails here
+        self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans)
         self.auth: Authenticator | None = None
         self.mcp_tools: McpTools | None = None
         self.accounts: Accounts | None = None
@@ -280,10 +282,13 @@ def make_app(parley: Parley) -> web.Application:
     handlers: list[Any] = [
         *threads.default_handlers,
         *native.default_handlers,
+        *user.default_handlers,
+        *agent.default_handlers,
         *jobs.default_handlers,
         *mcp.default_handlers,
         *documents.default_handlers,
         *agent_chats.default_handlers,
+        *agent_v1.default_handlers,
         *accounts.default_handlers,
         *openapi.default_handlers,
         *page.default_handlers,
@@ -353,12 +358,25 @@ async def serve(cfg: Config) -> int:
     return 0
 
 
+def admin(argv: list[str]) -> int:
+    """The admin CLI (accounts/admin.py) with the server's data directory and plans: `--config`
+    (or PARLEY_CONFIG) is read as the server reads it; the admin's --data-dir wins."""
+    from accounts.admin import admin_main, parser
+
+    config = getattr(parser().parse_args(argv), "config", None)  # usage errors and --help end here
+    try:
+        cfg = parse_config(["--config", str(config)] if config is not None else [])
+        plans = PlanConfig.from_extra(cfg.extra, {*AgentRegistry().tools, "knowledge_search"})
+    except (OSError, ValueError) as exc:  # a missing or bad config file
+        print(f"server.py admin: error: config: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(admin_main(argv, cfg.data_dir, plans=plans))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["admin"]:  # python server.py admin [--data-dir DIR] create-user|reset-password|set-plan|list-users
-        from accounts.admin import admin_main
-
-        return asyncio.run(admin_main(argv[1:], parse_config([]).data_dir))
+    if argv[:1] == ["admin"]:  # python server.py admin [--config F] [--data-dir D] create-user|…|grant-credits|list-users
+        return admin(argv[1:])
     cfg = parse_config(argv)
     setup_logging(cfg)
     return asyncio.run(serve(cfg))

@@ -13,11 +13,14 @@ from tornado import web
 from tornado.routing import PathMatches, Rule
 
 from handlers.accounts import OPENAPI as ACCOUNT_OPERATIONS
+from handlers.agent import OPENAPI as AGENT_OPERATIONS
 from handlers.agent_chats import OPENAPI as AGENT_CHAT_OPERATIONS
+from handlers.agent_v1 import OPENAPI as AGENT_V1_OPERATIONS
 from handlers.base import APIHandler
 from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
 from handlers.mcp import OPENAPI as MCP_OPERATIONS
 from handlers.threads import OPENAPI as THREAD_OPERATIONS
+from handlers.user import OPENAPI as USER_OPERATIONS
 
 _ERR = {"$ref": "#/components/schemas/Error"}
 _JSON = "application/json"
@@ -71,9 +74,12 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "responses": {"200": _r("current task", {"type": "object", "properties": {"task": {"oneOf": [TASK_INFO, {"type": "null"}]}}}), **_errors(401, 403)}}},
     "/messages/{threadId}": {"get": {"summary": "The thread's messages (AI SDK v5 UIMessages), ascending",
         "responses": {"200": _r("messages", {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/UIMessage"}}}}), **_errors(401, 403)}}},
-    "/video/submit/{taskId}": {"post": {"summary": "Retry a media run that failed for insufficient credits (JWT only)",
+    "/video/submit/{taskId}": {"post": {"summary": "Retry a run that failed for insufficient credits once the balance allows (JWT only): "
+                                                   "a new task on the same thread re-running the same user message",
         "security": [{"bearer": []}],
-        "responses": {"200": _r("resubmitted", {"type": "object", "properties": {"success": {"type": "boolean"}}}), **_errors(400, 401, 403, 404)}}},
+        "responses": {"200": _r("resubmitted", {"type": "object", "properties": {"success": {"type": "boolean"}, "taskId": {"type": "string"}}}),
+                      "409": _r("the thread has a live run", {"type": "object", "properties": {"taskId": {"type": "string"}, "reason": {"const": "running"}}}),
+                      **_errors(400, 401, 403, 404, 503)}}},
     "/api/runs": {"post": {"summary": "Submit a job (a run of an agent on a thread)",
         "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": "object", "required": ["workflow_id", "input"], "properties": {
             "workflow_id": {"type": "string"}, "input": {"type": "object", "required": ["message"], "properties": {
@@ -117,8 +123,11 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
 OPERATIONS.update(MCP_OPERATIONS)
 OPERATIONS.update(DOCUMENT_OPERATIONS)
 OPERATIONS.update(AGENT_CHAT_OPERATIONS)
+OPERATIONS.update(AGENT_V1_OPERATIONS)
 OPERATIONS.update(ACCOUNT_OPERATIONS)
 OPERATIONS.update(THREAD_OPERATIONS)
+OPERATIONS.update(USER_OPERATIONS)
+OPERATIONS.update(AGENT_OPERATIONS)
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {

@@ -6,7 +6,7 @@ cached on the event, so a hundred readers of one run share one encoding.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -131,6 +131,208 @@ def _native_frames(events: list[Event]) -> list[bytes]:
     return frames
 
 
+# -- the AI SDK's own framing (SPEC section 5: /agent/streaming, /agent/stream…) ----
+
+AI_SDK_HEADER = ("x-vercel-ai-ui-message-stream", "v1")
+AI_SDK_DONE = b"data: [DONE]\n\n"
+
+
+def ai_sdk_frames(batch: Batch) -> list[bytes]:
+    """`data: {chunk}\\n\\n` per UI message chunk, no `id:` or `event:`; after the terminal
+    event's chunk (`finish`, or `error {errorText}` for a failed or cancelled run), `data: [DONE]`.
+
+    A batch's frames are joined into writes of at most MAX_CHUNKS_PER_FRAME frames,
+    rendered once per batch for every reader of a live commit.
+    """
+    cached = batch.rendered.get("ai-sdk")
+    if cached is None:
+        cached = batch.rendered["ai-sdk"] = _ai_sdk_frames(batch.events)
+    return cast(list[bytes], cached)
+
+
+def _ai_sdk_frames(events: list[Event]) -> list[bytes]:
+    writes: list[bytes] = []
+    frames: list[bytes] = []
+    for ev in events:
+        chunk = ui_chunk_json(ev)
+        if chunk:
+            frames.append(b"data: " + chunk + b"\n\n")
+        if ev.terminal:
+            frames.append(AI_SDK_DONE)
+        if len(frames) >= MAX_CHUNKS_PER_FRAME:
+            writes.append(b"".join(frames))
+            frames.clear()
+    if frames:
+        writes.append(b"".join(frames))
+    return writes
+
+
+# -- seed 002 events (/api/v1/agent/runs/:threadId/events) ----------------------------
+
+def agent_event_frames(batch: Batch, run_ids: Mapping[str, str]) -> list[bytes]:
+    """One frame per event: `id:`, `event:` its canonical type, and `data: {"type", "taskId",
+    "threadId", "runId", "data"}` (`runId` from `run_ids`, the task's id when it has none).
+
+    A batch's frames are joined into writes of at most MAX_CHUNKS_PER_FRAME frames,
+    rendered once per batch for every reader of a live commit.
+    """
+    cached = batch.rendered.get("agent-v1")
+    if cached is None:
+        cached = batch.rendered["agent-v1"] = _agent_event_frames(batch.events, run_ids)
+    return cast(list[bytes], cached)
+
+
+def _agent_event_frames(events: list[Event], run_ids: Mapping[str, str]) -> list[bytes]:
+    writes: list[bytes] = []
+    frames: list[bytes] = []
+    for ev in events:
+        head = encode({"type": ev.type, "taskId": ev.task_id, "threadId": ev.thread_id,
+                       "runId": run_ids.get(ev.task_id, ev.task_id)})
+        # The stored payload is spliced in as it is: compact JSON, never re-encoded.
+        frames.append(b"id: %d\nevent: %s\ndata: %s,\"data\":%s}\n\n"
+                      % (ev.id, ev.type.encode(), head[:-1], ev.data_text.encode()))
+        if len(frames) >= MAX_CHUNKS_PER_FRAME:
+            writes.append(b"".join(frames))
+            frames.clear()
+    if frames:
+        writes.append(b"".join(frames))
+    return writes
+
+
+# -- AG-UI (POST /api/v1/agent/ag-ui) -------------------------------------------------
+
+_AG_UI_CUSTOM = {"job.parked": "parked", "job.signal": "signal", "ui": "ui", "file": "file"}
+
+
+def ag_ui_tool_result_id(tool_call_id: str) -> str:
+    """The id of the tool message that a TOOL_CALL_RESULT mints (AG-UI gives results their own message)."""
+    return f"{tool_call_id}-result"
+
+
+class AgUiRun:
+    """Renders one task's canonical events as AG-UI events, in `data: {json}` frames only.
+
+    The real `@ag-ui/client` (1.x) verifies the sequence: every START before its
+    CONTENT/END, no step started twice, and nothing open at RUN_FINISHED.  The log
+    can leave a step open (a park ends the run inside its step; the resumed run
+    opens new ones), so this keeps what is open and closes it where AG-UI needs it.
+    Every text part of the run streams into the one assistant message (the id that
+    `/messages` holds), and tool calls hang off that message; so the client's
+    assembled messages are the server's, message for message.  No field is null.
+    """
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.message_id = ""
+        self._text: str | None = None  # the open text part
+        self._reasoning: set[str] = set()
+        self._tools: dict[str, bool] = {}  # open tool calls: whether arguments were sent
+        self._steps: list[str] = []
+
+    def frames(self, batch: Batch) -> list[bytes]:
+        out = [b"data: " + encode(e) + b"\n\n" for ev in batch.events for e in self.events(ev)]
+        return [b"".join(out[i:i + MAX_CHUNKS_PER_FRAME]) for i in range(0, len(out), MAX_CHUNKS_PER_FRAME)]
+
+    def events(self, ev: Event) -> list[dict[str, Any]]:
+        d, t = ev.data, ev.type
+        out: list[dict[str, Any]] = []
+        if t == "run.started":
+            self.message_id = d.get("messageId") or ev.task_id
+            out.append({"type": "RUN_STARTED", "threadId": self.thread_id, "runId": self.run_id})
+        elif t == "step.started":
+            node = str(d.get("node") or "step")
+            if node in self._steps:  # reopened (a resumed run): AG-UI refuses a step started twice
+                self._steps.remove(node)
+                out.append({"type": "STEP_FINISHED", "stepName": node})
+            self._steps.append(node)
+            out.append({"type": "STEP_STARTED", "stepName": node})
+        elif t == "step.finished":
+            node = str(d.get("node") or "step")
+            if node in self._steps:
+                self._steps.remove(node)
+                out.append({"type": "STEP_FINISHED", "stepName": node})
+        elif t == "text.start":
+            out += self._end_text()
+            self._text = d["partId"]
+            out.append({"type": "TEXT_MESSAGE_START", "messageId": self.message_id, "role": "assistant"})
+        elif t == "text.delta":
+            if d["partId"] == self._text and d["delta"]:
+                out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": self.message_id, "delta": d["delta"]})
+        elif t == "text.end":
+            if d["partId"] == self._text:
+                out += self._end_text()
+        elif t == "reasoning.start":
+            self._reasoning.add(d["partId"])
+            out += [{"type": "REASONING_START", "messageId": d["partId"]},
+                    {"type": "REASONING_MESSAGE_START", "messageId": d["partId"], "role": "reasoning"}]
+        elif t == "reasoning.delta":
+            if d["partId"] in self._reasoning and d["delta"]:
+                out.append({"type": "REASONING_MESSAGE_CONTENT", "messageId": d["partId"], "delta": d["delta"]})
+        elif t == "reasoning.end":
+            if d["partId"] in self._reasoning:
+                out += self._end_reasoning(d["partId"])
+        elif t == "tool.call.start":
+            out += self._start_tool(d["toolCallId"], d["toolName"])
+        elif t == "tool.call.args":
+            if d["toolCallId"] in self._tools and d["delta"]:
+                self._tools[d["toolCallId"]] = True
+                out.append({"type": "TOOL_CALL_ARGS", "toolCallId": d["toolCallId"], "delta": d["delta"]})
+        elif t == "tool.call.end":
+            call_id = d["toolCallId"]
+            if call_id not in self._tools:  # announced whole, without a start
+                out += self._start_tool(call_id, d["toolName"])
+            out += self._end_tool(call_id, d.get("input"))
+        elif t in ("tool.result", "tool.error"):
+            call_id = d["toolCallId"]
+            if call_id in self._tools:
+                out += self._end_tool(call_id, None)
+            content = encode(d.get("output")).decode() if t == "tool.result" else str(d.get("error") or "error")
+            out.append({"type": "TOOL_CALL_RESULT", "messageId": ag_ui_tool_result_id(call_id),
+                        "toolCallId": call_id, "content": content, "role": "tool"})
+        elif t in _AG_UI_CUSTOM:
+            out.append({"type": "CUSTOM", "name": _AG_UI_CUSTOM[t], "value": d})
+        elif t == "run.finished":
+            out += self._end_text()
+            for part_id in sorted(self._reasoning):
+                out += self._end_reasoning(part_id)
+            for call_id in list(self._tools):
+                out += self._end_tool(call_id, None)
+            out += [{"type": "STEP_FINISHED", "stepName": node} for node in reversed(self._steps)]
+            self._steps.clear()
+            out.append({"type": "RUN_FINISHED", "threadId": self.thread_id, "runId": self.run_id})
+        elif t == "run.error":
+            error: dict[str, Any] = {"type": "RUN_ERROR", "message": error_text(ev)}
+            if d.get("reason"):
+                error["code"] = str(d["reason"])
+            out.append(error)
+        return out
+
+    def _end_text(self) -> list[dict[str, Any]]:
+        if self._text is None:
+            return []
+        self._text = None
+        return [{"type": "TEXT_MESSAGE_END", "messageId": self.message_id}]
+
+    def _end_reasoning(self, part_id: str) -> list[dict[str, Any]]:
+        self._reasoning.discard(part_id)
+        return [{"type": "REASONING_MESSAGE_END", "messageId": part_id}, {"type": "REASONING_END", "messageId": part_id}]
+
+    def _start_tool(self, call_id: str, name: str) -> list[dict[str, Any]]:
+        self._tools[call_id] = False
+        start = {"type": "TOOL_CALL_START", "toolCallId": call_id, "toolCallName": name}
+        if self.message_id:
+            start["parentMessageId"] = self.message_id
+        return [start]
+
+    def _end_tool(self, call_id: str, args: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if not self._tools.pop(call_id, True) and args is not None:  # no arguments streamed: send them whole
+            out.append({"type": "TOOL_CALL_ARGS", "toolCallId": call_id, "delta": encode(args).decode()})
+        out.append({"type": "TOOL_CALL_END", "toolCallId": call_id})
+        return out
+
+
 # -- following the log --------------------------------------------------------
 
 async def follow_task(
@@ -190,6 +392,86 @@ async def follow_task(
             if sub.closed:  # only after everything already queued was handed out
                 return
             if not await sub.wait(keepalive_s):
+                yield None
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def follow_thread(
+    runs: RunManager,
+    hub: EventHub,
+    thread_id: str,
+    cursor: int,
+    *,
+    active: bool,
+    idle_limit_s: float,
+    keepalive_s: float,
+    on_subscribed: Callable[[Any], None] | None = None,
+) -> AsyncIterator[Batch | None]:
+    """Yield the events of every task of the thread after `cursor`: the log first, then live commits.
+
+    Subscribes before reading the log and drops ids already yielded (as
+    `follow_task`).  `active` says whether a task of the thread is pending or
+    running now (read before this is called; events read after it correct it).
+    A parked task waits for a person and counts as idle.  Ends once the thread
+    has been idle for `idle_limit_s` seconds, or when the subscription is closed
+    and everything queued is out; yields None when `keepalive_s` passes without events.
+    """
+    loop = asyncio.get_running_loop()
+    idle_since: float | None = None if active else loop.time()
+    sub = hub.subscribe_thread(thread_id)
+    if on_subscribed is not None:
+        on_subscribed(sub)
+
+    def note(batch: Batch) -> None:
+        nonlocal idle_since
+        for ev in batch.events:
+            if ev.type in ("run.started", "job.signal"):
+                idle_since = None
+            elif ev.terminal or ev.type == "job.parked":
+                idle_since = loop.time()
+
+    try:
+        replaying = True
+        while True:
+            if replaying:
+                page = await runs.thread_events_after(thread_id, cursor, REPLAY_PAGE)
+                if page:
+                    cursor = page[-1].id
+                    batch = Batch(page)
+                    note(batch)
+                    yield batch
+                    continue
+                replaying = False
+            if sub.lagged:  # fell behind: its queue was dropped, catch up from the log
+                sub.lagged = False
+                sub.take()
+                replaying = True
+                continue
+            batches = sub.take()
+            for batch in batches:
+                if batch.first_id <= cursor:
+                    fresh = [e for e in batch.events if e.id > cursor]
+                    if not fresh:
+                        continue
+                    batch = Batch(fresh)
+                cursor = batch.last.id
+                note(batch)
+                yield batch
+            if batches:
+                del batch, batches  # an idle stream keeps no events alive
+                continue
+            if sub.closed:
+                return
+            wait = keepalive_s
+            if idle_since is not None:
+                left = idle_since + idle_limit_s - loop.time()
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            if not await sub.wait(wait):
+                if idle_since is not None and loop.time() >= idle_since + idle_limit_s:
+                    return
                 yield None
     finally:
         hub.unsubscribe(sub)

@@ -8,6 +8,8 @@ import aiosqlite
 from store.db import WriteTx, dumps, loads, now_ms
 from store.errors import NotFound
 
+DAY_MS = 86_400_000
+
 
 def next_seq(tx: WriteTx, thread_id: str) -> int:
     row = tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE thread_id = ?", (thread_id,))
@@ -78,3 +80,49 @@ async def get(conn: aiosqlite.Connection, thread_id: str, message_id: str) -> di
         (thread_id, message_id),
     ))
     return _ui(rows[0]) if rows else None
+
+
+async def last_for_threads(conn: aiosqlite.Connection, thread_ids: list[str], per_thread: int) -> dict[str, list[dict[str, Any]]]:
+    """The last `per_thread` live messages of each thread as UIMessages, ascending (threads without any are absent)."""
+    if not thread_ids:
+        return {}
+    marks = ", ".join("?" for _ in thread_ids)
+    rows = await conn.execute_fetchall(
+        "SELECT id, role, parts, metadata, created_at, task_id, thread_id FROM ("
+        "  SELECT *, ROW_NUMBER() OVER (PARTITION BY thread_id ORDER BY seq DESC) AS n FROM messages"
+        f"  WHERE thread_id IN ({marks}) AND superseded = 0"
+        ") WHERE n <= ? ORDER BY thread_id, seq",
+        (*thread_ids, per_thread),
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(row[6], []).append(_ui(row))
+    return out
+
+
+async def day_before(
+    conn: aiosqlite.Connection, thread_id: str, before_ms: int | None
+) -> tuple[int | None, list[dict[str, Any]], bool]:
+    """One day of the thread's live messages: the last UTC day with messages before `before_ms`
+    (the latest day when None).  Returns the day's start (epoch ms, None when there is no such
+    day), its messages ascending as `{id, seq, role, parts, createdAt}`, and whether older
+    days have messages."""
+    bound = before_ms if before_ms is not None else 2**62
+    rows = list(await conn.execute_fetchall(
+        "SELECT MAX(created_at) FROM messages WHERE thread_id = ? AND superseded = 0 AND created_at < ?",
+        (thread_id, bound),
+    ))
+    last = rows[0][0] if rows else None
+    if last is None:
+        return None, [], False
+    start = int(last) - int(last) % DAY_MS
+    day_rows = await conn.execute_fetchall(
+        "SELECT id, seq, role, parts, created_at FROM messages"
+        " WHERE thread_id = ? AND superseded = 0 AND created_at >= ? AND created_at < ? ORDER BY seq",
+        (thread_id, start, min(start + DAY_MS, bound)),
+    )
+    messages = [{"id": r[0], "seq": r[1], "role": r[2], "parts": loads(r[3]), "createdAt": r[4]} for r in day_rows]
+    older = list(await conn.execute_fetchall(
+        "SELECT 1 FROM messages WHERE thread_id = ? AND superseded = 0 AND created_at < ? LIMIT 1", (thread_id, start)
+    ))
+    return start, messages, bool(older)
