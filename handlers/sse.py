@@ -335,6 +335,14 @@ class AgUiRun:
 
 # -- following the log --------------------------------------------------------
 
+def unseen(batch: Batch, cursor: int) -> Batch | None:
+    """The part of a live batch after `cursor` (the log replay may already have yielded the rest)."""
+    if batch.first_id > cursor:
+        return batch
+    fresh = [e for e in batch.events if e.id > cursor]
+    return Batch(fresh) if fresh else None
+
+
 async def follow_task(
     runs: RunManager,
     hub: EventHub,
@@ -375,19 +383,16 @@ async def follow_task(
                 replaying = True
                 continue
             batches = sub.take()
-            for batch in batches:
-                if batch.first_id <= cursor:
-                    fresh = [e for e in batch.events if e.id > cursor]
-                    if not fresh:
-                        continue
-                    batch = Batch(fresh)
+            for queued in batches:
+                if (batch := unseen(queued, cursor)) is None:
+                    continue
                 cursor = batch.last.id
                 done = batch.last.terminal
                 yield batch
                 if done:
                     return
             if batches:
-                del batch, batches  # an idle stream keeps no events alive
+                del batch, queued, batches  # an idle stream keeps no events alive
                 continue
             if sub.closed:  # only after everything already queued was handed out
                 return
@@ -449,17 +454,14 @@ async def follow_thread(
                 replaying = True
                 continue
             batches = sub.take()
-            for batch in batches:
-                if batch.first_id <= cursor:
-                    fresh = [e for e in batch.events if e.id > cursor]
-                    if not fresh:
-                        continue
-                    batch = Batch(fresh)
+            for queued in batches:
+                if (batch := unseen(queued, cursor)) is None:
+                    continue
                 cursor = batch.last.id
                 note(batch)
                 yield batch
             if batches:
-                del batch, batches  # an idle stream keeps no events alive
+                del batch, queued, batches  # an idle stream keeps no events alive
                 continue
             if sub.closed:
                 return
