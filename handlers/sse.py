@@ -443,9 +443,9 @@ async def follow_thread(
                 page = await runs.thread_events_after(thread_id, cursor, REPLAY_PAGE)
                 if page:
                     cursor = page[-1].id
-                    batch = Batch(page)
-                    note(batch)
-                    yield batch
+                    logged = Batch(page)
+                    note(logged)
+                    yield logged
                     continue
                 replaying = False
             if sub.lagged:  # fell behind: its queue was dropped, catch up from the log
