@@ -9,24 +9,20 @@ is kept as data_dir/documents/<server-made uuid>.
 """
 from __future__ import annotations
 
-import os
 import uuid
-from pathlib import Path
 from typing import Any
 
-from tornado import httputil
 from tornado.ioloop import IOLoop
 
 from agents import knowledge
 from handlers.errors import ApiError
 from handlers.jobs import JobsHandler
 from handlers.sse import iso_ms
+from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename, store_file
 from store import documents as documents_sql
 from store.db import Database
 
-MAX_UPLOAD = 5 * 1024 * 1024  # the whole request body; 5 MiB + 1 byte -> 413
 MAX_KNOWLEDGE_ID = 128
-MAX_FILENAME = 255
 
 
 def check_knowledge_id(value: Any, required: bool = True) -> str | None:
@@ -38,32 +34,12 @@ def check_knowledge_id(value: Any, required: bool = True) -> str | None:
     return value
 
 
-def clean_filename(name: str | None) -> str:
-    """The client's file name for display only: its last path component, printable, bounded."""
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if ch.isprintable()).strip()
-    if len(base) > MAX_FILENAME:
-        stem, ext = os.path.splitext(base)
-        base = stem[: MAX_FILENAME - len(ext[:16])] + ext[:16]
-    return base or "document"
-
-
 def public(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": doc["id"], "knowledge_id": doc["knowledge_id"], "filename": doc["filename"],
         "media_type": doc["media_type"], "size": doc["size"], "chunks": doc["chunks"],
         "created_at": iso_ms(doc["created_at"]),
     }
-
-
-def _store_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _extract(media_type: str, data: bytes) -> list[str]:
@@ -75,44 +51,22 @@ class DocumentsHandler(JobsHandler):
     def db(self) -> Database:
         return self.runs.db
 
-    @property
-    def data_dir(self) -> Path:
-        configured = self.settings.get("data_dir")
-        return Path(configured) if configured is not None else self.db.path.parent
 
-
-class UploadHandler(DocumentsHandler):
+class UploadHandler(DocumentsHandler, MultipartHandler):
     max_body = MAX_UPLOAD
 
     async def post(self) -> None:
         """multipart/form-data {file, knowledge_id} -> 201 {id, knowledge_id, filename, media_type, size, chunks, created_at}."""
-        if self._finished:
-            return
-        if self._too_large:
-            raise self._payload_too_large()
-        body, self._body = bytes(self._body), bytearray()
-        ctype = self.request.headers.get("Content-Type", "")
-        if not ctype.lower().startswith("multipart/form-data"):
-            raise ApiError(422, "the body must be multipart/form-data with the fields file and knowledge_id",
-                           "VALIDATION_ERROR")
-        arguments: dict[str, list[bytes]] = {}
-        files: dict[str, list[httputil.HTTPFile]] = {}
+        form = self.multipart_body("the fields file and knowledge_id", code="VALIDATION_ERROR")
         try:
-            httputil.parse_body_arguments(ctype, body, arguments, files, self.request.headers)
-        except httputil.HTTPInputError as exc:
-            raise ApiError(400, f"invalid multipart body: {exc}", "BAD_REQUEST") from None
-        del body
-        raw_kid = arguments.get("knowledge_id", [None])[0]
-        try:
-            kid_value = raw_kid.decode("utf-8") if raw_kid is not None else self.get_query_argument("knowledge_id", None)
-        except UnicodeDecodeError:
+            kid_value = form.text("knowledge_id")
+        except ApiError:
             kid_value = ""
+        if kid_value is None:
+            kid_value = self.get_query_argument("knowledge_id", None)
         knowledge_id = check_knowledge_id(kid_value)
         assert knowledge_id is not None
-        uploads = files.get("file") or []
-        if len(uploads) != 1:
-            raise ApiError(422, "exactly one file is required in the field `file`", "VALIDATION_ERROR", field="file")
-        upload = uploads[0]
+        upload = form.one_file("file", code="VALIDATION_ERROR")
         data = upload.body
         filename = clean_filename(upload.filename)
         if len(data) > MAX_UPLOAD:  # cannot happen under max_body; kept for a larger max_body
@@ -126,7 +80,7 @@ class UploadHandler(DocumentsHandler):
             raise ApiError(422, "the document holds no text", "VALIDATION_ERROR")
         doc_id = str(uuid.uuid4())
         path = self.data_dir / "documents" / doc_id
-        await IOLoop.current().run_in_executor(None, _store_file, path, data)
+        await IOLoop.current().run_in_executor(None, store_file, path, data)
         doc = {"id": doc_id, "user_id": self.user_id, "knowledge_id": knowledge_id, "filename": filename,
                "media_type": media_type, "size": len(data)}
         try:
