@@ -32,7 +32,22 @@ from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
 from auth.keys import SigningKey, load_or_create_secret
-from handlers import accounts, agent, agent_chats, agent_v1, documents, jobs, mcp, native, openapi, page, threads, user
+from auth.signed_urls import UrlSigner
+from handlers import (
+    accounts,
+    agent,
+    agent_chats,
+    agent_v1,
+    attachments,
+    documents,
+    jobs,
+    mcp,
+    native,
+    openapi,
+    page,
+    threads,
+    user,
+)
 from handlers import base as base_handlers
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
@@ -65,7 +80,7 @@ class Config:
     max_streams_per_user: int = field(default=1000, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
     keepalive_s: float = field(default=15.0, metadata={"help": "seconds between SSE keep-alive comments"})
     idle_timeout: float = field(default=75.0, metadata={"help": "seconds before an idle keep-alive connection is closed"})
-    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles], [plans.*], [credits])"})
+    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles], [transcribe], [plans.*], [credits])"})
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
 
 
@@ -115,7 +130,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             if name in _FIELDS and name != "config":
                 values[name] = value
             else:
-                cfg.extra[key] = value  # tables: [llm.*], [[agents]], [[mcp_servers]], [titles]
+                cfg.extra[key] = value  # tables: [llm.*], [[agents]], [[mcp_servers]], [titles], [transcribe]
     for name in _FIELDS:
         env_value = environ.get("PARLEY_" + name.upper())
         if env_value is not None:
@@ -181,6 +196,7 @@ class Parley:
         plans = PlanConfig.from_extra(config.extra, self.agents.tools)  # [plans.*], [credits]: a bad table fails here
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans)
         self.auth: Authenticator | None = None
+        self.url_signer: UrlSigner | None = None
         self.mcp_tools: McpTools | None = None
         self.accounts: Accounts | None = None
         self.app: web.Application | None = None
@@ -195,6 +211,7 @@ class Parley:
         keys = self.data_dir / "keys"
         signing = SigningKey.load_or_create(keys / "signing-key.pem")
         secret = load_or_create_secret(keys / "stream-token.secret")
+        self.url_signer = UrlSigner(load_or_create_secret(keys / "attachment-url.secret"))
         self.auth = Authenticator(
             signing,
             secret,
@@ -289,6 +306,7 @@ def make_app(parley: Parley) -> web.Application:
         *documents.default_handlers,
         *agent_chats.default_handlers,
         *agent_v1.default_handlers,
+        *attachments.default_handlers,
         *accounts.default_handlers,
         *openapi.default_handlers,
         *page.default_handlers,
@@ -306,6 +324,8 @@ def make_app(parley: Parley) -> web.Application:
         data_dir=parley.data_dir,
         accounts=parley.accounts,
         job_limits=jobs.job_limits(),
+        url_signer=parley.url_signer,
+        transcribe_limit=attachments.transcribe_limit(),
         keepalive_s=cfg.keepalive_s,
         log_function=RequestLog(cfg.log_format),
         compress_response=False,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import demo, react, titles
+from agents import transcribe as transcription
 from agents.context import RunContext
 from agents.llm import ChatModel, LLMConfig, LLMProvider
 from agents.replay import RecordedProvider, Recording
@@ -54,6 +55,7 @@ class AgentRegistry:
         self.tools: dict[str, Tool] = dict(BUILTIN_TOOLS)
         self.providers: dict[str, LLMProvider] = {}
         self.titles_llm: str | None = None  # `[titles] llm`: the provider that names threads
+        self.transcription: transcription.TranscribeConfig | None = None  # `[transcribe]` (agents/transcribe.py)
 
     def get(self, agent_id: str) -> AgentDef | None:
         return self._agents.get(agent_id)
@@ -81,8 +83,9 @@ class AgentRegistry:
         return {name: self.tools[name] for name in agent.tools if name in self.tools}
 
     def configure(self, extra: dict[str, Any]) -> None:
-        """Read the config file's `[llm.NAME]` tables into providers, its `[[agents]]` into agents
-        and its `[titles]` table (agents/titles.py) into the provider that names threads.
+        """Read the config file's `[llm.NAME]` tables into providers, its `[[agents]]` into agents,
+        its `[titles]` table (agents/titles.py) into the provider that names threads, and its
+        `[transcribe]` table (agents/transcribe.py) into the speech-to-text backend.
 
         Raises ValueError naming the table at fault (e.g. an agent whose `llm` names no provider).
         Configuring again replaces providers and agents of the same names.
@@ -103,9 +106,12 @@ class AgentRegistry:
         if dupes:
             raise ValueError(f"[[agents]]: id {dupes[0]!r} is defined more than once")
         titles_llm = titles.configured_llm(extra, set(known))
+        transcribe = transcription.configured(extra, set(known))
         self.providers.update(providers)
         if titles_llm is not None:
             self.titles_llm = titles_llm
+        if transcribe is not None:
+            self.transcription = transcribe
         for agent in agents:
             self.add(agent)
 

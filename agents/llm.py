@@ -160,6 +160,11 @@ class LLMProvider:
             raise AgentError("llm_config", f"LLM provider {self.name!r}: the environment variable {env} (api_key_env) is not set")
         return key
 
+    def client(self) -> openai.AsyncOpenAI:
+        """The official client of this provider on the running event loop (AgentError `llm_config`
+        when its key variable is unset), for endpoints other than chat completions."""
+        return self._client_for_loop()
+
     def _client_for_loop(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         key = self._api_key()  # read per call: a changed variable takes effect without a restart

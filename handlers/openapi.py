@@ -16,6 +16,7 @@ from handlers.accounts import OPENAPI as ACCOUNT_OPERATIONS
 from handlers.agent import OPENAPI as AGENT_OPERATIONS
 from handlers.agent_chats import OPENAPI as AGENT_CHAT_OPERATIONS
 from handlers.agent_v1 import OPENAPI as AGENT_V1_OPERATIONS
+from handlers.attachments import OPENAPI as ATTACHMENT_OPERATIONS
 from handlers.base import APIHandler
 from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
 from handlers.mcp import OPENAPI as MCP_OPERATIONS
@@ -124,6 +125,7 @@ OPERATIONS.update(MCP_OPERATIONS)
 OPERATIONS.update(DOCUMENT_OPERATIONS)
 OPERATIONS.update(AGENT_CHAT_OPERATIONS)
 OPERATIONS.update(AGENT_V1_OPERATIONS)
+OPERATIONS.update(ATTACHMENT_OPERATIONS)
 OPERATIONS.update(ACCOUNT_OPERATIONS)
 OPERATIONS.update(THREAD_OPERATIONS)
 OPERATIONS.update(USER_OPERATIONS)

@@ -12,6 +12,10 @@ recorded (`requests`: the JSON bodies, `headers`) so that tests can check
 what the model was sent.  Modes: text, tool calls whose arguments come in
 fragments, a malformed chunk, a connection dropped mid-stream, an HTTP
 error, a slow server.
+
+It also answers `POST /v1/audio/transcriptions` (multipart: `file`, `model`,
+…) with the next scripted `Transcript` from `transcripts`, recording each
+request in `audio_requests` (`AudioRequest`: headers, form fields, the file).
 """
 from __future__ import annotations
 
@@ -45,6 +49,28 @@ class Reply:
     stall_after: int | None = None  # send this many chunks, then hang (until the server stops)
     drop_after: int | None = None  # send this many chunks, then cut the TCP connection
     done: bool = True  # end with `data: [DONE]`
+
+
+@dataclass
+class Transcript:
+    """One scripted answer of the transcription endpoint: `{"text", "language"?}` or an HTTP error."""
+
+    text: str = ""
+    language: str | None = None
+    status: int = 200
+    error_body: dict[str, Any] | None = None
+    delay_s: float = 0.0  # before the response headers
+
+
+@dataclass
+class AudioRequest:
+    """What the transcription endpoint was sent."""
+
+    headers: dict[str, str]
+    fields: dict[str, str]
+    filename: str
+    file_content_type: str
+    file: bytes
 
 
 def _choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -111,6 +137,8 @@ class FakeOpenAI:
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.transcripts: deque[Transcript] = deque()
+        self.audio_requests: list[AudioRequest] = []
         self.port = 0
         self.stopping = asyncio.Event()
         self._server: HTTPServer | None = None
@@ -125,7 +153,10 @@ class FakeOpenAI:
     def start(self) -> None:
         sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
         self.port = sockets[0].getsockname()[1]
-        app = web.Application([(r"/v1/chat/completions", _Completions, {"fake": self})], log_function=lambda h: None)
+        app = web.Application([
+            (r"/v1/chat/completions", _Completions, {"fake": self}),
+            (r"/v1/audio/transcriptions", _Transcriptions, {"fake": self}),
+        ], log_function=lambda h: None)
         self._server = HTTPServer(app)
         self._server.add_sockets(sockets)
 
@@ -202,6 +233,40 @@ class _Completions(web.RequestHandler):
         except StreamClosedError:
             pass
         stream.close()
+
+
+class _Transcriptions(web.RequestHandler):
+    def initialize(self, fake: FakeOpenAI) -> None:
+        self.fake = fake
+
+    async def post(self) -> None:
+        fake = self.fake
+        files = self.request.files.get("file") or []
+        upload = files[0] if files else None
+        fake.audio_requests.append(AudioRequest(
+            headers=dict(self.request.headers),
+            fields={k: v[0].decode() for k, v in self.request.body_arguments.items()},
+            filename=upload.filename if upload else "",
+            file_content_type=upload.content_type if upload else "",
+            file=upload.body if upload else b"",
+        ))
+        if not fake.transcripts:
+            self.set_status(500)
+            self.finish({"error": {"message": "fake server: no scripted transcript left", "type": "test"}})
+            return
+        reply = fake.transcripts.popleft()
+        if reply.delay_s:
+            await fake.pause(reply.delay_s)
+            if fake.stopping.is_set():
+                return
+        if reply.status != 200:
+            self.set_status(reply.status)
+            self.finish(reply.error_body or {"error": {"message": "error"}})
+            return
+        answer: dict[str, Any] = {"text": reply.text}
+        if reply.language is not None:
+            answer["language"] = reply.language
+        self.finish(answer)
 
 
 def _frame(body: dict[str, Any], chunk: Any) -> bytes:

@@ -1,0 +1,102 @@
+"""Speech to text through an OpenAI-compatible transcription endpoint: the `[transcribe]` table.
+
+    [transcribe]
+    llm = "local"          # an [llm.NAME] provider whose base_url also serves POST /audio/transcriptions
+    model = "whisper-1"    # the default
+    language = "en"        # optional: an ISO-639-1 hint sent with every request
+    timeout_s = 120        # a whole request, however the provider's own timeouts are set (default 120)
+
+Without the table nothing is ever sent anywhere (the route answers 501).  The
+call goes through the official `openai` client (`audio.transcriptions.create`)
+of the named provider, so its key, base URL and connection timeouts apply.
+Every way it can fail raises `AgentError` with agents/llm.py's reasons.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from agents.context import AgentError
+from agents.llm import LLMProvider, _cause, _short, _status_message
+
+DEFAULT_MODEL = "whisper-1"
+DEFAULT_TIMEOUT_S = 120.0
+HOW_TO = ('no transcription backend is configured: add [transcribe] llm = "NAME" (an [llm.NAME] provider whose '
+          'base_url serves the OpenAI-compatible POST /audio/transcriptions) and model = "whisper-1" to the config file')
+
+
+@dataclass(frozen=True)
+class TranscribeConfig:
+    llm: str
+    model: str = DEFAULT_MODEL
+    language: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str | None
+
+
+def configured(extra: dict[str, Any], providers: set[str]) -> TranscribeConfig | None:
+    """The config file's `[transcribe]` table, or None without one.
+
+    Raises ValueError naming what is wrong (not a table, unknown key, no such provider, bad value).
+    """
+    if "transcribe" not in extra:
+        return None
+    table = extra["transcribe"]
+    if not isinstance(table, dict):
+        raise ValueError('[transcribe] must be a table, e.g. [transcribe] llm = "local"')
+    known = {"llm", "model", "language", "timeout_s"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"[transcribe]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    llm = table.get("llm")
+    if not isinstance(llm, str) or not llm:
+        raise ValueError("[transcribe]: llm must name an [llm.NAME] provider")
+    if llm not in providers:
+        names = ", ".join(sorted(providers)) or "none"
+        raise ValueError(f"[transcribe]: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {names})")
+    model = table.get("model", DEFAULT_MODEL)
+    if not isinstance(model, str) or not model:
+        raise ValueError("[transcribe]: model must be a non-empty string, e.g. \"whisper-1\"")
+    language = table.get("language")
+    if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 16):
+        raise ValueError("[transcribe]: language must be a language code such as \"en\"")
+    timeout_s = table.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
+        raise ValueError("[transcribe]: timeout_s must be a number of seconds > 0")
+    return TranscribeConfig(llm, model, language, float(timeout_s))
+
+
+async def transcribe(provider: LLMProvider, config: TranscribeConfig, wav: bytes) -> Transcript:
+    """The text of a WAV recording, from the provider's transcription endpoint (AgentError on failure)."""
+    client = provider.client()
+    where = f"The transcription backend {provider.name!r}"
+    try:
+        async with asyncio.timeout(config.timeout_s):
+            result = await client.audio.transcriptions.create(
+                file=("audio.wav", wav, "audio/wav"),  # a server-made name: the client's never leaves
+                model=config.model,
+                language=config.language if config.language is not None else openai.omit,
+            )
+    except (TimeoutError, openai.APITimeoutError):
+        raise AgentError("llm_timeout", f"{where} did not answer in time (timeout_s={config.timeout_s:g})") from None
+    except openai.APIConnectionError as exc:
+        raise AgentError("llm_unavailable", f"{where} at {provider.config.base_url} cannot be reached: {_cause(exc)}") from None
+    except openai.APIStatusError as exc:
+        raise AgentError("llm_http_error", f"{where} answered HTTP {exc.status_code}: {_short(_status_message(exc))}") from None
+    except openai.OpenAIError as exc:  # e.g. a body that is not a transcription
+        raise AgentError("llm_bad_response", f"{where} failed: {_short(str(exc))}") from None
+    except (ValueError, TypeError) as exc:  # a body that is not JSON
+        raise AgentError("llm_bad_response", f"{where} sent a malformed answer: {_short(f'{type(exc).__name__}: {exc}')}") from None
+    text = result if isinstance(result, str) else getattr(result, "text", None)
+    if not isinstance(text, str):
+        raise AgentError("llm_bad_response", f"{where} answered without a text")
+    language = getattr(result, "language", None)
+    return Transcript(text.strip(), language if isinstance(language, str) and language else None)
