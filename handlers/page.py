@@ -7,9 +7,10 @@ from tornado import web
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
-# The page talks only to its own origin and never runs inline code; images may be
-# data: URLs (generated images) or links a tool returned.
-CSP = ("default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; script-src 'self'; "
+# The page talks only to its own origin and never runs inline code; images, audio and
+# video may be data: URLs (generated media) or links a tool returned.
+CSP = ("default-src 'self'; img-src 'self' data: https: http:; media-src 'self' data: https: http:; "
+       "style-src 'self'; script-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 

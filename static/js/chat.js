@@ -66,7 +66,7 @@ function pretty(value) {
   try { return JSON.stringify(value, shorten, 2); } catch { return String(value); }
 }
 
-const IMAGE_URL = /^(data:image\/(png|jpeg|gif|webp);base64,|https?:\/\/|\/)/i;
+const MEDIA_URL = /^(data:(image\/(png|apng|jpeg|gif|webp)|audio\/(wav|mpeg|ogg)|video\/(mp4|webm));base64,|https?:\/\/|\/)/i;
 
 /** The signals a message answered: correlation key -> payload (from data-signal parts). */
 function answers(parts) {
@@ -207,12 +207,18 @@ function signature(part, answered) {
 function fileNode(part) {
   const media = String(part.mediaType || "");
   const url = String(part.url || "");
-  if (media.startsWith("image/") && IMAGE_URL.test(url)) {
-    const img = el("img", "inline-image");
-    img.src = url;
-    img.alt = "image from the run";
-    img.loading = "lazy";
-    return el("figure", "file", img);
+  const kind = media.split("/")[0];
+  if (["image", "audio", "video"].includes(kind) && MEDIA_URL.test(url)) {
+    const node = el(kind === "image" ? "img" : kind, `inline-${kind}`);
+    node.src = url;
+    if (kind === "image") {
+      node.alt = "image from the run";
+      node.loading = "lazy";
+    } else {
+      node.controls = true;
+      node.preload = "metadata";
+    }
+    return el("figure", "file", node);
   }
   if (/^https?:\/\//i.test(url) || url.startsWith("/")) {
     const a = el("a", "file-link", `File (${media || "unknown type"})`);
