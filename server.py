@@ -42,6 +42,7 @@ from handlers import (
     documents,
     jobs,
     mcp,
+    media,
     native,
     openapi,
     page,
@@ -299,6 +300,7 @@ def make_app(parley: Parley) -> web.Application:
     handlers: list[Any] = [
         *threads.default_handlers,
         *native.default_handlers,
+        *media.default_handlers,
         *user.default_handlers,
         *agent.default_handlers,
         *jobs.default_handlers,

@@ -42,8 +42,9 @@ DEMO = AgentDef(
     name="Demo",
     type="demo",
     description="Offline, deterministic agent: echoes text, /count N, /sleep S, /fail, /approve TEXT, /tool NAME ARGS, "
-                "/image PROMPT; asks for approval on refunds, searches your documents on \"search …\", draws on \"draw …\".",
-    tools=("clock", "calculator", "wait_approval", "knowledge_search", "generate_image"),
+                "/image PROMPT, /video PROMPT, /music PROMPT; asks for approval on refunds, searches your documents on "
+                "\"search …\", draws on \"draw …\", makes a video on \"make a video of …\", composes on \"compose …\".",
+    tools=("clock", "calculator", "wait_approval", "knowledge_search", "generate_image", "generate_video", "generate_music"),
 )
 
 

@@ -1,8 +1,9 @@
 """The demo agent: offline and deterministic (SPEC section 7).
 
 Plain text gets a streamed reply quoting it, word by word.  Commands:
-`/count N`, `/sleep S`, `/fail`, `/approve TEXT`, `/tool NAME ARGS`, `/image PROMPT`.
-Natural phrasings (the time, arithmetic, refunds, "search …", "draw …")
+`/count N`, `/sleep S`, `/fail`, `/approve TEXT`, `/tool NAME ARGS`, `/image PROMPT`,
+`/video PROMPT`, `/music PROMPT`.  Natural phrasings (the time, arithmetic, refunds,
+"search …", "draw …", "make a video of …", "compose …", "make a song about …")
 call the same tools.
 """
 from __future__ import annotations
@@ -27,7 +28,29 @@ _DRAW = re.compile(
     r"\s+(.+)$",
     re.I,
 )
+_POLITE = r"^(?:please\s+|(?:can|could|would)\s+you\s+)?"
+_VIDEO = re.compile(
+    _POLITE + r"(?:make|create|generate|film|shoot|render)(?:\s+me)?\s+(?:an?\s+)?(?:video|clip|movie|animation|film)"
+    r"(?:\s+(?:of|about|showing))?\s+(.+)$",
+    re.I,
+)
+_MUSIC = re.compile(
+    # "compose an email" is not music: written things are left to the echo
+    _POLITE + r"(?:compose(?:\s+me)?(?!\s+(?:an?\s+|my\s+|the\s+)?(?:e-?mail|letter|message|reply|response|tweet|post|essay|note)\b)"
+    r"(?:\s+(?:an?\s+)?(?:song|tune|melody|piece|music)(?:\s+(?:of|about|for))?)?"
+    r"|(?:make|create|generate|write|play|sing)(?:\s+me)?\s+(?:an?\s+)?(?:song|tune|melody|music|jingle)"
+    r"(?:\s+(?:of|about|for))?)\s+(.+)$",
+    re.I,
+)
 IMAGE_USAGE = "Tell me what to draw: /image PROMPT, for example /image a red fox in the snow."
+VIDEO_USAGE = "Tell me what the video shows: /video PROMPT, for example /video waves on a beach at sunset."
+MUSIC_USAGE = "Tell me what the music is about: /music PROMPT, for example /music a calm morning by the sea."
+# The media commands: command -> (tool, what to say without a prompt).
+MEDIA_COMMANDS = {
+    "/image": ("generate_image", IMAGE_USAGE),
+    "/video": ("generate_video", VIDEO_USAGE),
+    "/music": ("generate_music", MUSIC_USAGE),
+}
 
 
 async def run(ctx: RunContext) -> None:
@@ -49,8 +72,8 @@ async def run(ctx: RunContext) -> None:
             await ctx.tool_call("wait_approval", {"prompt": rest or "Approve?"})
     elif command == "/tool":
         await _tool(ctx, rest)
-    elif command == "/image":
-        await _image(ctx, rest)
+    elif command in MEDIA_COMMANDS:
+        await _media(ctx, command, rest)
     else:
         await _natural(ctx, text)
 
@@ -113,7 +136,7 @@ async def _tool(ctx: RunContext, rest: str) -> None:
         args = {"timezone": args_text}
     elif name == "wait_approval":
         args = {"prompt": args_text or "Approve?"}
-    elif name == "generate_image":
+    elif name in ("generate_image", "generate_video", "generate_music"):
         args = {"prompt": args_text}
     else:
         args = {}
@@ -124,15 +147,16 @@ async def _tool(ctx: RunContext, rest: str) -> None:
     await _answer_tool(ctx, name, output)
 
 
-async def _image(ctx: RunContext, prompt: str) -> None:
-    """Call `generate_image` (its image reaches the user as the run's `file`), then say so."""
+async def _media(ctx: RunContext, command: str, prompt: str) -> None:
+    """Call the command's media tool (what it makes reaches the user as the run's `file`), then say so."""
+    tool, usage = MEDIA_COMMANDS[command]
     if not prompt:
         async with ctx.step("respond"):
-            await _stream_words(ctx, IMAGE_USAGE)
+            await _stream_words(ctx, usage)
         return
-    async with ctx.step("tool:generate_image"):
-        output = await ctx.tool_call("generate_image", {"prompt": prompt})
-    await _answer_tool(ctx, "generate_image", output)
+    async with ctx.step(f"tool:{tool}"):
+        output = await ctx.tool_call(tool, {"prompt": prompt})
+    await _answer_tool(ctx, tool, output)
 
 
 async def _answer_tool(ctx: RunContext, name: str, output: Any) -> None:
@@ -145,6 +169,10 @@ async def _answer_tool(ctx: RunContext, name: str, output: Any) -> None:
             await _stream_words(ctx, f"It is {output['iso']} ({output['timezone']}).")
         elif name == "generate_image":
             await _stream_words(ctx, f"Here is an image of {output['prompt']}.")
+        elif name == "generate_video":
+            await _stream_words(ctx, f"Here is a short video of {output['prompt']}.")
+        elif name == "generate_music":
+            await _stream_words(ctx, f"Here is a short piece of music: {output['prompt']}.")
         elif name == "knowledge_search":
             hits = output.get("results", [])
             if not hits:
@@ -163,7 +191,11 @@ async def _natural(ctx: RunContext, text: str) -> None:
             output = await ctx.tool_call("calculator", {"expression": question})
         await _answer_tool(ctx, "calculator", output)
     elif (match := _DRAW.match(text)) and "generate_image" in ctx.tools:
-        await _image(ctx, match.group(1).strip(" ?.!"))
+        await _media(ctx, "/image", match.group(1).strip(" ?.!"))
+    elif (match := _VIDEO.match(text)) and "generate_video" in ctx.tools:
+        await _media(ctx, "/video", match.group(1).strip(" ?.!"))
+    elif (match := _MUSIC.match(text)) and "generate_music" in ctx.tools:
+        await _media(ctx, "/music", match.group(1).strip(" ?.!"))
     elif (match := _SEARCH.match(text)) and "knowledge_search" in ctx.tools:
         async with ctx.step("tool:knowledge_search"):
             output = await ctx.tool_call("knowledge_search", {"query": match.group(1).strip(" ?.!")})

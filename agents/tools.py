@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agents.images import render_png
+from agents.media_gen import MUSIC_SECONDS, VIDEO_FPS, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, render_apng, render_wav
 
 
 @dataclass(frozen=True)
@@ -172,19 +173,49 @@ MAX_IMAGE_PROMPT = 500
 IMAGE_SIZE = 256
 
 
-async def _generate_image(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
+def _prompt(args: dict[str, Any], what: str) -> str:
+    """The call's `prompt`, stripped (ToolError when it is missing, blank or too long)."""
     prompt = args.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ToolError("prompt must be a non-empty string describing the image")
+        raise ToolError(f"prompt must be a non-empty string describing the {what}")
     prompt = prompt.strip()
     if len(prompt) > MAX_IMAGE_PROMPT:
         raise ToolError(f"prompt longer than {MAX_IMAGE_PROMPT} characters")
+    return prompt
+
+
+def _data_url(media_type: str, data: bytes) -> str:
+    return f"data:{media_type};base64," + base64.b64encode(data).decode("ascii")
+
+
+async def _generate_image(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
+    prompt = _prompt(args, "image")
     # ~15 ms of CPU: off the event loop, so other runs keep streaming meanwhile.
     png = await asyncio.to_thread(render_png, prompt, IMAGE_SIZE)
-    return {
-        "url": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
-        "mediaType": "image/png", "prompt": prompt, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
-    }
+    return {"url": _data_url("image/png", png), "mediaType": "image/png", "prompt": prompt,
+            "width": IMAGE_SIZE, "height": IMAGE_SIZE}
+
+
+async def _generate_music(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
+    prompt = _prompt(args, "music")
+    wav = await asyncio.to_thread(render_wav, prompt)  # a few ms; off the loop all the same
+    return {"url": _data_url("audio/wav", wav), "mediaType": "audio/wav", "prompt": prompt,
+            "durationS": MUSIC_SECONDS}
+
+
+async def _generate_video(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
+    prompt = _prompt(args, "video")
+    apng = await asyncio.to_thread(render_apng, prompt)  # ~30 ms of CPU: off the event loop
+    return {"url": _data_url("image/apng", apng), "mediaType": "image/apng", "prompt": prompt,
+            "frames": VIDEO_FRAMES, "fps": VIDEO_FPS}
+
+
+_PROMPT_SCHEMA = {
+    "type": "object",
+    "properties": {"prompt": {"type": "string", "minLength": 1, "maxLength": MAX_IMAGE_PROMPT}},
+    "required": ["prompt"],
+    "additionalProperties": False,
+}
 
 
 BUILTIN_TOOLS: dict[str, Tool] = {
@@ -223,13 +254,25 @@ BUILTIN_TOOLS: dict[str, Tool] = {
             "generate_image",
             f"Draws a {IMAGE_SIZE}x{IMAGE_SIZE} PNG image from a text prompt (offline: an abstract picture "
             "whose colours follow the prompt) and shows it to the user.",
-            {
-                "type": "object",
-                "properties": {"prompt": {"type": "string", "minLength": 1, "maxLength": MAX_IMAGE_PROMPT}},
-                "required": ["prompt"],
-                "additionalProperties": False,
-            },
+            _PROMPT_SCHEMA,
             _generate_image,
+            meta={"emits_file": True},
+        ),
+        Tool(
+            "generate_music",
+            f"Composes a {MUSIC_SECONDS:g}-second piece of music (a WAV file) from a text prompt and plays it to "
+            "the user. An offline stand-in for a music model: a simple melody whose key and notes follow the prompt.",
+            _PROMPT_SCHEMA,
+            _generate_music,
+            meta={"emits_file": True},
+        ),
+        Tool(
+            "generate_video",
+            f"Makes a short looping video ({VIDEO_FRAMES} frames of {VIDEO_WIDTH}x{VIDEO_HEIGHT} at {VIDEO_FPS} fps, "
+            "an animated PNG) from a text prompt and shows it to the user. An offline stand-in for a video model: "
+            "an abstract moving picture whose colours follow the prompt.",
+            _PROMPT_SCHEMA,
+            _generate_video,
             meta={"emits_file": True},
         ),
     )

@@ -197,33 +197,6 @@ class MessagesHandler(NativeHandler):
         self.write_json({"messages": messages})
 
 
-class VideoSubmitHandler(NativeHandler):
-    """POST /video/submit/:taskId (JWT only): retry a media run that failed for lack of credits."""
-
-    auth = "jwt"
-    starts_runs = True
-
-    async def post(self, task_id: str) -> None:
-        """Run it again (a new task on the same thread, the same user message): 200 {success, taskId};
-        400 when the task did not fail `insufficient_credits`, was retried already, or the balance
-        is still too low; 403 (another user's, or the plan), 404, 409 while the thread runs."""
-        await self.own_task(task_id)
-        try:
-            task = await self.runs.retry(task_id, self.user_id)
-        except Invalid as exc:
-            raise ApiError(400, str(exc)) from None
-        except Draining:
-            raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
-        except Forbidden as exc:
-            raise ApiError(403, str(exc)) from None
-        except ThreadBusy as busy:
-            self.write_json({"taskId": busy.task_id, "reason": "running"}, 409)
-            return
-        except NotFound:
-            raise ApiError(404, "task not found") from None
-        self.write_json({"success": True, "taskId": task.id})
-
-
 class RootHandler(APIHandler):
     auth = "none"
 
@@ -254,5 +227,4 @@ default_handlers = [
     (rf"/stream/{ID}", StreamHandler),
     (rf"/thread/{ID}/current-task", CurrentTaskHandler),
     (rf"/messages/{ID}", MessagesHandler),
-    (rf"/video/submit/{ID}", VideoSubmitHandler),
 ]

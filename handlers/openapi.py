@@ -20,6 +20,7 @@ from handlers.attachments import OPENAPI as ATTACHMENT_OPERATIONS
 from handlers.base import APIHandler
 from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
 from handlers.mcp import OPENAPI as MCP_OPERATIONS
+from handlers.media import OPENAPI as MEDIA_OPERATIONS
 from handlers.threads import OPENAPI as THREAD_OPERATIONS
 from handlers.user import OPENAPI as USER_OPERATIONS
 
@@ -75,12 +76,6 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "responses": {"200": _r("current task", {"type": "object", "properties": {"task": {"oneOf": [TASK_INFO, {"type": "null"}]}}}), **_errors(401, 403)}}},
     "/messages/{threadId}": {"get": {"summary": "The thread's messages (AI SDK v5 UIMessages), ascending",
         "responses": {"200": _r("messages", {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/UIMessage"}}}}), **_errors(401, 403)}}},
-    "/video/submit/{taskId}": {"post": {"summary": "Retry a run that failed for insufficient credits once the balance allows (JWT only): "
-                                                   "a new task on the same thread re-running the same user message",
-        "security": [{"bearer": []}],
-        "responses": {"200": _r("resubmitted", {"type": "object", "properties": {"success": {"type": "boolean"}, "taskId": {"type": "string"}}}),
-                      "409": _r("the thread has a live run", {"type": "object", "properties": {"taskId": {"type": "string"}, "reason": {"const": "running"}}}),
-                      **_errors(400, 401, 403, 404, 503)}}},
     "/api/runs": {"post": {"summary": "Submit a job (a run of an agent on a thread)",
         "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": "object", "required": ["workflow_id", "input"], "properties": {
             "workflow_id": {"type": "string"}, "input": {"type": "object", "required": ["message"], "properties": {
@@ -130,6 +125,7 @@ OPERATIONS.update(ACCOUNT_OPERATIONS)
 OPERATIONS.update(THREAD_OPERATIONS)
 OPERATIONS.update(USER_OPERATIONS)
 OPERATIONS.update(AGENT_OPERATIONS)
+OPERATIONS.update(MEDIA_OPERATIONS)
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {

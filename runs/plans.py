@@ -2,7 +2,7 @@
 
 Config (all optional; without it every user is on the built-in `free` plan:
 unlimited runs, every agent, 100 credits to start with; `generate_image`
-costs 1 credit):
+costs 1 credit, `generate_music` 3 and `generate_video` 5):
 
     [plans]
     default = "free"              # the plan of users with none set (default: free)
@@ -16,8 +16,9 @@ costs 1 credit):
     runs_per_day = 0
     credits = 1000
 
-    [credits]                     # what a tool costs per call (default: generate_image = 1)
+    [credits]                     # what a tool costs per call (defaults: DEFAULT_PRICES)
     generate_image = 2
+    generate_video = 10
 
 A plan's `credits` is the balance of a user seen for the first time (their
 first run, debit, grant or plan change); changing a plan later keeps the
@@ -55,7 +56,7 @@ class Plan:
 
 
 FREE = Plan("free")
-DEFAULT_PRICES = {"generate_image": 1}
+DEFAULT_PRICES = {"generate_image": 1, "generate_music": 3, "generate_video": 5}
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,15 @@ def get_tx(tx: WriteTx, task_id: str) -> TaskRow | None:
     return _one(tx.fetchall(_GET, (task_id,)))
 
 
+async def get_many(conn: aiosqlite.Connection, task_ids: list[str]) -> list[TaskRow]:
+    """The tasks of these ids that exist, in no particular order."""
+    if not task_ids:
+        return []
+    marks = ", ".join("?" for _ in task_ids)
+    rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({marks})", task_ids)
+    return [TaskRow.from_row(r) for r in rows]
+
+
 async def live_for_thread(conn: aiosqlite.Connection, thread_id: str) -> TaskRow | None:
     return _one(await conn.execute_fetchall(_LIVE, (thread_id,)))
 

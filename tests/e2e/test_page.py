@@ -293,6 +293,19 @@ def test_tool_cards_and_images(user_page: Any) -> None:
     expect(reply.locator(".text")).to_be_in_viewport()  # the end stays in view as the image arrives
     shot(page, "13-tools-and-image")
 
+    # music plays in an audio player, the (animated PNG) video shows as an image
+    reply = send(page, "/music a calm morning by the sea")
+    wait_done(reply)
+    audio = reply.locator("audio.inline-audio")
+    assert (audio.get_attribute("src") or "").startswith("data:audio/wav;base64,")
+    page.wait_for_function("(a) => a.readyState >= 1 && Math.abs(a.duration - 5) < 0.1", arg=audio.element_handle())
+    reply = send(page, "/video waves on a beach")
+    wait_done(reply)
+    video = reply.locator("img.inline-image")
+    assert (video.get_attribute("src") or "").startswith("data:image/apng;base64,")
+    page.wait_for_function("(img) => img.complete && img.naturalWidth === 160", arg=video.element_handle())
+    shot(page, "19-music-and-video")
+
 
 def test_an_error_is_shown_plainly(user_page: Any) -> None:
     page = user_page()

@@ -219,12 +219,12 @@ def parley_config(tmp_path, jwks_server, jwks_file, config_overrides, clock):
 # helpers
 # ---------------------------------------------------------------------------
 
-def assert_error(resp, status: int, *secrets: str) -> dict[str, Any]:
-    """A JSON error with an `error` string that mentions none of `secrets`."""
+def assert_error(resp, status: int, *secrets: str, key: str = "error") -> dict[str, Any]:
+    """A JSON error with an `error` string (`message` on kira's routes) that mentions none of `secrets`."""
     assert resp.code == status, (resp.code, resp.body)
     assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers.get("Content-Type")
     body = json.loads(resp.body)
-    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], body
+    assert isinstance(body, dict) and isinstance(body.get(key), str) and body[key], body
     text = resp.body.decode()
     for secret in secrets:
         if secret:
@@ -802,16 +802,18 @@ async def test_stream_token_on_a_failed_run_at_the_terminal_event_is_204(alice, 
 # JWT-only route
 # ---------------------------------------------------------------------------
 
-async def test_video_submit_is_jwt_only(parley, alice, bob, http_server_client):
-    task_id, _ = await finished_task(alice, "t-video")
-    resp = await alice.request("POST", f"/video/submit/{task_id}", {})
-    assert_error(resp, 401, INTERNAL_KEY, task_id)
+@pytest.mark.parametrize("kind", ["video", "music"])
+async def test_media_submit_is_jwt_only(parley, alice, bob, http_server_client, kind):
+    task_id, _ = await finished_task(alice, f"t-{kind}")
+    resp = await alice.request("POST", f"/{kind}/submit/{task_id}", {})
+    assert_error(resp, 401, INTERNAL_KEY, task_id, key="message")
     jwt_alice = Client(http_server_client, token=parley.auth.issue_jwt("alice"))
     jwt_bob = Client(http_server_client, token=parley.auth.issue_jwt("bob"))
-    assert_error(await jwt_alice.request("POST", f"/video/submit/{task_id}", {}), 400)  # completed: not retryable
-    assert_error(await jwt_bob.request("POST", f"/video/submit/{task_id}", {}), 403, task_id, "hello there")
-    assert_error(await jwt_alice.request("POST", "/video/submit/no-such-task", {}), 404)
-    assert_error(await Client(http_server_client, token="garbage").request("POST", f"/video/submit/{task_id}", {}), 401)
+    assert_error(await jwt_alice.request("POST", f"/{kind}/submit/{task_id}", {}), 400, key="message")  # completed: not retryable
+    assert_error(await jwt_bob.request("POST", f"/{kind}/submit/{task_id}", {}), 403, task_id, "hello there", key="message")
+    assert_error(await jwt_alice.request("POST", f"/{kind}/submit/no-such-task", {}), 404, key="message")
+    garbage = Client(http_server_client, token="garbage")
+    assert_error(await garbage.request("POST", f"/{kind}/submit/{task_id}", {}), 401, key="message")
 
 
 # ---------------------------------------------------------------------------

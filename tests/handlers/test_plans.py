@@ -76,7 +76,7 @@ ONE_AGENT = {"plans": {"default": "basic", "basic": {"agents": ["helper"]}},
 async def test_without_plans_config_everyone_is_on_free_with_100_credits(parley, alice, http_server_client):
     assert parley.runs.plans.config == PlanConfig()
     assert FREE.runs_per_day == 0 and FREE.agents == ("*",) and FREE.credits == 100
-    assert DEFAULT_PRICES == {"generate_image": 1}
+    assert DEFAULT_PRICES == {"generate_image": 1, "generate_music": 3, "generate_video": 5}
     for n in range(12):  # no limit per day
         await alice.start_ok(f"t-free-{n}")
     me = await profile(alice)
@@ -234,7 +234,7 @@ async def test_video_submit_retries_once_the_balance_allows(parley, alice, bob, 
     assert (await finished(alice, failed_id))["status"] == "failed"
 
     low = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})
-    assert low.code == 400 and "balance is 0" in body(low)["error"]
+    assert low.code == 400 and "balance is 0" in body(low)["message"]
     assert (await jwt_client(parley, http_server_client, "bob").request("POST", f"/video/submit/{failed_id}", {})).code == 403
     assert (await jwt_alice.request("POST", "/video/submit/no-such-task", {})).code == 404
     assert (await alice.request("POST", f"/video/submit/{failed_id}", {})).code == 401  # JWT only
@@ -254,9 +254,9 @@ async def test_video_submit_retries_once_the_balance_allows(parley, alice, bob, 
     assert [m["role"] for m in messages] == ["user", "assistant", "assistant"]  # the failed reply, then the new one
 
     again = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})
-    assert again.code == 400 and "already retried" in body(again)["error"]
+    assert again.code == 400 and "already retried" in body(again)["message"]
     done = await jwt_alice.request("POST", f"/video/submit/{new_id}", {})
-    assert done.code == 400 and "not retryable" in body(done)["error"]
+    assert done.code == 400 and "not retryable" in body(done)["message"]
 
 
 @with_config({"plans": {"free": {"credits": 0}}})
@@ -267,7 +267,7 @@ async def test_video_submit_while_the_thread_runs_is_409(parley, alice, http_ser
     await parley.runs.plans.grant("alice", 5, "test")
     live = await alice.start_ok("t-retry-busy", "/sleep 5")
     busy = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})
-    assert busy.code == 409 and body(busy) == {"taskId": live, "reason": "running"}
+    assert busy.code == 409 and body(busy) == {"message": "the thread already has a running task", "taskId": live}
     await alice.request("DELETE", f"/task/{live}")
     assert (await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})).code == 200
 
@@ -319,4 +319,4 @@ def test_plan_config_reading():
     assert config.default == "pro" and set(config.plans) == {"free", "pro"}
     assert config.plan(None).name == "pro" and config.plan("gone").name == "pro"  # a removed plan: the default
     assert config.plans["pro"].credits == 100 and config.plans["pro"].allows("demo") and not config.plans["pro"].allows("x")
-    assert config.prices == {"generate_image": 1, "calculator": 2}
+    assert config.prices == {**DEFAULT_PRICES, "calculator": 2}
