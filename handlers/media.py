@@ -104,10 +104,16 @@ class SubmitHandler(MediaHandler):
     auth = "jwt"
     starts_runs = True
 
+    def initialize(self, kind: str = "video") -> None:
+        super().initialize(kind)
+        if kind == "video":  # SPEC section 4 lists /video/submit with the native API: its error shape
+            self.surface = "native"
+
     async def post(self, task_id: str) -> None:
         """Run it again (a new task on the same thread, the same user message): 200 {success, taskId};
         400 when the task did not fail `insufficient_credits`, was retried already, or the balance
-        is still too low; 403 (another user's, or the plan), 404, 409 {message, taskId} while the thread runs."""
+        is still too low; 403 (another user's, or the plan), 404, 409 while the thread runs ({taskId,
+        reason: "running"} for video, on the native surface; {message, taskId} for music)."""
         await self.own_task(task_id)
         try:
             task = await self.runs.retry(task_id, self.user_id)
@@ -118,6 +124,9 @@ class SubmitHandler(MediaHandler):
         except Forbidden as exc:
             raise ApiError(403, str(exc)) from None
         except ThreadBusy as busy:
+            if self.surface == "native":  # as POST /task answers
+                self.write_json({"taskId": busy.task_id, "reason": "running"}, 409)
+                return
             raise ApiError(409, "the thread already has a running task", taskId=busy.task_id) from None
         except NotFound:
             raise ApiError(404, "task not found") from None
@@ -191,6 +200,14 @@ def _errors(*codes: int) -> dict[str, Any]:
             for c in codes}
 
 
+def _native_errors(*codes: int) -> dict[str, Any]:
+    """/video/submit answers in the native API's shapes (SPEC section 4)."""
+    busy = {"type": "object", "properties": {"taskId": _S, "reason": {"const": "running"}}}
+    return {str(c): {"description": _TEXT[c], "content": {_JSON: {"schema": busy if c == 409 else
+                                                                   {"type": "object", "properties": {"error": _S}}}}}
+            for c in codes}
+
+
 def _ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
     return {status: {"description": description, "content": {_JSON: {"schema": schema}}}}
 
@@ -211,7 +228,8 @@ def _operations(kind: str, tool: str) -> dict[str, dict[str, dict[str, Any]]]:
                        "a new task on the same thread re-running the same user message",
             "security": [{"bearer": []}],
             "responses": {**_ok("resubmitted", {"type": "object", "properties": {"success": {"const": True}, "taskId": _S}}),
-                          **_errors(400, 401, 403, 404, 409, 503)}}},
+                          **(_native_errors(400, 401, 403, 404, 409, 503) if kind == "video"
+                             else _errors(400, 401, 403, 404, 409, 503))}}},
         f"/{kind}/initialize": {"post": {
             "summary": f"Start a run of the default agent with `/{kind} PROMPT` (the demo agent calls {tool})",
             "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": "object", "required": ["prompt"], "properties": {

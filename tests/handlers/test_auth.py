@@ -802,18 +802,18 @@ async def test_stream_token_on_a_failed_run_at_the_terminal_event_is_204(alice, 
 # JWT-only route
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["video", "music"])
-async def test_media_submit_is_jwt_only(parley, alice, bob, http_server_client, kind):
+@pytest.mark.parametrize(("kind", "key"), [("video", "error"), ("music", "message")])  # native / kira-be shapes
+async def test_media_submit_is_jwt_only(parley, alice, bob, http_server_client, kind, key):
     task_id, _ = await finished_task(alice, f"t-{kind}")
     resp = await alice.request("POST", f"/{kind}/submit/{task_id}", {})
-    assert_error(resp, 401, INTERNAL_KEY, task_id, key="message")
+    assert_error(resp, 401, INTERNAL_KEY, task_id, key=key)
     jwt_alice = Client(http_server_client, token=parley.auth.issue_jwt("alice"))
     jwt_bob = Client(http_server_client, token=parley.auth.issue_jwt("bob"))
-    assert_error(await jwt_alice.request("POST", f"/{kind}/submit/{task_id}", {}), 400, key="message")  # completed: not retryable
-    assert_error(await jwt_bob.request("POST", f"/{kind}/submit/{task_id}", {}), 403, task_id, "hello there", key="message")
-    assert_error(await jwt_alice.request("POST", f"/{kind}/submit/no-such-task", {}), 404, key="message")
+    assert_error(await jwt_alice.request("POST", f"/{kind}/submit/{task_id}", {}), 400, key=key)  # completed: not retryable
+    assert_error(await jwt_bob.request("POST", f"/{kind}/submit/{task_id}", {}), 403, task_id, "hello there", key=key)
+    assert_error(await jwt_alice.request("POST", f"/{kind}/submit/no-such-task", {}), 404, key=key)
     garbage = Client(http_server_client, token="garbage")
-    assert_error(await garbage.request("POST", f"/{kind}/submit/{task_id}", {}), 401, key="message")
+    assert_error(await garbage.request("POST", f"/{kind}/submit/{task_id}", {}), 401, key=key)
 
 
 # ---------------------------------------------------------------------------

@@ -169,6 +169,11 @@ async def test_submit_while_the_thread_runs_is_409_with_the_live_task(parley, al
     await parley.runs.plans.grant("alice", 5, "test")
     live = await alice.start_ok("t-busy", "/sleep 5")
     busy = await jwt_alice.request("POST", f"/video/submit/{failed['taskId']}", {})
+    assert busy.code == 409 and body(busy) == {"taskId": live, "reason": "running"}  # native, like POST /task
+    await alice.request("DELETE", f"/task/{live}")
+    await finished(alice, live)
+    live = await alice.start_ok("t-busy", "/sleep 5")
+    busy = await jwt_alice.request("POST", f"/music/submit/{failed['taskId']}", {})
     assert busy.code == 409 and body(busy) == {"message": "the thread already has a running task", "taskId": live}
     await alice.request("DELETE", f"/task/{live}")
 

@@ -234,7 +234,7 @@ async def test_video_submit_retries_once_the_balance_allows(parley, alice, bob, 
     assert (await finished(alice, failed_id))["status"] == "failed"
 
     low = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})
-    assert low.code == 400 and "balance is 0" in body(low)["message"]
+    assert low.code == 400 and "balance is 0" in body(low)["error"]  # the native surface's shape
     assert (await jwt_client(parley, http_server_client, "bob").request("POST", f"/video/submit/{failed_id}", {})).code == 403
     assert (await jwt_alice.request("POST", "/video/submit/no-such-task", {})).code == 404
     assert (await alice.request("POST", f"/video/submit/{failed_id}", {})).code == 401  # JWT only
@@ -254,9 +254,9 @@ async def test_video_submit_retries_once_the_balance_allows(parley, alice, bob, 
     assert [m["role"] for m in messages] == ["user", "assistant", "assistant"]  # the failed reply, then the new one
 
     again = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})
-    assert again.code == 400 and "already retried" in body(again)["message"]
+    assert again.code == 400 and "already retried" in body(again)["error"]
     done = await jwt_alice.request("POST", f"/video/submit/{new_id}", {})
-    assert done.code == 400 and "not retryable" in body(done)["message"]
+    assert done.code == 400 and "not retryable" in body(done)["error"]
 
 
 @with_config({"plans": {"free": {"credits": 0}}})
@@ -267,7 +267,7 @@ async def test_video_submit_while_the_thread_runs_is_409(parley, alice, http_ser
     await parley.runs.plans.grant("alice", 5, "test")
     live = await alice.start_ok("t-retry-busy", "/sleep 5")
     busy = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})
-    assert busy.code == 409 and body(busy) == {"message": "the thread already has a running task", "taskId": live}
+    assert busy.code == 409 and body(busy) == {"taskId": live, "reason": "running"}
     await alice.request("DELETE", f"/task/{live}")
     assert (await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})).code == 200
 
