@@ -81,7 +81,8 @@ def encode_png(rows: list[bytes], width: int, height: int) -> bytes:
         raw += b"\x02" + _bytes(cur + bias - prev, n)
         prev = cur
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(bytes(raw), _ZLIB_LEVEL)) + _chunk(b"IEND", b"")
+    idat = zlib.compress(bytes(raw), _ZLIB_LEVEL)
+    return PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 # -- palette and layers ------------------------------------------------------
@@ -160,15 +161,17 @@ def _discs(rows: list[bytes], size: int, palette: list[Color], rng: random.Rando
         feather = max(size / 128, 1.0)
         # Nested discs, each a little smaller, pile up their alpha towards the middle: a soft edge.
         for k in range(3):
-            _disc(rows, size, cx, cy, radius - k * feather, colour, alpha / 3 * (1 + k * 0.5))
+            blend_disc(rows, size, size, cx, cy, radius - k * feather, colour, alpha / 3 * (1 + k * 0.5))
 
 
-def _disc(rows: list[bytes], size: int, cx: float, cy: float, r: float, colour: Color, alpha: float) -> None:
+def blend_disc(rows: list[bytes], width: int, height: int, cx: float, cy: float, r: float,
+               colour: Color, alpha: float) -> None:
+    """Blend a disc of `colour` at `alpha` over packed RGB `rows` in place (clipped to the picture)."""
     keep = _scale_table(round((1 - alpha) * 256))
     add = bytes(math.floor(c * alpha) for c in colour)
-    for y in range(max(0, math.ceil(cy - r)), min(size, math.floor(cy + r) + 1)):
+    for y in range(max(0, math.ceil(cy - r)), min(height, math.floor(cy + r) + 1)):
         half = math.sqrt(max(r * r - (y + 0.5 - cy) ** 2, 0.0))
-        x0, x1 = max(0, round(cx - half)), min(size, round(cx + half))
+        x0, x1 = max(0, round(cx - half)), min(width, round(cx + half))
         if x1 <= x0:
             continue
         row = rows[y]
@@ -249,5 +252,6 @@ def _clamped_bytes(lanes: int, n: int) -> bytes:
     return _bytes((lanes | over * 0xFF) & low, n)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

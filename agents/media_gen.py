@@ -18,10 +18,9 @@ import math
 import random
 import struct
 import wave
-import zlib
 from functools import cache
 
-from agents.images import PNG_SIGNATURE, encode_png, render_rows
+from agents.images import PNG_SIGNATURE, blend_disc, encode_png, png_chunk, render_rows
 
 # -- music -------------------------------------------------------------------------
 
@@ -134,8 +133,8 @@ def render_apng(prompt: str) -> bytes:
     spin = rng.choice((1, -1))
     phase = rng.random() * 2 * math.pi
     light = _light_colour(rng)
-    out = [PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", VIDEO_WIDTH, VIDEO_HEIGHT, 8, 2, 0, 0, 0)),
-           _chunk(b"acTL", struct.pack(">II", VIDEO_FRAMES, 0))]  # 0 plays: loop for ever
+    out = [PNG_SIGNATURE, png_chunk(b"IHDR", struct.pack(">IIBBBBB", VIDEO_WIDTH, VIDEO_HEIGHT, 8, 2, 0, 0, 0)),
+           png_chunk(b"acTL", struct.pack(">II", VIDEO_FRAMES, 0))]  # 0 plays: loop for ever
     seq = 0
     for k in range(VIDEO_FRAMES):
         angle = phase + spin * 2 * math.pi * k / VIDEO_FRAMES
@@ -143,14 +142,14 @@ def render_apng(prompt: str) -> bytes:
         data = _idat(encode_png(frame, VIDEO_WIDTH, VIDEO_HEIGHT))
         # width, height, x, y, delay numerator/denominator (1/fps s), dispose none, blend source
         control = struct.pack(">IIIIIHHBB", seq, VIDEO_WIDTH, VIDEO_HEIGHT, 0, 0, 1, VIDEO_FPS, 0, 0)
-        out.append(_chunk(b"fcTL", control))
+        out.append(png_chunk(b"fcTL", control))
         seq += 1
         if k == 0:
-            out.append(_chunk(b"IDAT", data))  # the first frame is the default image too
+            out.append(png_chunk(b"IDAT", data))  # the first frame is the default image too
         else:
-            out.append(_chunk(b"fdAT", struct.pack(">I", seq) + data))
+            out.append(png_chunk(b"fdAT", struct.pack(">I", seq) + data))
             seq += 1
-    out.append(_chunk(b"IEND", b""))
+    out.append(png_chunk(b"IEND", b""))
     return b"".join(out)
 
 
@@ -169,29 +168,8 @@ def _frame(backdrop: list[bytes], angle: float, k: int, light: Color) -> list[by
     lx = -20 + (VIDEO_WIDTH + 40) * t
     ly = VIDEO_HEIGHT * (0.55 - 0.25 * math.sin(math.pi * t))
     for ring in range(3):  # nested discs pile up their alpha towards the middle: a soft edge
-        _disc(rows, lx, ly, 22 - 3 * ring, light, 0.16)
+        blend_disc(rows, VIDEO_WIDTH, VIDEO_HEIGHT, lx, ly, 22 - 3 * ring, light, 0.16)
     return rows
-
-
-def _disc(rows: list[bytes], cx: float, cy: float, r: float, colour: Color, alpha: float) -> None:
-    """Blend a disc of `colour` at `alpha` over `rows` in place (clipped to the frame)."""
-    keep = _scale_table(round((1 - alpha) * 256))
-    add = bytes(math.floor(c * alpha) for c in colour)
-    for y in range(max(0, math.ceil(cy - r)), min(VIDEO_HEIGHT, math.floor(cy + r) + 1)):
-        half = math.sqrt(max(r * r - (y + 0.5 - cy) ** 2, 0.0))
-        x0, x1 = max(0, round(cx - half)), min(VIDEO_WIDTH, round(cx + half))
-        if x1 <= x0:
-            continue
-        row = rows[y]
-        segment = row[3 * x0: 3 * x1].translate(keep)
-        # v*(1-a) + c*a <= 255 in every byte, so the add never carries into a neighbour.
-        blended = int.from_bytes(segment, "big") + int.from_bytes(add * (x1 - x0), "big")
-        rows[y] = row[: 3 * x0] + blended.to_bytes(len(segment), "big") + row[3 * x1:]
-
-
-@cache
-def _scale_table(k256: int) -> bytes:
-    return bytes(v * k256 >> 8 for v in range(256))
 
 
 def _idat(png: bytes) -> bytes:
@@ -205,5 +183,3 @@ def _idat(png: bytes) -> bytes:
     return b"".join(data)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
