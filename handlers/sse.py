@@ -92,15 +92,20 @@ def native_terminal_frame(ev: Event) -> bytes:
     return b"id: %d\nevent: error\n" % ev.id + _data_lines(error_text(ev)) + b"\n"
 
 
+def _once(batch: Batch, dialect: str, render: Callable[[list[Event]], list[bytes]]) -> list[bytes]:
+    """The batch's frames in `dialect`, rendered once: every reader of a live commit shares the bytes."""
+    cached = batch.rendered.get(dialect)
+    if cached is None:
+        cached = batch.rendered[dialect] = render(batch.events)
+    return cast(list[bytes], cached)
+
+
 def native_frames(batch: Batch) -> list[bytes]:
     """Frames of `id:` + `data: [chunk, ...]`; the id of a frame is the id of its last event.
 
     Rendered once per batch: every reader of a live commit shares the bytes.
     """
-    cached = batch.rendered.get("native")
-    if cached is None:
-        cached = batch.rendered["native"] = _native_frames(batch.events)
-    return cast(list[bytes], cached)
+    return _once(batch, "native", _native_frames)
 
 
 def _native_frames(events: list[Event]) -> list[bytes]:
@@ -144,10 +149,7 @@ def ai_sdk_frames(batch: Batch) -> list[bytes]:
     A batch's frames are joined into writes of at most MAX_CHUNKS_PER_FRAME frames,
     rendered once per batch for every reader of a live commit.
     """
-    cached = batch.rendered.get("ai-sdk")
-    if cached is None:
-        cached = batch.rendered["ai-sdk"] = _ai_sdk_frames(batch.events)
-    return cast(list[bytes], cached)
+    return _once(batch, "ai-sdk", _ai_sdk_frames)
 
 
 def _ai_sdk_frames(events: list[Event]) -> list[bytes]:
@@ -176,10 +178,7 @@ def agent_event_frames(batch: Batch, run_ids: Mapping[str, str]) -> list[bytes]:
     A batch's frames are joined into writes of at most MAX_CHUNKS_PER_FRAME frames,
     rendered once per batch for every reader of a live commit.
     """
-    cached = batch.rendered.get("agent-v1")
-    if cached is None:
-        cached = batch.rendered["agent-v1"] = _agent_event_frames(batch.events, run_ids)
-    return cast(list[bytes], cached)
+    return _once(batch, "agent-v1", lambda events: _agent_event_frames(events, run_ids))
 
 
 def _agent_event_frames(events: list[Event], run_ids: Mapping[str, str]) -> list[bytes]:
