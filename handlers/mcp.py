@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import orjson
 
-from agents.tools import InsufficientCredits, Tool, ToolEnv, ToolError
+from agents.tools import InsufficientCredits, Tool, ToolEnv, ToolError, for_model
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from runs.manager import RunManager
@@ -78,9 +78,22 @@ def exposed_tools(tools: dict[str, Tool]) -> list[Tool]:
     return [t for t in tools.values() if not t.parks and t.run is not None]
 
 
-def tool_result(output: Any) -> dict[str, Any]:
+_MCP_MEDIA = {"image": "image", "audio": "audio"}  # MCP content types for inline base64 media
+
+
+def tool_result(tool: Tool, output: Any) -> dict[str, Any]:
+    """The result of a call: the output as JSON text (and structured), and a file the tool made
+    (an image, a sound) as MCP image/audio content rather than as a data: URL inside the text."""
     structured = output if isinstance(output, dict) else {"result": output}
-    return {"content": [{"type": "text", "text": orjson.dumps(output).decode()}], "structuredContent": structured, "isError": False}
+    content: list[dict[str, Any]] = []
+    file = tool.file_of(output)
+    if file is not None and file["url"].startswith("data:") and ";base64," in file["url"]:
+        kind = _MCP_MEDIA.get(file["mediaType"].split("/")[0])
+        if kind is not None:
+            content.append({"type": kind, "data": file["url"].split(",", 1)[1], "mimeType": file["mediaType"]})
+            structured = for_model(structured)  # the pixels travel once, in the media item
+    text = orjson.dumps(structured if content else output).decode()
+    return {"content": [{"type": "text", "text": text}, *content], "structuredContent": structured, "isError": False}
 
 
 def tool_error(message: str) -> dict[str, Any]:
@@ -230,7 +243,7 @@ class McpHandler(APIHandler):
         except Exception:
             await billing.refund(tool.name, charged, env)
             raise
-        return tool_result(output)
+        return tool_result(tool, output)
 
 
 OPENAPI: dict[str, dict[str, dict[str, Any]]] = {

@@ -308,6 +308,14 @@ async def test_mcp_lists_and_calls_generate_image(app, http_server_client):
         assert tools["generate_image"].input_schema["required"] == ["prompt"]
         result = await session.call_tool("generate_image", {"prompt": "a red fox"})
         assert not result.is_error
-        assert png_of(result.structured_content["url"]) == images.render_png("a red fox")
+        # the picture is an MCP image item (the SDK parsed it as ImageContent), not base64 inside the text
+        text, image = result.content
+        assert image.type == "image" and image.mime_type == "image/png"
+        assert base64.b64decode(image.data) == images.render_png("a red fox")
+        assert result.structured_content["mediaType"] == "image/png" and len(text.text) < 400
+        assert result.structured_content["url"].startswith("data:image/png;base64,...")
+        music = await session.call_tool("generate_music", {"prompt": "a calm sea"})
+        assert [c.type for c in music.content] == ["text", "audio"] and music.content[1].mime_type == "audio/wav"
+        assert base64.b64decode(music.content[1].data)[:4] == b"RIFF"
         failed = await session.call_tool("generate_image", {"prompt": ""})
         assert failed.is_error and "non-empty" in failed.content[0].text
