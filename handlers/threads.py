@@ -50,19 +50,13 @@ class ThreadsHandler(APIHandler):
         self.write_json({"thread": thread_json(thread)}, 201)
 
 
-class ThreadListHandler(APIHandler):
+class ThreadDeletion(APIHandler):
+    """DELETE of a thread; the fixed routes below (/thread/threads, /thread/timelines) take it too,
+    so that a thread whose id happens to be `threads` or `timelines` can still be deleted."""
+
     surface = "app"
 
-    async def get(self) -> None:
-        """The user's threads, most recently active first."""
-        threads = await self.runs.list_threads(self.user_id)
-        self.write_json({"threads": [thread_json(t) for t in threads]})
-
-
-class ThreadHandler(APIHandler):
-    surface = "app"
-
-    async def delete(self, thread_id: str) -> None:
+    async def delete_thread(self, thread_id: str) -> None:
         """Delete the thread (its live run is stopped first): 200 {success: true}."""
         try:
             await self.runs.delete_thread(thread_id, self.user_id)
@@ -73,8 +67,24 @@ class ThreadHandler(APIHandler):
         self.write_json({"success": True})
 
 
-class TimelinesHandler(APIHandler):
-    surface = "app"
+class ThreadListHandler(ThreadDeletion):
+    async def delete(self) -> None:
+        await self.delete_thread("threads")
+
+    async def get(self) -> None:
+        """The user's threads, most recently active first."""
+        threads = await self.runs.list_threads(self.user_id)
+        self.write_json({"threads": [thread_json(t) for t in threads]})
+
+
+class ThreadHandler(ThreadDeletion):
+    async def delete(self, thread_id: str) -> None:
+        await self.delete_thread(thread_id)
+
+
+class TimelinesHandler(ThreadDeletion):
+    async def delete(self) -> None:
+        await self.delete_thread("timelines")
 
     async def get(self) -> None:
         """`?page=N` (from 1) of the user's threads, TIMELINE_PAGE a page, most recently active first,

@@ -94,3 +94,12 @@ async def test_timelines_summarise_the_last_messages(alice):
     user, assistant = thread["lastMessages"]
     assert user["text"] == "/image a red fox"
     assert [f["mediaType"].split("/")[0] for f in assistant["files"]] == ["image"]
+
+
+async def test_threads_named_like_the_fixed_routes_can_be_deleted(alice, bob):
+    for name in ("threads", "timelines"):
+        await alice.stream(await alice.start_ok(name, f"a thread called {name}"))
+        assert (await bob.request("DELETE", f"/thread/{name}")).code == 403
+        assert body(await alice.request("DELETE", f"/thread/{name}")) == {"success": True}
+        assert (await alice.request("DELETE", f"/thread/{name}")).code == 404
+    assert body(await alice.request("GET", "/thread/threads"))["threads"] == []
