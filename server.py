@@ -154,6 +154,11 @@ def _origin_pattern(origin: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in origin.rstrip("/").split("*")))
 
 
+# Answers that are part of the design, not failures of this server: 501 (a backend that is not
+# configured), 502 (the configured backend failed), 503 (draining).  ERROR is kept for the rest.
+_EXPECTED_5XX = frozenset({501, 502, 503})
+
+
 class RequestLog:
     """One structured line per request: method, path, status, duration, user, trace id."""
 
@@ -163,7 +168,7 @@ class RequestLog:
 
     def __call__(self, handler: web.RequestHandler) -> None:
         status = handler.get_status()
-        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 or status in _EXPECTED_5XX else logging.ERROR
         if not self.logger.isEnabledFor(level):
             return
         identity = getattr(handler, "identity", None)

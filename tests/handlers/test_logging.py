@@ -32,3 +32,22 @@ async def test_internal_key_never_logged(alice, caplog):
     await alice.request("GET", "/task/unknown")
     await alice.request("GET", "/task/unknown", headers={"X-Internal-Key": "wrong-key-value"})
     assert all("test-internal-key" not in r.getMessage() and "wrong-key-value" not in r.getMessage() for r in caplog.records)
+
+
+async def test_levels_by_status(app, caplog):
+    from server import RequestLog
+
+    class Handler:
+        def __init__(self, status):
+            self.status = status
+            self.request = type("R", (), {"method": "GET", "path": "/x", "request_time": lambda self: 0.001})()
+
+        def get_status(self):
+            return self.status
+
+    caplog.set_level(logging.DEBUG, logger="parley.access")
+    log = RequestLog("text")
+    for status in (200, 404, 500, 501, 502, 503, 504):
+        log(Handler(status))
+    levels = [r.levelname for r in caplog.records if r.name == "parley.access"]
+    assert levels == ["INFO", "WARNING", "ERROR", "WARNING", "WARNING", "WARNING", "ERROR"]
