@@ -18,7 +18,7 @@ from handlers.errors import ApiError
 from handlers.native import ID, check_id, user_message_from
 from handlers.sse import AI_SDK_HEADER, KEEPALIVE, ai_sdk_frames, follow_task
 from handlers.streaming import EventStreamHandler
-from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy
+from runs.manager import Forbidden, StartRequest
 from store.tasks import TaskRow
 
 TRIGGERS = ("submit-message", "regenerate-message")
@@ -26,19 +26,6 @@ TRIGGERS = ("submit-message", "regenerate-message")
 
 class AgentHandler(APIHandler):
     surface = "app"
-
-    async def start(self, req: StartRequest) -> TaskRow:
-        """Start the run, mapping refusals to this surface: 503, 403, 409 {message, taskId}, 422."""
-        try:
-            return await self.runs.start_run(req)
-        except Draining:
-            raise ApiError(503, "the server is draining; try again on another instance") from None
-        except Forbidden as exc:
-            raise ApiError(403, str(exc)) from None
-        except ThreadBusy as busy:
-            raise ApiError(409, "the thread already has a running task", taskId=busy.task_id) from None
-        except Invalid as exc:
-            raise ApiError(422, str(exc)) from None
 
     async def live_task(self, thread_id: str) -> TaskRow | None:
         """The thread's pending, running or parked task (403 for another user's thread)."""
@@ -107,7 +94,7 @@ class StreamingHandler(AgentStreamHandler):
         agent_id = check_id(body.get("agentId"), "agentId", required=False) or self.settings["default_agent"]
         rewind_from, message = await self.resolve(thread_id, trigger, message_id, message)
         self.take_slot()
-        task = await self.start(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
+        task = await self.start_run(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
         await self.stream_run(task.id)
 
     async def resolve(self, thread_id: str, trigger: str, message_id: str | None,
@@ -180,7 +167,7 @@ class TaskRootHandler(AgentHandler):
         message = user_message_from(body)
         agent_id = check_id(body.get("agentId"), "agentId", required=False) or self.settings["default_agent"]
         rewind_from = check_id(body.get("rewindFrom"), "rewindFrom", required=False)
-        task = await self.start(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
+        task = await self.start_run(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 

@@ -54,7 +54,7 @@ from handlers.errors import ApiError
 from handlers.native import check_id
 from handlers.sse import follow_task
 from runs.hub import Batch, EventHub
-from runs.manager import Draining, Forbidden, Invalid, PlanRefused, StartRequest, ThreadBusy, text_message
+from runs.manager import Forbidden, PlanRefused, RunError, StartRequest, text_message
 
 MAX_MESSAGE = 8000
 DEFAULT_TIMEOUT_S = 300.0
@@ -111,6 +111,13 @@ class ChatEvents:
 
 class AgentChatsHandler(APIHandler):
     surface = "accounts"
+    # ThreadBusy comes only after the owner check: the live run named is this user's own.
+    busy_message, busy_code, busy_id_key = "this session already has a run in progress", "SESSION_BUSY", "run_id"
+
+    def run_refusal(self, exc: RunError) -> ApiError:
+        if isinstance(exc, Forbidden) and not isinstance(exc, PlanRefused):
+            return ApiError(403, "this session belongs to another user", "FORBIDDEN")
+        return super().run_refusal(exc)
     starts_runs = True
 
     @property
@@ -127,19 +134,7 @@ class AgentChatsHandler(APIHandler):
         except ApiError as exc:
             raise ApiError(422, exc.message, "VALIDATION_ERROR") from None
         user_message = text_message(message)
-        try:
-            task = await self.runs.start_run(StartRequest(self.user_id, session_id, user_message, self.settings["default_agent"]))
-        except Draining:
-            raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
-        except PlanRefused as exc:
-            raise ApiError(403, str(exc), exc.code) from None
-        except Forbidden:
-            raise ApiError(403, "this session belongs to another user", "FORBIDDEN") from None
-        except ThreadBusy as busy:
-            # ThreadBusy comes only after the owner check: the live run is this user's own.
-            raise ApiError(409, "this session already has a run in progress", "SESSION_BUSY", run_id=busy.task_id) from None
-        except Invalid as exc:
-            raise ApiError(422, str(exc), "VALIDATION_ERROR") from None
+        task = await self.start_run(StartRequest(self.user_id, session_id, user_message, self.settings["default_agent"]))
 
         chat = ChatEvents(task.id, task.assistant_message_id)
         timeout = float(self.settings.get("agent_chat_timeout_s", DEFAULT_TIMEOUT_S))

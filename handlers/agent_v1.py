@@ -30,7 +30,7 @@ from handlers.sse import (
 )
 from handlers.streaming import EventStreamHandler
 from runs.hub import Batch
-from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy
+from runs.manager import Forbidden, StartRequest
 from store import NotFound
 from store.tasks import TaskRow
 
@@ -172,18 +172,11 @@ class AgentHandler(APIHandler):
                 raise ApiError(422, exc.message) from None
             raise
 
+    busy_message = "the thread already has a live run"
+
     async def start(self, run: RunInput) -> TaskRow:
-        req = StartRequest(self.user_id, run.thread_id, run.message, run.agent_id, client_run_id=run.run_id)
-        try:
-            return await self.runs.start_run(req)
-        except Draining:
-            raise ApiError(503, "the server is draining; try again on another instance") from None
-        except Forbidden as exc:
-            raise ApiError(403, str(exc)) from None
-        except ThreadBusy as busy:
-            raise ApiError(409, "the thread already has a live run", taskId=busy.task_id) from None
-        except Invalid as exc:
-            raise ApiError(422, str(exc)) from None
+        return await self.start_run(
+            StartRequest(self.user_id, run.thread_id, run.message, run.agent_id, client_run_id=run.run_id))
 
 
 class RunsHandler(AgentHandler):

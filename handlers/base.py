@@ -10,8 +10,9 @@ from tornado import httputil, web
 from tornado.ioloop import IOLoop
 
 from auth import Authenticator, AuthError, Identity
-from handlers.errors import ApiError, error_body
-from runs.manager import RunManager
+from handlers.errors import ApiError, ExactError, error_body
+from runs.manager import Draining, Forbidden, Invalid, PlanRefused, RunError, RunManager, StartRequest, ThreadBusy
+from store.tasks import TaskRow
 
 MAX_JSON_BODY = 1024 * 1024
 LINGER_MAX_BODY = 64 * 1024 * 1024  # larger declared bodies are refused at once
@@ -178,10 +179,45 @@ class APIHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(orjson.dumps(value))
 
+    # -- run starts -------------------------------------------------------------
+
+    # How this surface words a refused start (SPEC 4's order: 503 → 403 → 422 → 409); the body
+    # itself is rendered by write_error in the surface's shape.
+    busy_message = "the thread already has a running task"
+    busy_code: str | None = None
+    busy_id_key = "taskId"  # the field naming the live task in a 409
+    plan_details = False  # a plan refusal carries {plan, runsPerDay, runsToday | agentId} (job surface)
+
+    async def start_run(self, req: StartRequest) -> TaskRow:
+        """`runs.start_run`, its refusals turned into this surface's errors."""
+        try:
+            return await self.runs.start_run(req)
+        except RunError as exc:
+            raise self.run_refusal(exc) from None
+
+    def run_refusal(self, exc: RunError) -> ApiError:
+        """The error answering a refused run start; a surface overrides the cases it words differently."""
+        if isinstance(exc, Draining):
+            return ApiError(503, "the server is draining; try again on another instance", "DRAINING")
+        if isinstance(exc, PlanRefused):
+            return ApiError(403, str(exc), exc.code, **(exc.details if self.plan_details else {}))
+        if isinstance(exc, Forbidden):
+            return ApiError(403, str(exc), "FORBIDDEN")
+        if isinstance(exc, ThreadBusy):
+            return ApiError(409, self.busy_message, self.busy_code, **{self.busy_id_key: exc.task_id})
+        if isinstance(exc, Invalid):
+            return ApiError(422, str(exc), "VALIDATION_ERROR")
+        return ApiError(500, "internal server error")
+
     # -- errors ---------------------------------------------------------------
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ExactError):
+            self.set_status(exc.status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(orjson.dumps(exc.body))
+            return
         if isinstance(exc, ApiError):
             status, message, code, extra = exc.status, exc.message, exc.code, exc.extra
         elif isinstance(exc, web.HTTPError):

@@ -15,6 +15,14 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class ExactError(ApiError):
+    """An error whose whole body the SPEC fixes (the native 409 `{taskId, reason}`), sent as it is."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status, "")
+        self.body = body
+
+
 _CODES = {
     400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR",

@@ -15,7 +15,7 @@ from handlers.ratelimit import SlidingWindow, retry_after
 from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms, replay_steps
 from handlers.streaming import EventStreamHandler
 from runs.hub import Batch
-from runs.manager import Draining, Forbidden, Invalid, PlanRefused, SignalRefused, StartRequest, ThreadBusy, text_message
+from runs.manager import Forbidden, Invalid, PlanRefused, SignalRefused, StartRequest, text_message
 from store import Conflict, NotFound
 from store.tasks import TaskRow
 
@@ -29,6 +29,8 @@ def job_limits() -> dict[str, SlidingWindow]:
 
 class JobsHandler(APIHandler):
     surface = "jobs"
+    busy_message, busy_code, busy_id_key = "the thread already has a live job", "THREAD_BUSY", "job_id"
+    plan_details = True
     limit: str | None = None
 
     async def prepare(self) -> None:
@@ -92,16 +94,7 @@ class RunsHandler(JobsHandler):
         except ApiError as exc:
             raise ApiError(422, exc.message, "VALIDATION_ERROR") from None
         user_message = text_message(message)
-        try:
-            task = await self.runs.start_run(StartRequest(self.user_id, thread_id, user_message, agent_id))
-        except Draining:
-            raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
-        except PlanRefused as exc:
-            raise ApiError(403, str(exc), exc.code, **exc.details) from None
-        except Forbidden as exc:
-            raise ApiError(403, str(exc), "FORBIDDEN") from None
-        except ThreadBusy as busy:
-            raise ApiError(409, "the thread already has a live job", "THREAD_BUSY", job_id=busy.task_id) from None
+        task = await self.start_run(StartRequest(self.user_id, thread_id, user_message, agent_id))
         self.write_json({"job_id": task.id, "status": "pending", "created_at": iso_ms(task.created_at)}, 201)
 
 

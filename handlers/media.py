@@ -16,8 +16,8 @@ from typing import Any
 from agents.tools import MAX_IMAGE_PROMPT
 from handlers.agent import AgentHandler
 from handlers.errors import ApiError
-from handlers.native import ID, check_id
-from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy, text_message
+from handlers.native import ID, check_id, native_busy
+from runs.manager import Forbidden, Invalid, RunError, StartRequest, ThreadBusy, text_message
 from store import NotFound
 from store import media as media_sql
 from store import tasks as tasks_sql
@@ -109,6 +109,13 @@ class SubmitHandler(MediaHandler):
         if kind == "video":  # SPEC section 4 lists /video/submit with the native API: its error shape
             self.surface = "native"
 
+    def run_refusal(self, exc: RunError) -> ApiError:
+        if isinstance(exc, Invalid):  # not retryable, or the balance is still too low
+            return ApiError(400, str(exc))
+        if isinstance(exc, ThreadBusy) and self.surface == "native":  # as POST /task answers
+            return native_busy(exc.task_id)
+        return super().run_refusal(exc)
+
     async def post(self, task_id: str) -> None:
         """Run it again (a new task on the same thread, the same user message): 200 {success, taskId};
         400 when the task did not fail `insufficient_credits`, was retried already, or the balance
@@ -117,17 +124,8 @@ class SubmitHandler(MediaHandler):
         await self.own_task(task_id)
         try:
             task = await self.runs.retry(task_id, self.user_id)
-        except Invalid as exc:
-            raise ApiError(400, str(exc)) from None
-        except Draining:
-            raise ApiError(503, "the server is draining; try again on another instance") from None
-        except Forbidden as exc:
-            raise ApiError(403, str(exc)) from None
-        except ThreadBusy as busy:
-            if self.surface == "native":  # as POST /task answers
-                self.write_json({"taskId": busy.task_id, "reason": "running"}, 409)
-                return
-            raise ApiError(409, "the thread already has a running task", taskId=busy.task_id) from None
+        except RunError as exc:
+            raise self.run_refusal(exc) from None
         except NotFound:
             raise ApiError(404, "task not found") from None
         self.write_json({"success": True, "taskId": task.id})
@@ -147,7 +145,7 @@ class InitializeHandler(MediaHandler):
         if len(prompt.strip()) > MAX_IMAGE_PROMPT:
             raise ApiError(422, f"prompt longer than {MAX_IMAGE_PROMPT} characters")
         message = text_message(f"/{self.kind} {prompt.strip()}")
-        task = await self.start(StartRequest(self.user_id, thread_id, message, self.settings["default_agent"]))
+        task = await self.start_run(StartRequest(self.user_id, thread_id, message, self.settings["default_agent"]))
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 

@@ -9,10 +9,10 @@ from tornado import iostream
 
 from auth import AuthError
 from handlers.base import APIHandler
-from handlers.errors import ApiError
+from handlers.errors import ApiError, ExactError
 from handlers.sse import KEEPALIVE, RETRY_MS, follow_task, native_frames, native_terminal_frame
 from handlers.streaming import EventStreamHandler
-from runs.manager import Draining, Forbidden, Invalid, StartRequest, ThreadBusy, text_message
+from runs.manager import Forbidden, RunError, StartRequest, ThreadBusy, text_message
 from store import NotFound
 from store.tasks import TaskRow
 
@@ -67,8 +67,18 @@ def user_message_from(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def native_busy(task_id: str) -> ExactError:
+    """SPEC 4's 409 for a thread that has a live task: exactly {taskId, reason: "running"}."""
+    return ExactError(409, {"taskId": task_id, "reason": "running"})
+
+
 class NativeHandler(APIHandler):
     surface = "native"
+
+    def run_refusal(self, exc: RunError) -> ApiError:
+        if isinstance(exc, ThreadBusy):
+            return native_busy(exc.task_id)
+        return super().run_refusal(exc)
 
     async def own_task(self, task_id: str, fresh: bool = True) -> TaskRow:
         try:
@@ -106,18 +116,7 @@ class TaskRootHandler(NativeHandler):
         message = user_message_from(body)
         agent_id = check_id(body.get("agentId"), "agentId", required=False) or self.settings["default_agent"]
         rewind_from = check_id(body.get("rewindFrom"), "rewindFrom", required=False)
-        req = StartRequest(self.user_id, thread_id, message, agent_id, rewind_from)
-        try:
-            task = await self.runs.start_run(req)
-        except Draining:
-            raise ApiError(503, "the server is draining; try again on another instance", "DRAINING") from None
-        except Forbidden as exc:
-            raise ApiError(403, str(exc)) from None
-        except ThreadBusy as busy:
-            self.write_json({"taskId": busy.task_id, "reason": "running"}, 409)
-            return
-        except Invalid as exc:
-            raise ApiError(422, str(exc)) from None
+        task = await self.start_run(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 
