@@ -321,3 +321,25 @@ def _status_message(exc: openai.APIStatusError) -> str:
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def provider_table(extra: dict[str, Any], name: str, providers: set[str], known: set[str]) -> dict[str, Any] | None:
+    """The config table `[name]` whose `llm` key names an `[llm.NAME]` provider, checked; None without one.
+
+    Raises ValueError naming what is wrong (not a table, an unknown key, no or an unknown provider).
+    """
+    if name not in extra:
+        return None
+    table = extra[name]
+    if not isinstance(table, dict):
+        raise ValueError(f'[{name}] must be a table, e.g. [{name}] llm = "local"')
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"[{name}]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    llm = table.get("llm")
+    if not isinstance(llm, str) or not llm:
+        raise ValueError(f"[{name}]: llm must name an [llm.NAME] provider")
+    if llm not in providers:
+        configured = ", ".join(sorted(providers)) or "none"
+        raise ValueError(f"[{name}]: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")
+    return table

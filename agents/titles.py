@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from agents.context import AgentError
-from agents.llm import ChatModel, TextDelta
+from agents.llm import ChatModel, TextDelta, provider_table
 
 SYSTEM_PROMPT = "Give this conversation a short title of at most 6 words. Answer with the title only."
 TIMEOUT_S = 15.0  # a whole title request, however the provider's own timeouts are set
@@ -32,21 +32,8 @@ def configured_llm(extra: dict[str, Any], providers: set[str]) -> str | None:
 
     Raises ValueError naming what is wrong (not a table, unknown key, no such provider).
     """
-    if "titles" not in extra:
-        return None
-    table = extra["titles"]
-    if not isinstance(table, dict):
-        raise ValueError("[titles] must be a table, e.g. [titles] llm = \"local\"")
-    unknown = sorted(set(table) - {"llm"})
-    if unknown:
-        raise ValueError(f"[titles]: unknown key(s) {', '.join(unknown)} (known: llm)")
-    llm = table.get("llm")
-    if not isinstance(llm, str) or not llm:
-        raise ValueError("[titles]: llm must name an [llm.NAME] provider")
-    if llm not in providers:
-        configured = ", ".join(sorted(providers)) or "none"
-        raise ValueError(f"[titles]: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")
-    return llm
+    table = provider_table(extra, "titles", providers, {"llm"})
+    return None if table is None else str(table["llm"])
 
 
 def title_messages(user_text: str, reply_text: str) -> list[dict[str, Any]]:

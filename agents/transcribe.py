@@ -20,7 +20,7 @@ from typing import Any
 import openai
 
 from agents.context import AgentError
-from agents.llm import LLMProvider, _cause, _short, _status_message
+from agents.llm import LLMProvider, _cause, _short, _status_message, provider_table
 
 DEFAULT_MODEL = "whisper-1"
 DEFAULT_TIMEOUT_S = 120.0
@@ -47,21 +47,10 @@ def configured(extra: dict[str, Any], providers: set[str]) -> TranscribeConfig |
 
     Raises ValueError naming what is wrong (not a table, unknown key, no such provider, bad value).
     """
-    if "transcribe" not in extra:
+    table = provider_table(extra, "transcribe", providers, {"llm", "model", "language", "timeout_s"})
+    if table is None:
         return None
-    table = extra["transcribe"]
-    if not isinstance(table, dict):
-        raise ValueError('[transcribe] must be a table, e.g. [transcribe] llm = "local"')
-    known = {"llm", "model", "language", "timeout_s"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ValueError(f"[transcribe]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    llm = table.get("llm")
-    if not isinstance(llm, str) or not llm:
-        raise ValueError("[transcribe]: llm must name an [llm.NAME] provider")
-    if llm not in providers:
-        names = ", ".join(sorted(providers)) or "none"
-        raise ValueError(f"[transcribe]: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {names})")
+    llm = str(table["llm"])
     model = table.get("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model:
         raise ValueError("[transcribe]: model must be a non-empty string, e.g. \"whisper-1\"")
