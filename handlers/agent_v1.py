@@ -28,7 +28,7 @@ from handlers.sse import (
     follow_thread,
     iso_ms,
 )
-from handlers.streaming import EventStreamHandler
+from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
 from runs.hub import Batch
 from runs.manager import Forbidden, StartRequest
 from store import NotFound
@@ -194,13 +194,7 @@ class RunEventsHandler(EventStreamHandler, AgentHandler):
     """GET /runs/:threadId/events — every task of the thread, resumable, open while the thread is busy."""
 
     def explicit_cursor(self) -> int | None:
-        raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
-        if raw is None:
-            return None
-        try:
-            return max(0, int(raw.strip()))
-        except ValueError:
-            raise ApiError(422, "Last-Event-ID must be an event id (an integer)") from None
+        return None if self.raw_cursor() is None else self.cursor(malformed_status=422)
 
     def idle_limit(self) -> int:
         raw = self.get_query_argument("idle_limit", None)
@@ -324,7 +318,7 @@ _DETAIL = {"type": "object", "required": ["detail"], "properties": {"detail": _S
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {401: "missing or invalid credentials", 403: "the thread is another user's", 404: "thread not found",
+    text = {400: "Last-Event-ID beyond the log", 401: "missing or invalid credentials", 403: "the thread is another user's", 404: "thread not found",
             409: "the thread has a live run (`taskId` names it)", 413: "body too large",
             422: "invalid input", 429: "too many open streams", 503: "draining"}
     return {str(c): {"description": text[c], "content": {_JSON: {"schema": _DETAIL}}} for c in codes}
@@ -350,15 +344,14 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
             **_errors(401, 403, 409, 413, 422, 503)}}},
     "/api/v1/agent/runs/{threadId}/events": {"get": {
         "summary": "The thread's events across its runs as SSE (`event:` the canonical type, `data: {type, taskId, threadId, "
-                   "runId, data}`), resumable with Last-Event-ID; without it, from the start of the latest run; closes "
+                   "runId, data}`), resumable with Last-Event-ID (header or query; 400 beyond the log's last id); without it, from the start of the latest run; closes "
                    "after idle_limit seconds without a pending or running task",
         "parameters": [
-            {"name": "Last-Event-ID", "in": "header", "schema": _S},
-            {"name": "lastEventId", "in": "query", "schema": _S},
+            *CURSOR_PARAMETERS,
             {"name": "idle_limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": IDLE_LIMIT_MAX,
                                                               "default": IDLE_LIMIT_DEFAULT}},
         ],
-        "responses": {"200": {"description": "event stream", **_SSE}, **_errors(401, 403, 404, 422, 429)}}},
+        "responses": {"200": {"description": "event stream", **_SSE}, **_errors(400, 401, 403, 404, 422, 429)}}},
     "/api/v1/agent/history": {"get": {
         "summary": "One UTC day of a thread's messages: the last day with messages before `before`, or the latest day",
         "parameters": [{"name": "threadId", "in": "query", "schema": _S, "description": "the user's latest thread when absent"},

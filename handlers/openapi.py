@@ -18,6 +18,7 @@ from handlers.agent_chats import OPENAPI as AGENT_CHAT_OPERATIONS
 from handlers.agent_v1 import OPENAPI as AGENT_V1_OPERATIONS
 from handlers.attachments import OPENAPI as ATTACHMENT_OPERATIONS
 from handlers.base import APIHandler
+from handlers.streaming import CURSOR_PARAMETERS
 from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
 from handlers.mcp import OPENAPI as MCP_OPERATIONS
 from handlers.media import OPENAPI as MEDIA_OPERATIONS
@@ -64,10 +65,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "delete": {"summary": "Abort the task (idempotent)", "responses": {"204": _r("aborted or already ended"), **_errors(401, 403, 404)}},
     },
     "/stream/{taskId}": {"get": {
-        "summary": "The run's events as SSE (kira framing), resumable with Last-Event-ID or ?lastEventId=; ?token= for EventSource",
-        "parameters": [
-            {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-            {"name": "lastEventId", "in": "query", "schema": {"type": "string"}},
+        "summary": "The run's events as SSE (kira framing), resumable with Last-Event-ID (header, or ?Last-Event-ID= / ?lastEventId=; "
+                   "400 beyond the log's last id); ?token= for EventSource",
+        "parameters": [*CURSOR_PARAMETERS,
             {"name": "token", "in": "query", "schema": {"type": "string"}, "description": "TaskInfo.streamToken"},
         ],
         "responses": {"200": _r("event stream", {"type": "string"}, "text/event-stream"),
@@ -101,6 +101,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                                **_errors(401, 403, 404, 409, 503)}},
     },
     "/api/jobs/{jobId}/events": {"get": {"summary": "The timeline as SSE, one frame per entry, resumable with Last-Event-ID",
+        "parameters": CURSOR_PARAMETERS,
         "responses": {"200": _r("event stream", {"type": "string"}, "text/event-stream"), **_errors(400, 401, 403, 404, 429)}}},
     "/api/agents": {
         "get": {"summary": "The agents this user may run", "responses": {"200": _r("agents", {"type": "object", "properties": {"agents": {"type": "array", "items": AGENT}}}), **_errors(401)}},

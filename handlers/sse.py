@@ -362,6 +362,7 @@ async def follow_task(
         on_subscribed(sub)
     try:
         replaying = True
+        checked_end = False
         while True:
             if replaying:
                 # Right after subscribing, with no await in between: the in-memory log
@@ -376,6 +377,11 @@ async def follow_task(
                         return
                     continue
                 replaying = False
+                if not checked_end:  # resumed at or after the end of a run that is over: nothing will follow
+                    checked_end = True
+                    last = await runs.last_event(task_id)
+                    if last is not None and last.terminal and last.id <= cursor:
+                        return
             if sub.lagged:  # the reader fell behind: its queue was dropped, catch up from the log
                 sub.lagged = False
                 sub.take()

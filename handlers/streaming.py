@@ -8,6 +8,13 @@ from handlers.errors import ApiError
 from handlers.sse import StreamSlots
 from runs.hub import EventHub, Subscription
 
+# Query spellings of the resume cursor, besides the header: seed 002's own name, then the common one.
+CURSOR_QUERY_NAMES = ("Last-Event-ID", "lastEventId")
+CURSOR_PARAMETERS: list[dict[str, object]] = [
+    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+    *({"name": name, "in": "query", "schema": {"type": "string"}} for name in CURSOR_QUERY_NAMES),
+]
+
 
 class EventStreamHandler(APIHandler):
     """Mixed into a surface's handler: `open_stream()`, `send()`, `end()`.
@@ -28,12 +35,36 @@ class EventStreamHandler(APIHandler):
     def hub(self) -> EventHub:
         return cast(EventHub, self.settings["hub"])
 
-    def cursor(self) -> int:
-        raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None) or "0"
+    def raw_cursor(self) -> str | None:
+        """The resume cursor as sent: the `Last-Event-ID` header, else the query's `Last-Event-ID`
+        (seed 002's spelling) or `lastEventId`."""
+        header = self.request.headers.get("Last-Event-ID", "").strip()
+        if header:
+            return header
+        for name in CURSOR_QUERY_NAMES:
+            value = self.get_query_argument(name, None)
+            if value is not None and value.strip():
+                return value
+        return None
+
+    def cursor(self, malformed_status: int = 400, beyond_ok: bool = False) -> int:
+        """The event id to resume after (0: from the start).
+
+        Not an integer → `malformed_status`; above the last id the log has
+        handed out → 400 (unless `beyond_ok`: the caller answers with a
+        run's terminal frame): no event could ever follow it, so such a
+        stream would wait forever (and ids of 2**63 and more do not fit the store).
+        """
+        raw = self.raw_cursor()
+        if raw is None:
+            return 0
         try:
-            return max(0, int(raw.strip()))
+            value = max(0, int(raw.strip()))
         except ValueError:
-            raise ApiError(400, "Last-Event-ID must be an event id (an integer)") from None
+            raise ApiError(malformed_status, "Last-Event-ID must be an event id (an integer)") from None
+        if value > self.runs.last_event_id and not beyond_ok:
+            raise ApiError(400, "Last-Event-ID is beyond the last event of the log")
+        return value
 
     def stream_headers(self) -> None:
         self.set_header("Content-Type", "text/event-stream")

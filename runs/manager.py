@@ -267,6 +267,11 @@ class RunManager:
     async def events_after(self, task_id: str, after: int, limit: int) -> list[Any]:
         return await self.db.read(lambda c: events_sql.for_task(c, task_id, after, limit))
 
+    @property
+    def last_event_id(self) -> int:
+        """The highest event id of the whole log so far (a resume cursor above it is no cursor)."""
+        return self.db.last_event_id
+
     async def last_event(self, task_id: str) -> Any:
         return await self.db.read(lambda c: events_sql.last_for_task(c, task_id))
 

@@ -165,6 +165,11 @@ class Database:
 
     # -- writing ----------------------------------------------------------
 
+    @property
+    def last_event_id(self) -> int:
+        """The highest event id handed out so far: no event with a smaller id can still appear."""
+        return self._next_id
+
     def next_event_id(self) -> int:
         self._next_id += 1
         return self._next_id
