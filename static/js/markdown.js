@@ -2,8 +2,15 @@
 // piece of text becomes a text node, so a message can never inject markup.
 // Blocks: paragraphs, headings, fenced code, lists, block quotes, rules.
 // Inline: `code`, **bold**, *italic*, ~~strike~~, [links](http…) and bare URLs.
+//
+// It runs in time linear in the input, whatever the input: a message is
+// rendered every time its thread opens, so one crafted message (100,000
+// backticks, an endless run of "[") must not freeze the tab. No regular
+// expression here can backtrack over more than one line, and the inline
+// scanner looks each delimiter up in tables built in one pass.
 
 const SAFE_URL = /^(https?:|mailto:)/i;
+const MAX_QUOTE_DEPTH = 16; // deeper ">" lines stay text (and the recursion stays shallow)
 
 function el(tag, ...children) {
   const node = document.createElement(tag);
@@ -13,44 +20,48 @@ function el(tag, ...children) {
 
 /** Render `source` into a DocumentFragment. */
 export function renderMarkdown(source) {
+  return renderBlocks(String(source).replace(/\r\n?/g, "\n").split("\n"), 0);
+}
+
+function renderBlocks(lines, depth) {
   const out = document.createDocumentFragment();
-  const lines = String(source).replace(/\r\n?/g, "\n").split("\n");
   let i = 0;
   while (i < lines.length) {
     const line = lines[i];
-    const fence = line.match(/^\s*(```|~~~)\s*([\w+-]*)\s*$/);
+    const fence = fenceOf(line);
     if (fence) {
       const body = [];
-      for (i++; i < lines.length && !lines[i].trim().startsWith(fence[1]); i++) body.push(lines[i]);
+      for (i++; i < lines.length && !lines[i].trim().startsWith(fence.marker); i++) body.push(lines[i]);
       i++;
       const code = el("code", body.join("\n"));
-      if (fence[2]) code.dataset.lang = fence[2];
+      if (fence.lang) code.dataset.lang = fence.lang;
       out.append(el("pre", code));
       continue;
     }
     if (!line.trim()) { i++; continue; }
-    const heading = line.match(/^(#{1,6})\s+(.*)$/);
+    const heading = headingOf(line);
     if (heading) {
-      out.append(inline(el(`h${Math.min(6, heading[1].length + 2)}`), heading[2]));
+      out.append(inline(el(`h${Math.min(6, heading.level + 2)}`), heading.text));
       i++;
       continue;
     }
-    if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) { out.append(el("hr")); i++; continue; }
-    if (/^\s*>/.test(line)) {
+    if (isRule(line)) { out.append(el("hr")); i++; continue; }
+    if (depth < MAX_QUOTE_DEPTH && /^\s*>/.test(line)) {
       const quoted = [];
       for (; i < lines.length && /^\s*>/.test(lines[i]); i++) quoted.push(lines[i].replace(/^\s*>\s?/, ""));
-      out.append(el("blockquote", renderMarkdown(quoted.join("\n"))));
+      out.append(el("blockquote", renderBlocks(quoted, depth + 1)));
       continue;
     }
-    const item = /^\s*(?:([-*+])|(\d+)[.)])\s+(.*)$/;
-    if (item.test(line)) {
-      const ordered = Boolean(line.match(item)[2]);
-      const list = el(ordered ? "ol" : "ul");
+    const first = listItemOf(line);
+    if (first) {
+      const list = el(first.ordered ? "ol" : "ul");
       for (; i < lines.length; i++) {
-        const m = lines[i].match(item);
-        if (m && Boolean(m[2]) === ordered) list.append(inline(el("li"), m[3]));
-        else if (lines[i].trim() && /^\s{2,}/.test(lines[i]) && list.lastChild) list.lastChild.append(" ", ...inlineNodes(lines[i].trim()));
-        else break;
+        const item = listItemOf(lines[i]);
+        if (item && item.ordered === first.ordered) list.append(inline(el("li"), item.text));
+        else if (lines[i].trim() && /^\s{2,}/.test(lines[i]) && list.lastChild) {
+          list.lastChild.append(" ");
+          inline(list.lastChild, lines[i].trim());
+        } else break;
       }
       out.append(list);
       continue;
@@ -61,11 +72,44 @@ export function renderMarkdown(source) {
     const p = el("p");
     para.forEach((text, n) => {
       if (n) p.append(el("br"));
-      p.append(...inlineNodes(text));
+      inline(p, text);
     });
     out.append(p);
   }
   return out;
+}
+
+/** A fence line: ``` or ~~~, then at most a language name. */
+function fenceOf(line) {
+  const t = line.trim();
+  const marker = t.slice(0, 3);
+  if (marker !== "```" && marker !== "~~~") return null;
+  const lang = t.slice(3).trim();
+  return /^[\w+-]*$/.test(lang) ? { marker, lang } : null;
+}
+
+// The text of a heading or list item runs to the end of the line; a line that
+// holds a line separator (U+2028/9) is neither (as `.` never matches one).
+const SEPARATOR = /[\u2028\u2029]/;
+
+function headingOf(line) {
+  const m = /^#{1,6}(?=\s)/.exec(line);
+  if (!m) return null;
+  const text = line.slice(m[0].length).trimStart();
+  return SEPARATOR.test(text) ? null : { level: m[0].length, text };
+}
+
+function listItemOf(line) {
+  const m = /^\s*(?:[-*+]|(\d+)[.)])(?=\s)/.exec(line);
+  if (!m) return null;
+  const text = line.slice(m[0].length).trimStart();
+  return SEPARATOR.test(text) ? null : { ordered: Boolean(m[1]), text };
+}
+
+/** Three or more of one of - * _ and nothing else but blanks. */
+function isRule(line) {
+  const t = line.replace(/\s+/g, "");
+  return t.length >= 3 && /^(?:-+|\*+|_+)$/.test(t);
 }
 
 function startsBlock(line) {
@@ -73,34 +117,175 @@ function startsBlock(line) {
 }
 
 function inline(node, text) {
-  node.append(...inlineNodes(text));
+  new InlineScanner(text).render(node, 0, text.length);
   return node;
 }
 
-const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([^*]+?)\*\*|(?<!\w)__([^_]+?)__(?!\w)|\*([^*\s][^*]*?)\*|(?<![\w])_([^_\s][^_]*?)_(?![\w])|~~([^~]+?)~~|\[([^\]]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])/;
+// -- inline ----------------------------------------------------------------------------
+//
+// At each position, in this order, the first that fits wins (leftmost first):
+//   `code`            a run of N backticks up to the next run of exactly N (else the run is text)
+//   **strong**        up to the next "*", which must start "**"; no "*" inside
+//   *em*              not followed by a blank; up to the next "*"
+//   __strong__ _em_   likewise with "_", not inside a word (no word character just before or after)
+//   ~~del~~           up to the next "~", which must start "~~"
+//   [text](url)       text up to the next "]", url up to the next ")" with no blank
+//   http(s)://…       up to a blank or <>(), trailing punctuation left out
+// Word boundaries are those of the text being scanned: the start and end of the
+// line, of an element's content, and the end of the previous element.
 
-/** Inline Markdown of one line as nodes (text nodes and a few safe elements). */
-export function inlineNodes(text) {
-  const nodes = [];
-  let rest = text;
-  while (rest) {
-    const m = rest.match(INLINE);
-    if (!m) { nodes.push(document.createTextNode(rest)); break; }
-    if (m.index) nodes.push(document.createTextNode(rest.slice(0, m.index)));
-    if (m[1]) nodes.push(el("code", m[2]));
-    else if (m[3] || m[4]) nodes.push(el("strong", ...inlineNodes(m[3] || m[4])));
-    else if (m[5] || m[6]) nodes.push(el("em", ...inlineNodes(m[5] || m[6])));
-    else if (m[7]) nodes.push(el("del", ...inlineNodes(m[7])));
-    else if (m[8]) nodes.push(link(m[9], inlineNodes(m[8]), m[0]));
-    else if (m[10]) nodes.push(link(m[10], [document.createTextNode(m[10])], m[10]));
-    rest = rest.slice(m.index + m[0].length);
+const WORD = /\w/;
+const BLANK = /\s/;
+const URL_STOP = /[\s<>()]/;
+const URL_LAST = /[^\s<>().,;:!?'"]/;
+const NONE = -1;
+
+class InlineScanner {
+  constructor(text) {
+    this.text = text;
+    this.tables = new Map();
   }
-  return nodes;
+
+  /** The first index >= i whose character passes `test` (text.length if none); a table built once per kind. */
+  next(kind, test, i) {
+    let table = this.tables.get(kind);
+    if (!table) {
+      const n = this.text.length;
+      table = new Int32Array(n + 1);
+      table[n] = n;
+      for (let j = n - 1; j >= 0; j--) table[j] = test(this.text[j]) ? j : table[j + 1];
+      this.tables.set(kind, table);
+    }
+    return table[Math.min(i, this.text.length)];
+  }
+
+  /** The last index <= i that may end a bare URL (NONE if none). */
+  lastUrlEnd(i) {
+    let table = this.tables.get("url-last");
+    if (!table) {
+      const n = this.text.length;
+      table = new Int32Array(n);
+      let last = NONE;
+      for (let j = 0; j < n; j++) table[j] = last = URL_LAST.test(this.text[j]) ? j : last;
+      this.tables.set("url-last", table);
+    }
+    return table[i];
+  }
+
+  /** For a run of backticks starting at i: where the next run of the same length starts (NONE if none). */
+  closingRun(i) {
+    let closers = this.closers;
+    if (!closers) {
+      closers = this.closers = new Map();
+      const t = this.text;
+      const nearest = new Map(); // run length -> start of the nearest run to the right
+      let j = t.length - 1;
+      while (j >= 0) {
+        if (t[j] !== "`") { j--; continue; }
+        const end = j + 1;
+        while (j >= 0 && t[j] === "`") j--;
+        const start = j + 1;
+        const len = end - start;
+        closers.set(start, nearest.has(len) ? nearest.get(len) : NONE);
+        nearest.set(len, start);
+      }
+    }
+    return closers.get(i) ?? NONE; // NONE too inside a run (never asked: runs are skipped whole)
+  }
+
+  runLength(i) {
+    let j = i;
+    while (this.text[j] === "`") j++;
+    return j - i;
+  }
+
+  /** Append the nodes of text[start, end) to `parent`. */
+  render(parent, start, end) {
+    const t = this.text;
+    let segment = start; // text before p not yet appended; no word lies before it
+    let p = start;
+    while (p < end) {
+      const c = t[p];
+      let found = null; // [node, index after the match]
+      if (c === "`") {
+        const len = this.runLength(p);
+        const close = this.closingRun(p);
+        if (close === NONE || close + len > end) { p += len; continue; }
+        found = [el("code", t.slice(p + len, close)), close + len];
+      } else if (c === "*") {
+        found = this.delimited(p, end, "*", "strong") || this.emphasis(p, end, "*", null);
+      } else if (c === "_") {
+        const afterWord = p > segment && WORD.test(t[p - 1]);
+        if (!afterWord) found = this.delimited(p, end, "_", "strong", true) || this.emphasis(p, end, "_", WORD);
+      } else if (c === "~") {
+        found = this.delimited(p, end, "~", "del");
+      } else if (c === "[") {
+        found = this.link(p, end);
+      } else if (c === "h") {
+        found = this.bareUrl(p, end);
+      }
+      if (!found) { p++; continue; }
+      if (p > segment) parent.append(t.slice(segment, p));
+      parent.append(found[0]);
+      p = segment = found[1];
+    }
+    if (end > segment) parent.append(t.slice(segment, end));
+  }
+
+  /** `cc…cc` around at least one character that is not c (** strong **, __strong__, ~~del~~). */
+  delimited(p, end, c, tag, wordBound = false) {
+    const t = this.text;
+    if (p + 1 >= end || t[p + 1] !== c) return null;
+    const close = this.next(c, (x) => x === c, p + 2);
+    if (close === p + 2 || close + 1 >= end || t[close + 1] !== c) return null;
+    if (wordBound && close + 2 < end && WORD.test(t[close + 2])) return null;
+    return [this.element(tag, p + 2, close), close + 2];
+  }
+
+  /** `c…c` whose first character is neither c nor a blank (*em*, _em_); `after` may not follow. */
+  emphasis(p, end, c, after) {
+    const t = this.text;
+    if (p + 1 >= end || t[p + 1] === c || BLANK.test(t[p + 1])) return null;
+    const close = this.next(c, (x) => x === c, p + 1);
+    if (close >= end) return null;
+    if (after && close + 1 < end && after.test(t[close + 1])) return null;
+    return [this.element("em", p + 1, close), close + 1];
+  }
+
+  link(p, end) {
+    const t = this.text;
+    const close = this.next("]", (x) => x === "]", p + 1);
+    if (close === p + 1 || close + 1 >= end || t[close + 1] !== "(") return null;
+    const stop = this.next("href-stop", (x) => x === ")" || BLANK.test(x), close + 2);
+    if (stop === close + 2 || stop >= end || t[stop] !== ")") return null;
+    const href = t.slice(close + 2, stop);
+    const node = SAFE_URL.test(href) ? anchor(href, this.element(null, p + 1, close)) : document.createTextNode(t.slice(p, stop + 1));
+    return [node, stop + 1];
+  }
+
+  bareUrl(p, end) {
+    const t = this.text;
+    const scheme = t.startsWith("https://", p) ? 8 : t.startsWith("http://", p) ? 7 : 0;
+    if (!scheme) return null;
+    const body = p + scheme;
+    const stop = Math.min(this.next("url-stop", (x) => URL_STOP.test(x), body), end);
+    if (stop < body + 2) return null;
+    const last = this.lastUrlEnd(stop - 1);
+    if (last < body + 1) return null;
+    const url = t.slice(p, last + 1);
+    return [anchor(url, document.createTextNode(url)), last + 1];
+  }
+
+  /** An element (a fragment when `tag` is null) holding the inline nodes of text[start, end). */
+  element(tag, start, end) {
+    const node = tag ? document.createElement(tag) : document.createDocumentFragment();
+    this.render(node, start, end);
+    return node;
+  }
 }
 
-function link(href, children, raw) {
-  if (!SAFE_URL.test(href)) return document.createTextNode(raw); // javascript:, data:, … stay text
-  const a = el("a", ...children);
+function anchor(href, content) {
+  const a = el("a", content);
   a.href = href;
   a.target = "_blank";
   a.rel = "noopener noreferrer nofollow";
