@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from tornado import web
@@ -81,11 +82,17 @@ class Config:
     max_streams_per_user: int = field(default=1000, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
     keepalive_s: float = field(default=15.0, metadata={"help": "seconds between SSE keep-alive comments"})
     idle_timeout: float = field(default=75.0, metadata={"help": "seconds before an idle keep-alive connection is closed"})
+    dev: bool = field(default=False, metadata={"help": "development mode: GET /api/v1/auth/dev-code shows outbox codes to a browser on this machine"})
+    public_url: str | None = field(default=None, metadata={"help": "URL people reach the server at, for links in mail and the own origin (default: http://HOST:PORT of the listener)"})
+    allowed_host: list[str] = field(default_factory=list, metadata={"help": "Host name the unauthenticated account routes accept (repeatable; others get 421); always: the public URL's host, localhost, 127.0.0.1, [::1], the listener's host"})
+    trusted_proxy: list[str] = field(default_factory=list, metadata={"help": "CIDR of a reverse proxy whose X-Forwarded-For gives the client address for rate limits and logs (repeatable); default: none, forwarding headers are ignored"})
     config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles], [transcribe], [plans.*], [credits])"})
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
 
 
-_LIST_FIELDS = {"jwks", "cors_origin"}
+_LIST_FIELDS = {"jwks", "cors_origin", "allowed_host", "trusted_proxy"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 _FIELDS = {f.name: f for f in fields(Config) if f.name != "extra"}
 
 
@@ -95,6 +102,13 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return [str(v) for v in value]
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise ValueError(f"not a boolean: {value!r}")
+        return text in _TRUE
     if kind.startswith("Path"):
         return Path(value)
     if kind == "int":
@@ -117,6 +131,9 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         env = "PARLEY_" + f.name.upper()
         if f.name in _LIST_FIELDS:
             parser.add_argument(flag, action="append", default=None, help=f"{f.metadata['help']} [{env}]")
+        elif str(f.type) == "bool":
+            parser.add_argument(flag, action="store_const", const=True, default=None,
+                                help=f"{f.metadata['help']} (default: off) [{env}=1]")
         else:
             parser.add_argument(flag, default=None, help=f"{f.metadata['help']} (default: {f.default}) [{env}]")
     args = parser.parse_args(argv)
@@ -147,7 +164,32 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             parser.error(f"invalid value for {name}: {value!r}")
     if cfg.log_format not in ("text", "json"):
         parser.error("--log-format must be text or json")
+    try:
+        base_handlers.proxy_networks(cfg.trusted_proxy)
+    except ValueError as exc:
+        parser.error(f"--trusted-proxy: {exc}")
+    if cfg.public_url is not None:
+        try:
+            cfg.public_url = normal_public_url(cfg.public_url)
+        except ValueError as exc:
+            parser.error(f"--public-url: {exc}")
     return cfg
+
+
+def normal_public_url(url: str) -> str:
+    """`--public-url` as `scheme://host[:port][/path]`, no trailing slash; refused unless http(s) with a host."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
+            or parts.query or parts.fragment:
+        raise ValueError(f"{url!r} is not an http(s) URL like https://chat.example.com")
+    if parts.port == 0:  # parts.port raises ValueError for a port that is not a number
+        raise ValueError(f"{url!r} names port 0")
+    return urlunsplit((parts.scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _origin_pattern(origin: str) -> re.Pattern[str]:
@@ -160,10 +202,11 @@ _EXPECTED_5XX = frozenset({501, 502, 503})
 
 
 class RequestLog:
-    """One structured line per request: method, path, status, duration, user, trace id."""
+    """One structured line per request: method, path, status, duration, client address, user, trace id."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, trusted_proxies: tuple[base_handlers.ProxyNetwork, ...] = ()) -> None:
         self.fmt = fmt
+        self.trusted_proxies = trusted_proxies
         self.logger = logging.getLogger("parley.access")
 
     def __call__(self, handler: web.RequestHandler) -> None:
@@ -172,18 +215,21 @@ class RequestLog:
         if not self.logger.isEnabledFor(level):
             return
         identity = getattr(handler, "identity", None)
+        request = handler.request
+        ip = base_handlers.client_address(request, self.trusted_proxies) if hasattr(request, "remote_ip") else None
         record = {
             "method": handler.request.method,
             "path": handler.request.path,  # never the query: it may hold a stream token
             "status": status,
             "duration_ms": round(handler.request.request_time() * 1000, 2),
+            "ip": ip,
             "user": identity.user_id if identity is not None else None,
             "trace_id": getattr(handler, "trace_id", None),
         }
         if self.fmt == "json":
             self.logger.log(level, orjson.dumps({"ts": time.time(), "level": logging.getLevelName(level).lower(), **record}).decode())
         else:
-            extra = "".join(f" {k}={record[k]}" for k in ("user", "trace_id") if record[k])
+            extra = "".join(f" {k}={record[k]}" for k in ("ip", "user", "trace_id") if record[k])
             self.logger.log(level, "%s %s %s %.1fms%s", record["status"], record["method"], record["path"], record["duration_ms"], extra)
 
 
@@ -193,6 +239,7 @@ class Parley:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.data_dir = config.data_dir.resolve()
+        self.trusted_proxies = base_handlers.proxy_networks(config.trusted_proxy)
         self.db = Database(self.data_dir / "parley.db")
         self.hub = EventHub()
         self.streams = StreamSlots(config.max_streams_per_user)
@@ -213,7 +260,7 @@ class Parley:
 
     async def open(self) -> web.Application:
         """Open the store, recover interrupted runs, build the application."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._private_data_dir()
         keys = self.data_dir / "keys"
         signing = SigningKey.load_or_create(keys / "signing-key.pem")
         secret = load_or_create_secret(keys / "stream-token.secret")
@@ -229,13 +276,28 @@ class Parley:
         )
         settings = self.config.extra.get("accounts", {})
         self.accounts = Accounts(self.db, self.auth, self.data_dir, self.config.extra.get("smtp"),
-                                 admins=settings.get("admins", []), argon2=settings.get("argon2"))
+                                 admins=settings.get("admins", []), argon2=settings.get("argon2"),
+                                 public_url=self.public_url, redirect_origins=settings.get("redirect_origins"))
         await self.db.open()
         await self.runs.load_agents()
         self.mcp_tools = await McpTools.start(self.config.extra.get("mcp_servers", []), self.agents)
         await self.runs.recover()
         self.app = make_app(self)
         return self.app
+
+    def _private_data_dir(self) -> None:
+        """The data dir is 0700 and the store's files 0600, whatever the umask of this process (SPEC 13).
+
+        The server process runs with umask 077 (`main`), which makes every other file
+        Parley writes 0600; SQLite gives the -wal and -shm files the mode of parley.db.
+        """
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.data_dir.stat().st_mode & 0o077:
+            self.data_dir.chmod(0o700)
+        os.close(os.open(self.db.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for path in (self.db.path, *(self.db.path.with_name(self.db.path.name + s) for s in ("-wal", "-shm"))):
+            if path.exists() and path.stat().st_mode & 0o077:
+                path.chmod(0o600)
 
     def bind(self) -> None:
         """Take the port first, so that a busy port fails before anything is opened."""
@@ -259,7 +321,21 @@ class Parley:
     @property
     def url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """Where people reach this server (links in mail): `--public-url`, else the listener's own URL."""
+        return self.config.public_url or self.url
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Host names the unauthenticated account routes answer (others: 421)."""
+        names = {*self.config.allowed_host, "localhost", "127.0.0.1", "[::1]", self.config.host,
+                 urlsplit(self.public_url).netloc}
+        return frozenset(base_handlers.host_name(n) for n in names if n)
 
     async def shutdown(self) -> None:
         """Graceful drain (SPEC section 6), then close the store."""
@@ -315,6 +391,7 @@ def make_app(parley: Parley) -> web.Application:
         *agent_v1.default_handlers,
         *attachments.default_handlers,
         *accounts.default_handlers,
+        *(accounts.dev_handlers if cfg.dev else []),
         *openapi.default_handlers,
         *page.default_handlers,
     ]
@@ -327,6 +404,9 @@ def make_app(parley: Parley) -> web.Application:
         version=VERSION,
         default_agent=cfg.default_agent,
         cors_patterns=[_origin_pattern(o) for o in origins],
+        allowed_hosts=parley.allowed_hosts,
+        trusted_proxies=parley.trusted_proxies,
+        dev=cfg.dev,
         stream_slots=parley.streams,
         data_dir=parley.data_dir,
         accounts=parley.accounts,
@@ -334,7 +414,7 @@ def make_app(parley: Parley) -> web.Application:
         url_signer=parley.url_signer,
         transcribe_limit=attachments.transcribe_limit(),
         keepalive_s=cfg.keepalive_s,
-        log_function=RequestLog(cfg.log_format),
+        log_function=RequestLog(cfg.log_format, parley.trusted_proxies),
         compress_response=False,
         xsrf_cookies=False,
     )
@@ -402,6 +482,7 @@ def admin(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.umask(0o077)  # every file and directory the server (or its admin CLI) makes is its own (SPEC 13)
     if argv[:1] == ["admin"]:  # python server.py admin [--config F] [--data-dir D] create-user|…|grant-credits|list-users
         return admin(argv[1:])
     cfg = parse_config(argv)

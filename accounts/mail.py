@@ -1,8 +1,12 @@
 """Outgoing mail: SMTP (`[smtp]` in the config) or, in dev mode, files under data_dir/outbox/.
 
-Dev-mode messages are UTF-8 plain text, one file per message, with no
-transfer encoding, so a test or a developer can read the code directly;
+Dev-mode messages are UTF-8 plain text, one file per message (mode 0600), with
+no transfer encoding, so a test or a developer can read the code directly;
 codes are also logged at INFO on the `parley.accounts` logger.
+
+SMTP upgrades to TLS with STARTTLS whenever the server offers it (or connects
+with implicit TLS, `use_tls = true`), and never sends the SMTP password over a
+connection that is not encrypted unless `starttls = false` is written in `[smtp]`.
 """
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ from store.db import now_ms
 
 log = logging.getLogger("parley.accounts")
 SMTP_TIMEOUT_S = 15
+
+
+class MailRefused(Exception):
+    """A mail that is not sent because sending it would expose a secret (the SMTP password in clear)."""
 
 
 class Mailer(Protocol):
@@ -55,25 +63,38 @@ class OutboxMailer:
             log.info("dev mail to %s: %s (outbox/%s)", to, subject, name)
 
     def _write(self, name: str, text: str) -> None:
-        self.outbox.mkdir(parents=True, exist_ok=True)
+        self.outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.outbox / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
+            fh.write(text)
         tmp.replace(self.outbox / name)
 
 
 class SmtpMailer:
-    """`[smtp] host, port, username?, password_env?, from, starttls?` sent with aiosmtplib."""
+    """`[smtp] host, port?, username?, password_env?, from?, starttls?, use_tls?, ca_file?`, sent with aiosmtplib.
+
+    `starttls` unset: upgrade whenever the server offers STARTTLS; `true`: require it; `false`:
+    never upgrade (and then, only then, a password may cross in clear).  `use_tls = true`: implicit
+    TLS (port 465).  `ca_file`: PEM certificates to trust besides the system's (a private CA).
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         if not config.get("host"):
             raise ValueError("[smtp] needs a host")
+        for key in ("starttls", "use_tls"):
+            if key in config and not isinstance(config[key], bool):
+                raise ValueError(f"[smtp] {key} must be true or false")
+        self.starttls: bool | None = config.get("starttls")
+        self.use_tls = bool(config.get("use_tls", False))
+        if self.use_tls and self.starttls:
+            raise ValueError("[smtp] use_tls (implicit TLS) and starttls = true exclude each other")
         self.host = str(config["host"])
-        self.port = int(config.get("port", 587 if config.get("starttls") else 25))
+        self.port = int(config.get("port", 465 if self.use_tls else 587 if self.starttls else 25))
         self.username = config.get("username")
         env = config.get("password_env")
         self.password = os.environ.get(str(env)) if env else None
         self.sender = str(config.get("from") or "parley@localhost")
-        self.starttls = bool(config.get("starttls", False))
+        self.ca_file = str(config["ca_file"]) if config.get("ca_file") else None
 
     async def send(self, to: str, subject: str, body: str, code: str | None = None) -> None:
         msg = EmailMessage()
@@ -81,10 +102,21 @@ class SmtpMailer:
         msg["To"] = to
         msg["Subject"] = subject
         msg.set_content(body, charset="utf-8", cte="8bit")
-        await aiosmtplib.send(
-            msg, hostname=self.host, port=self.port, username=self.username, password=self.password,
-            start_tls=self.starttls, timeout=SMTP_TIMEOUT_S,
-        )
+        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, use_tls=self.use_tls,
+                                 start_tls=False if self.use_tls else self.starttls, cert_bundle=self.ca_file,
+                                 timeout=SMTP_TIMEOUT_S)
+        await client.connect()  # STARTTLS here when required, or when offered and not refused
+        try:
+            if self.username is not None:
+                if client.get_transport_info("sslcontext") is None and self.starttls is not False:
+                    raise MailRefused(f"{self.host}:{self.port} offers no STARTTLS, so the SMTP password is not sent "
+                                      "in clear (write starttls = false in [smtp] to allow that)")
+                await client.login(str(self.username), self.password or "")
+            await client.send_message(msg)
+            await client.quit()
+        finally:
+            if client.is_connected:
+                client.close()
         log.info("mail to %s sent over SMTP: %s", to, subject)
 
 

@@ -9,8 +9,17 @@ Decisions (SPEC section 9, seed 004):
 - Codes: 6 digits from `secrets`, stored as HMAC-SHA256(pepper, email:code), valid 10 minutes,
   dead after 5 wrong tries.  Mails to one email are sent at most once per 60 s: a resend (or a
   repeated sign-up) within that cooldown still answers 204/202 and sends nothing (no 429, so
-  the answer tells nothing about the email; a repeated sign-up updates the pending details and
-  keeps the code already mailed).
+  the answer tells nothing about the email).
+- A code verifies exactly the request it was mailed for (SPEC 13): a sign-up for an email whose
+  pending sign-up has not expired never changes its username, password or redirect; it acts as a
+  resend of that request's code (even when wrong guesses killed the code: a stranger must not be
+  able to kill a code and then put their own request in its place).  Once it has expired, a new
+  sign-up replaces the pending one as a whole, with a new code (the old one stays dead).  The
+  mail names the username, so the owner of the mailbox sees which sign-up a code confirms.
+- Links in mail come from the configured public URL, never from the request; `redirect_to` must
+  be on its origin or on `[accounts] redirect_origins` (default http://localhost:3000).
+- When a mail cannot be sent (SMTP down, or it would send the SMTP password in clear) the route
+  answers 502 and the email's cooldown is lifted, so the same request can be retried.
 - Refresh tokens: 32 random bytes (url-safe base64), stored as sha256, 30 days, rotated on
   every use; reusing a rotated one revokes its whole family (the live token too).  Logout
   revokes the family; an unknown refresh token also answers 204.
@@ -34,7 +43,7 @@ from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 
-from accounts.mail import Mailer, OutboxMailer, make_mailer
+from accounts.mail import Mailer, MailRefused, OutboxMailer, make_mailer
 from accounts.passwords import Passwords, make_hasher
 from auth import Authenticator
 from auth.keys import load_or_create_secret
@@ -160,14 +169,16 @@ class Accounts:
     def __init__(self, db: Database, auth: Authenticator, data_dir: Path, smtp: dict[str, Any] | None = None,
                  admins: list[str] | None = None, *, hasher: PasswordHasher | None = None,
                  argon2: dict[str, Any] | None = None, mailer: Mailer | None = None,
-                 redirect_origins: list[str] | None = None) -> None:
+                 public_url: str | None = None, redirect_origins: list[str] | None = None) -> None:
         self.db = db
         self.auth = auth
         self.data_dir = data_dir
         self.mailer = mailer or make_mailer(smtp, data_dir)
         self.passwords = Passwords(hasher or make_hasher(argon2))
         self.admins = {a.strip().lower() if "@" in a else a.strip() for a in admins or []}
-        self.redirect_origins = set(redirect_origins or DEFAULT_REDIRECT_ORIGINS)
+        self.public_url = public_url.rstrip("/") if public_url else None
+        allowed = [*(redirect_origins or DEFAULT_REDIRECT_ORIGINS), *([self.public_url] if self.public_url else [])]
+        self.redirect_origins = {o for o in map(_origin, allowed) if o is not None}
         self._pepper = load_or_create_secret(data_dir / "keys" / "accounts-pepper.secret")
         self.failures = FailureWindow(FAILURES_PER_EMAIL)
         self.signups_per_ip = SlidingWindow(SIGNUPS_PER_IP)
@@ -211,15 +222,12 @@ class Accounts:
     def is_admin(self, user_id: str, email: str | None = None) -> bool:
         return user_id in self.admins or (email is not None and email.lower() in self.admins)
 
-    def redirect_allowed(self, url: str, own_origin: str) -> bool:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
+    def redirect_allowed(self, url: str) -> bool:
+        """Whether `url` is on the public URL's origin or an allowed one (never judged by the request's Host)."""
+        if any(c.isspace() or ord(c) < 0x20 for c in url):
             return False
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return False
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
-        return origin == own_origin.lower() or origin in self.redirect_origins
+        origin = _origin(url)
+        return origin is not None and origin in self.redirect_origins
 
     @staticmethod
     def _new_refresh(tx: WriteTx, user_id: str, family_id: str | None = None, parent: str | None = None) -> str:
@@ -238,24 +246,30 @@ class Accounts:
         }
 
     async def _send(self, to: str, subject: str, body: str, code: str | None = None) -> None:
+        """Send, or raise 502: a sign-up whose code never left must say so (the same for every email)."""
         try:
             await self.mailer.send(to, subject, body, code)
-        except Exception:  # the answer must not tell whether a mail went out
-            log.exception("sending mail to %s failed", to)
+        except Exception as exc:
+            if isinstance(exc, MailRefused):
+                log.error("mail to %s not sent: %s", to, exc)
+            else:
+                log.exception("sending mail to %s failed", to)
+            raise AccountError(502, "the mail could not be sent; try again later", "MAIL_FAILED",
+                               title="Bad Gateway") from None
 
     async def user(self, column: str, value: str) -> dict[str, Any] | None:
         return await self.db.read(lambda conn: sql.user_by(conn, column, value))
 
     # -- sign-up --------------------------------------------------------------
 
-    async def start_signup(self, body: dict[str, Any], own_origin: str) -> str:
+    async def start_signup(self, body: dict[str, Any]) -> str:
         errors: list[dict[str, str]] = []
         username = check_username(body.get("username"), errors)
         email = check_email(body.get("email"), errors)
         password = check_password(body.get("password"), errors)
         redirect_to = body.get("redirect_to")
         if redirect_to is not None and (not isinstance(redirect_to, str) or len(redirect_to) > MAX_URL
-                                        or not self.redirect_allowed(redirect_to, own_origin)):
+                                        or not self.redirect_allowed(redirect_to)):
             errors.append({"field": "redirect_to", "message": "must be a URL on an allowed origin"})
         if errors:
             raise invalid(errors)
@@ -270,30 +284,51 @@ class Accounts:
         code = self.new_code()
         code_hash = self.code_hash(email, code)
 
-        def store(tx: WriteTx) -> bool:
+        def store(tx: WriteTx) -> dict[str, Any] | None:
             now = now_ms()
             p = sql.tx_pending(tx, email)
-            if p and now - p["last_sent_at"] < MAIL_COOLDOWN_MS and p["attempts"] < CODE_MAX_TRIES \
-                    and p["expires_at"] > now:
-                sql.upsert_pending(tx, {**p, "username": username, "password_hash": password_hash,
-                                        "redirect_to": redirect_to})
-                return False
-            sql.upsert_pending(tx, {"email": email, "username": username, "password_hash": password_hash,
-                                    "code_hash": code_hash, "expires_at": now + CODE_TTL_MS, "attempts": 0,
-                                    "last_sent_at": now, "redirect_to": redirect_to, "created_at": now})
-            return True
+            if p is not None and p["expires_at"] > now:
+                return self._renew(tx, p, code_hash, now)  # a live request is never changed, only resent
+            new = {"email": email, "username": username, "password_hash": password_hash, "code_hash": code_hash,
+                   "expires_at": now + CODE_TTL_MS, "attempts": 0, "last_sent_at": now, "redirect_to": redirect_to,
+                   "created_at": now}
+            sql.upsert_pending(tx, new)
+            return new
 
-        if await self.db.write(store):
-            await self._send_code(email, code, redirect_to)
+        pending = await self.db.write(store)
+        if pending is not None:
+            await self._send_code(pending, code)
         return email
 
-    async def _send_code(self, email: str, code: str, redirect_to: str | None) -> None:
+    @staticmethod
+    def _renew(tx: WriteTx, pending: dict[str, Any], code_hash: str, now: int) -> dict[str, Any] | None:
+        """A new code for the same pending request (the old one dies), unless a mail went out within the cooldown."""
+        if now - pending["last_sent_at"] < MAIL_COOLDOWN_MS:
+            return None
+        renewed = {**pending, "code_hash": code_hash, "expires_at": now + CODE_TTL_MS, "attempts": 0,
+                   "last_sent_at": now}
+        sql.upsert_pending(tx, renewed)
+        return renewed
+
+    async def _send_code(self, pending: dict[str, Any], code: str) -> None:
+        """Mail `code` for the pending request; when that fails, lift the cooldown so that a retry can mail one."""
+        email, redirect_to = pending["email"], pending["redirect_to"] or self._page_url()
         text = (f"Hello,\n\nyour Parley verification code for {email} is:\n\n    {code}\n\n"
-                f"It is valid for {CODE_TTL_MS // 60000} minutes.")
+                f"It confirms the sign-up of the username {pending['username']} and is valid for "
+                f"{CODE_TTL_MS // 60000} minutes.")
         if redirect_to:
             text += f"\nEnter it at {redirect_to}"
         text += "\n\nIf you did not ask for it, ignore this message."
-        await self._send(email, f"Your Parley code: {code}", text, code)
+        try:
+            await self._send(email, f"Your Parley code: {code}", text, code)
+        except AccountError:
+            await self.db.write(lambda tx: tx.execute(
+                "UPDATE pending_signups SET last_sent_at = 0 WHERE email = ? AND code_hash = ?",
+                (email, pending["code_hash"])))
+            raise
+
+    def _page_url(self) -> str | None:
+        return f"{self.public_url}/ui/" if self.public_url else None
 
     async def _notice(self, email: str) -> None:
         now = now_ms()
@@ -304,7 +339,13 @@ class Accounts:
             self._notices = {k: v for k, v in self._notices.items() if now - v < MAIL_COOLDOWN_MS}
         text = (f"Hello,\n\nsomeone (maybe you) tried to sign up to Parley with {email}, which already has "
                 "an account.\nSign in with your password instead; if it was not you, ignore this message.")
-        await self._send(email, "You already have a Parley account", text)
+        if self.public_url:
+            text += f"\n\n{self._page_url()}"
+        try:
+            await self._send(email, "You already have a Parley account", text)
+        except AccountError:
+            self._notices.pop(email, None)
+            raise
 
     async def resend(self, body: dict[str, Any]) -> None:
         errors: list[dict[str, str]] = []
@@ -314,18 +355,13 @@ class Accounts:
         code = self.new_code()
         code_hash = self.code_hash(email, code)
 
-        def renew(tx: WriteTx) -> str | None:
-            now = now_ms()
+        def renew(tx: WriteTx) -> dict[str, Any] | None:
             p = sql.tx_pending(tx, email)
-            if p is None or now - p["last_sent_at"] < MAIL_COOLDOWN_MS:
-                return None
-            sql.upsert_pending(tx, {**p, "code_hash": code_hash, "expires_at": now + CODE_TTL_MS, "attempts": 0,
-                                    "last_sent_at": now})
-            return p["redirect_to"] or ""
+            return None if p is None else self._renew(tx, p, code_hash, now_ms())
 
-        redirect = await self.db.write(renew)
-        if redirect is not None:
-            await self._send_code(email, code, redirect or None)
+        pending = await self.db.write(renew)
+        if pending is not None:
+            await self._send_code(pending, code)
 
     async def verify(self, body: dict[str, Any]) -> dict[str, Any]:
         errors: list[dict[str, str]] = []
@@ -501,6 +537,20 @@ class Accounts:
         if user is None:
             raise AccountError(404, "no such user", "USER_NOT_FOUND")
         return profile(user)
+
+
+def _origin(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) URL, lower case (None for anything else)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.username is not None:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = 80 if parts.scheme.lower() == "http" else 443
+    return f"{parts.scheme.lower()}://{host.lower()}" + (f":{port}" if port not in (None, default) else "")
 
 
 def _http_url(url: str) -> bool:

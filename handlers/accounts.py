@@ -1,6 +1,8 @@
 """The accounts surface of seed 004 under /api/v1 (SPEC section 9): RFC 7807 errors.
 
-Sign-up, code checks and login need no credentials; `/auth/users` and the
+Sign-up, code checks and login need no credentials; they answer only requests
+whose Host names this server (421 otherwise: DNS rebinding), and count their rate
+limits by the client's address (`APIHandler.client_ip`).  `/auth/users` and the
 profile routes take any identity (a user known only through an external JWT
 or the internal key has no local account: `/users/me` answers 404).
 """
@@ -10,7 +12,7 @@ import ipaddress
 from typing import Any, cast
 
 from accounts.service import AccountError, Accounts, check_email, invalid
-from handlers.base import APIHandler
+from handlers.base import FORWARDING_HEADERS, APIHandler
 
 PREFIX = "/api/v1"
 
@@ -22,47 +24,47 @@ class AccountsHandler(APIHandler):
     def accounts(self) -> Accounts:
         return cast(Accounts, self.settings["accounts"])
 
-    @property
-    def own_origin(self) -> str:
-        return f"{self.request.protocol}://{self.request.host}"
-
     def no_content(self) -> None:
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
 
 
-class VerificationsHandler(AccountsHandler):
+class PublicAccountsHandler(AccountsHandler):
+    """A route without credentials: 421 unless the request's Host names this server (SPEC 13)."""
+
     auth = "none"
 
+    async def prepare(self) -> None:
+        if self.request.method != "OPTIONS" and not self.host_allowed:
+            raise AccountError(421, "this server does not answer for this Host; see --allowed-host",
+                               "MISDIRECTED_REQUEST", title="Misdirected Request")
+        await super().prepare()
+
+
+class VerificationsHandler(PublicAccountsHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("signup", self.request.remote_ip or "")
-        email = await self.accounts.start_signup(self.json_body(), self.own_origin)
+        self.accounts.limit_ip("signup", self.client_ip)
+        email = await self.accounts.start_signup(self.json_body())
         self.write_json({"email": email}, 202)
 
 
-class ResendHandler(AccountsHandler):
-    auth = "none"
-
+class ResendHandler(PublicAccountsHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("signup", self.request.remote_ip or "")
+        self.accounts.limit_ip("signup", self.client_ip)
         await self.accounts.resend(self.json_body())
         self.no_content()
 
 
-class VerifyHandler(AccountsHandler):
-    auth = "none"
-
+class VerifyHandler(PublicAccountsHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("login", self.request.remote_ip or "")
+        self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.verify(self.json_body()))
 
 
-class SessionsHandler(AccountsHandler):
-    auth = "none"
-
+class SessionsHandler(PublicAccountsHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("login", self.request.remote_ip or "")
+        self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.login(self.json_body()))
 
     async def delete(self) -> None:
@@ -70,31 +72,30 @@ class SessionsHandler(AccountsHandler):
         self.no_content()
 
 
-class RefreshHandler(AccountsHandler):
-    auth = "none"
-
+class RefreshHandler(PublicAccountsHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("login", self.request.remote_ip or "")
+        self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.refresh(self.json_body()))
 
 
-class AuthConfigHandler(AccountsHandler):
+class AuthConfigHandler(PublicAccountsHandler):
     """How sign-up works here, for a sign-in page: where the codes go (`outbox` in dev mode, or `smtp`)."""
-
-    auth = "none"
 
     def get(self) -> None:
         self.write_json({"mail": self.accounts.mail_delivery})
 
 
-class DevCodeHandler(AccountsHandler):
-    """Dev mode (no [smtp]) only, and only to a browser on this machine: the newest code in the
-    outbox for `?email=`, so that the sign-in page can show it (SPEC section 12)."""
-
-    auth = "none"
+class DevCodeHandler(PublicAccountsHandler):
+    """`--dev` only (the route is not there without it), with no [smtp], and only to a browser on this
+    machine that talks to the server directly: the newest code in the outbox for `?email=`, so that
+    the sign-in page can show it (SPEC sections 12, 13).  Behind a reverse proxy on the same host
+    every client would look local, so a request that carries a forwarding header is refused."""
 
     def get(self) -> None:
-        if self.accounts.mail_delivery != "outbox" or not is_loopback(self.request.remote_ip):
+        if not self.settings.get("dev"):
+            raise AccountError(404, "no such route", "NOT_FOUND")
+        direct = not any(h in self.request.headers for h in FORWARDING_HEADERS)
+        if self.accounts.mail_delivery != "outbox" or not direct or not is_loopback(self.request.remote_ip):
             raise AccountError(403, "codes are shown only in dev mode (no [smtp]) to a browser on the server's machine",
                                "FORBIDDEN")
         errors: list[dict[str, str]] = []
@@ -147,13 +148,17 @@ default_handlers: list[Any] = [
     (rf"{PREFIX}/auth/sessions", SessionsHandler),
     (rf"{PREFIX}/auth/sessions/refresh", RefreshHandler),
     (rf"{PREFIX}/auth/config", AuthConfigHandler),
-    (rf"{PREFIX}/auth/dev-code", DevCodeHandler),
     (rf"{PREFIX}/auth/users", UsersLookupHandler),
     (rf"{PREFIX}/users/me", MeHandler),
     (rf"{PREFIX}/users/([^/]+)", UserHandler),
     # unescaped dots: the OpenAPI document shows the route's pattern as its path
     (r"/.well-known/jwks.json", JwksHandler),
     (rf"{PREFIX}/.well-known/jwks.json", JwksHandler),
+]
+
+# `--dev` only (server.py adds them): the outbox codes for the sign-in page
+dev_handlers: list[Any] = [
+    (rf"{PREFIX}/auth/dev-code", DevCodeHandler),
 ]
 
 # -- OpenAPI (merged by handlers/openapi.py) ------------------------------------
@@ -163,7 +168,9 @@ _JSON = "application/json"
 _ERR = {"$ref": "#/components/schemas/Error"}
 _TEXT = {400: "not JSON", 401: "missing or invalid credentials, or invalid code/token/password",
          403: "not allowed", 404: "not found", 409: "username taken", 413: "body too large",
-         422: "invalid body (errors: [{field, message}])", 429: "too many requests (Retry-After)"}
+         421: "the Host header does not name this server (--allowed-host)",
+         422: "invalid body (errors: [{field, message}])", 429: "too many requests (Retry-After)",
+         502: "the mail could not be sent"}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -200,36 +207,40 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
                                   username={"type": "string", "pattern": "^[A-Za-z0-9_]{3,30}$"}, email=_EMAIL,
                                   password={"type": "string", "minLength": 8, "maxLength": 1024},
                                   redirect_to={"type": "string", "format": "uri"})),
-        "responses": {"202": _ok("code mailed", _obj(["email"], email=_STR)), **_errors(400, 409, 422, 429)}}},
+        "responses": {"202": _ok("code mailed", _obj(["email"], email=_STR)),
+                      **_errors(400, 409, 421, 422, 429, 502)}}},
     f"{PREFIX}/auth/verifications/resend": {"post": {
         "summary": "Mail a new code (at most one mail a minute per email; 204 either way)", "security": _PUBLIC,
         "requestBody": _body(_obj(["email"], email=_EMAIL)),
-        "responses": {"204": {"description": "accepted"}, **_errors(400, 422, 429)}}},
+        "responses": {"204": {"description": "accepted"}, **_errors(400, 421, 422, 429, 502)}}},
     f"{PREFIX}/auth/verifications/verify": {"post": {
         "summary": "Check the code, create the account, sign in", "security": _PUBLIC,
         "requestBody": _body(_obj(["email", "token"], email=_EMAIL, token={"type": "string", "pattern": "^[0-9]{6}$"})),
-        "responses": {"200": _ok("tokens", TOKENS), **_errors(400, 401, 409, 422, 429)}}},
+        "responses": {"200": _ok("tokens", TOKENS), **_errors(400, 401, 409, 421, 422, 429)}}},
     f"{PREFIX}/auth/sessions": {
         "post": {"summary": "Sign in", "security": _PUBLIC,
                  "requestBody": _body(_obj(["email", "password"], email=_EMAIL, password=_STR)),
-                 "responses": {"200": _ok("tokens", TOKENS), **_errors(400, 401, 422, 429)}},
+                 "responses": {"200": _ok("tokens", TOKENS), **_errors(400, 401, 421, 422, 429)}},
         "delete": {"summary": "Sign out: revokes the refresh token's family (204 also for an unknown token)",
                    "security": _PUBLIC, "requestBody": _REFRESH,
-                   "responses": {"204": {"description": "signed out"}, **_errors(400, 422)}},
+                   "responses": {"204": {"description": "signed out"}, **_errors(400, 421, 422)}},
     },
     f"{PREFIX}/auth/sessions/refresh": {"post": {
         "summary": "Rotate a refresh token; reusing a rotated one revokes its family", "security": _PUBLIC,
-        "requestBody": _REFRESH, "responses": {"200": _ok("tokens", TOKENS), **_errors(400, 401, 422, 429)}}},
+        "requestBody": _REFRESH,
+        "responses": {"200": _ok("tokens", TOKENS), **_errors(400, 401, 421, 422, 429)}}},
     f"{PREFIX}/auth/config": {"get": {
         "summary": "Where verification codes go: `outbox` (dev mode: the server log and data-dir/outbox/) or `smtp`",
         "security": _PUBLIC,
-        "responses": {"200": _ok("sign-up settings", _obj(["mail"], mail={"enum": ["outbox", "smtp"]}))}}},
+        "responses": {"200": _ok("sign-up settings", _obj(["mail"], mail={"enum": ["outbox", "smtp"]})),
+                      **_errors(421)}}},
     f"{PREFIX}/auth/dev-code": {"get": {
-        "summary": "Dev mode only (no [smtp]), from the server's own machine: the newest code in the outbox",
+        "summary": "Only with --dev and no [smtp], to a direct loopback peer without forwarding headers: "
+                   "the newest code in the outbox",
         "security": _PUBLIC,
         "parameters": [{"name": "email", "in": "query", "required": True, "schema": _EMAIL}],
         "responses": {"200": _ok("the code", _obj(["email", "code"], email=_STR, code=_STR)),
-                      **_errors(403, 404, 422)}}},
+                      **_errors(403, 404, 421, 422)}}},
     f"{PREFIX}/auth/users": {"get": {
         "summary": "Look up a user by email (yourself, or anyone for admins)",
         "parameters": [{"name": "email", "in": "query", "required": True, "schema": _EMAIL}],

@@ -1,8 +1,10 @@
 """APIHandler: auth, bounded JSON bodies, CORS, and error rendering per surface."""
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, cast
 
 import orjson
@@ -11,7 +13,17 @@ from tornado.ioloop import IOLoop
 
 from auth import Authenticator, AuthError, Identity
 from handlers.errors import ApiError, ExactError, error_body
-from runs.manager import Draining, Forbidden, Invalid, PlanRefused, RunError, RunManager, StartRequest, ThreadBusy
+from runs.manager import (
+    Draining,
+    Forbidden,
+    Invalid,
+    PlanRefused,
+    RunError,
+    RunManager,
+    StartRequest,
+    ThreadBusy,
+    TooManyRunning,
+)
 from store.tasks import TaskRow
 
 MAX_JSON_BODY = 1024 * 1024
@@ -23,6 +35,59 @@ CORS_HEADERS = (
 )
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def proxy_networks(cidrs: Iterable[str]) -> tuple[ProxyNetwork, ...]:
+    """The `--trusted-proxy` networks (a bare address is one host); ValueError for a malformed one."""
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_address(request: httputil.HTTPServerRequest, proxies: tuple[ProxyNetwork, ...]) -> str:
+    """The client's address, for rate limits and logs.
+
+    The direct peer, unless it is one of the trusted proxies: then the rightmost
+    X-Forwarded-For entry that is not itself a trusted proxy (every proxy appends
+    the peer it saw, so entries left of it may be whatever the client sent).
+    Without trusted proxies, forwarding headers are ignored.
+    """
+    peer = request.remote_ip or ""
+    if not proxies:
+        return peer
+    hop = _address(peer)
+    if hop is None or not any(hop in net for net in proxies):
+        return peer
+    entries = [e for value in request.headers.get_list("X-Forwarded-For") for e in value.split(",")]
+    for entry in reversed(entries):
+        address = _address(entry)
+        if address is None:  # not written by a trusted proxy: the nearest hop we know is the client
+            break
+        hop = address
+        if not any(hop in net for net in proxies):
+            break
+    return str(hop)
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header or a listener address, lower case, without the port: `[::1]:80` -> `[::1]`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    if host.count(":") > 1:  # a bare IPv6 address (a listener's --host)
+        return f"[{host}]"
+    return host.partition(":")[0].rstrip(".")
 
 
 @web.stream_request_body
@@ -61,6 +126,28 @@ class APIHandler(web.RequestHandler):
     def user_id(self) -> str:
         assert self.identity is not None
         return self.identity.user_id
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address for rate limits and logs (X-Forwarded-For only from `--trusted-proxy` peers)."""
+        return client_address(self.request, self.settings.get("trusted_proxies", ()))
+
+    @property
+    def host_allowed(self) -> bool:
+        """Whether the request's Host names this server: `--allowed-host`, the public URL's host, the loopback
+        names, the listener's host, or the address the connection arrived at (a DNS rebinding attack has a name)."""
+        name = host_name(self.request.host)
+        if name in self.settings.get("allowed_hosts", ()):
+            return True
+        address = _address(name)
+        return address is not None and address == _address(self._local_address() or "")
+
+    def _local_address(self) -> str | None:
+        sock = getattr(getattr(self.request.connection, "stream", None), "socket", None)
+        try:
+            return str(sock.getsockname()[0]) if sock is not None else None
+        except OSError:
+            return None
 
     # -- request life ---------------------------------------------------------
 
@@ -181,8 +268,9 @@ class APIHandler(web.RequestHandler):
 
     # -- run starts -------------------------------------------------------------
 
-    # How this surface words a refused start (SPEC 4's order: 503 → 403 → 422 → 409); the body
-    # itself is rendered by write_error in the surface's shape.
+    # How this surface words a refused start (SPEC 4's order: 503 → 403 → 422 → 409; then 429 when
+    # the user has the plan's `max_running` runs going); the body itself is rendered by write_error
+    # in the surface's shape.
     busy_message = "the thread already has a running task"
     busy_code: str | None = None
     busy_id_key = "taskId"  # the field naming the live task in a 409
@@ -205,6 +293,9 @@ class APIHandler(web.RequestHandler):
             return ApiError(403, str(exc), "FORBIDDEN")
         if isinstance(exc, ThreadBusy):
             return ApiError(409, self.busy_message, self.busy_code, **{self.busy_id_key: exc.task_id})
+        if isinstance(exc, TooManyRunning):
+            return ApiError(429, str(exc), exc.code, retry_after=exc.retry_after,
+                            **(exc.details if self.plan_details else {}))
         if isinstance(exc, Invalid):
             return ApiError(422, str(exc), "VALIDATION_ERROR")
         return ApiError(500, "internal server error")

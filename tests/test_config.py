@@ -43,3 +43,52 @@ def test_bad_values_are_refused(capsys):
         parse_config(["--port", "eighty"], environ={})
     with pytest.raises(SystemExit):
         parse_config(["--log-format", "xml"], environ={})
+
+
+def test_trust_flag_defaults():
+    cfg = parse_config([], environ={})
+    assert cfg.dev is False and cfg.public_url is None
+    assert cfg.allowed_host == [] and cfg.trusted_proxy == []
+
+
+def test_trust_flags_from_flags_environment_and_file(tmp_path):
+    cfg = parse_config(["--dev", "--public-url", "https://Chat.Example.com/", "--allowed-host", "a.example",
+                        "--allowed-host", "b.example", "--trusted-proxy", "127.0.0.1/32",
+                        "--trusted-proxy", "10.0.0.0/8"], environ={})
+    assert cfg.dev is True and cfg.public_url == "https://chat.example.com"
+    assert cfg.allowed_host == ["a.example", "b.example"] and cfg.trusted_proxy == ["127.0.0.1/32", "10.0.0.0/8"]
+    env = {"PARLEY_DEV": "1", "PARLEY_PUBLIC_URL": "http://parley.lan:8090/chat/", "PARLEY_ALLOWED_HOST": "x, y",
+           "PARLEY_TRUSTED_PROXY": "::1,192.168.0.0/16"}
+    cfg = parse_config([], environ=env)
+    assert cfg.dev is True and cfg.public_url == "http://parley.lan:8090/chat"
+    assert cfg.allowed_host == ["x", "y"] and cfg.trusted_proxy == ["::1", "192.168.0.0/16"]
+    assert parse_config([], environ={"PARLEY_DEV": "false"}).dev is False
+    assert parse_config(["--dev"], environ={"PARLEY_DEV": "0"}).dev is True  # the flag wins
+    toml = tmp_path / "p.toml"
+    toml.write_text('dev = true\npublic_url = "https://chat.example.com"\nallowed_host = ["chat.example.com"]\n')
+    cfg = parse_config(["--config", str(toml)], environ={})
+    assert cfg.dev is True and cfg.allowed_host == ["chat.example.com"]
+    assert parse_config(["--config", str(toml)], environ={"PARLEY_DEV": "no"}).dev is False
+
+
+@pytest.mark.parametrize("argv,environ", [
+    (["--trusted-proxy", "not-a-network"], {}),
+    (["--trusted-proxy", "10.0.0.0/33"], {}),
+    ([], {"PARLEY_TRUSTED_PROXY": "127.0.0.1/8,junk"}),
+    (["--public-url", "ftp://chat.example.com"], {}),
+    (["--public-url", "chat.example.com"], {}),
+    (["--public-url", "https://user@chat.example.com"], {}),
+    (["--public-url", "https://chat.example.com:port"], {}),
+    ([], {"PARLEY_DEV": "maybe"}),
+])
+def test_bad_trust_values_are_refused(argv, environ):
+    with pytest.raises(SystemExit):
+        parse_config(argv, environ=environ)
+
+
+def test_help_documents_the_trust_flags(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--help"], environ={})
+    out = capsys.readouterr().out
+    for flag in ("--dev", "--public-url", "--allowed-host", "--trusted-proxy", "PARLEY_TRUSTED_PROXY", "PARLEY_DEV"):
+        assert flag in out, flag

@@ -24,6 +24,7 @@ def wire(parley, **kw) -> Accounts:
         app.add_handlers(r".*", accounts_handlers.default_handlers)
     old = app.settings.get("accounts")
     kw.setdefault("hasher", CHEAP)
+    kw.setdefault("public_url", parley.public_url)
     svc = Accounts(parley.db, parley.auth, parley.data_dir, **kw)
     app.settings["accounts"] = svc
     if old is not None and old is not svc:

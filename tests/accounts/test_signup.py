@@ -79,30 +79,6 @@ async def test_auth_config_names_the_mail_delivery(parley, anon):
     assert body(r) == {"mail": "smtp"}
 
 
-async def test_dev_code_for_a_browser_on_this_machine(parley, anon, monkeypatch):
-    r = await anon.request("POST", V, {"username": "devy", "email": "Devy@Example.com", "password": "12345678"})
-    assert r.code == 202
-    r = await anon.request("GET", "/api/v1/auth/dev-code?email=devy@example.com")
-    assert r.code == 200
-    assert body(r) == {"email": "devy@example.com", "code": code_for(parley.data_dir, "devy@example.com")}
-    assert r.headers["Content-Type"].startswith("application/json")
-    assert (await anon.request("GET", "/api/v1/auth/dev-code?email=nobody@example.com")).code == 404
-    bad = await anon.request("GET", "/api/v1/auth/dev-code?email=not-an-email")
-    assert bad.code == 422 and bad.headers["Content-Type"].startswith("application/problem+json")
-    # not from another machine
-    import handlers.accounts as accounts_handlers
-    monkeypatch.setattr(accounts_handlers, "is_loopback", lambda ip: False)
-    far = await anon.request("GET", "/api/v1/auth/dev-code?email=devy@example.com")
-    assert far.code == 403 and b"dev mode" in far.body and b"code" in far.body
-    assert code_for(parley.data_dir, "devy@example.com").encode() not in far.body
-
-
-async def test_no_dev_code_with_smtp(parley, anon):
-    wire(parley, smtp={"host": "127.0.0.1", "port": 1, "from": "noreply@parley.test"})
-    r = await anon.request("GET", "/api/v1/auth/dev-code?email=devy@example.com")
-    assert r.code == 403
-
-
 def test_is_loopback():
     from handlers.accounts import is_loopback
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("127.8.9.10")
