@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from agents import AgentDef, AgentRegistry, titles
 from agents.context import AgentError, Parked, Resume, RunContext
 from agents.llm import ChatModel
@@ -114,8 +116,16 @@ class Runner:
     # -- Sink -----------------------------------------------------------
 
     async def emit(self, type: str, data: dict[str, Any]) -> None:
+        """Queue one event of the run.  Its data is encoded here, first: an event that cannot be
+        stored (an int beyond 64 bits, an object JSON has no form for) fails this run, never
+        the group commit it would share with other runs, and never reaches the reply."""
+        try:
+            text = orjson.dumps(data).decode()
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+            raise AgentError("unencodable_event",
+                             f"The run produced a {type} event that cannot be stored as JSON ({exc}).") from None
         self.assembler.apply(type, data)
-        self._db.append(self.task.id, self.task.thread_id, type, data)
+        self._db.append(self.task.id, self.task.thread_id, type, data, text)
         if self._db.backlog > BACKLOG_HIGH_WATER:
             await self._db.committed()
 
@@ -140,28 +150,46 @@ class Runner:
             self.future.cancel()
 
     async def run(self) -> None:
+        """Run the agent to its end.  Whatever the agent or a tool raises, the task ends (or parks)
+        with its terminal event, which frees the thread's lock."""
         task = self.task
         self._started = True
+        end: tuple[str, str, str]
         try:
             if self.abort_as is not None:
                 raise asyncio.CancelledError
             await self._run_agent()
         except asyncio.CancelledError:
-            status, reason, message = self.abort_as or ("cancelled", "cancelled", "The run was cancelled.")
-            await self.manager.finish(task, status, reason, message, self.assembler.parts)
+            end = self.abort_as or ("cancelled", "cancelled", "The run was cancelled.")
         except Parked as parked:
-            await self.manager.park(self, parked)
+            parked_end = await self._park(parked)
+            if parked_end is None:
+                return
+            end = parked_end
         except AgentError as exc:
-            await self.manager.finish(task, "failed", exc.reason, exc.message, self.assembler.parts)
-        except Exception as exc:
+            end = ("failed", exc.reason, exc.message)
+        except (GeneratorExit, KeyboardInterrupt, SystemExit):
+            raise  # the process is going down: recovery ends the task at the next start
+        except BaseException as exc:  # an Exception, or e.g. the BaseExceptionGroup of a task group in a tool
             log.exception("agent %s crashed on task %s", self.agent.id, task.id)
-            await self.manager.finish(task, "failed", "internal_error", f"The agent crashed: {type(exc).__name__}", self.assembler.parts)
+            end = ("failed", "internal_error", f"The agent crashed: {type(exc).__name__}")
         else:
-            if self.abort_as is not None:  # aborted after the agent's last await
-                status, reason, message = self.abort_as
-                await self.manager.finish(task, status, reason, message, self.assembler.parts)
-            else:
-                await self.manager.finish(task, "completed", "", "", self.assembler.parts)
+            # abort_as: aborted after the agent's last await
+            end = self.abort_as or ("completed", "", "")
+        await self.manager.finish(task, *end, self.assembler.parts)
+
+    async def _park(self, parked: Parked) -> tuple[str, str, str] | None:
+        """Park the task; None when it parked (or woke again), else how the run must end instead."""
+        try:
+            await self.manager.park(self, parked)
+        except asyncio.CancelledError:
+            if self.abort_as is None:
+                raise
+            return self.abort_as  # aborted while parking: the park is written (shielded), end it as asked
+        except Exception:
+            log.exception("parking task %s failed", self.task.id)
+            return ("failed", "internal_error", "The run could not be parked.")
+        return None
 
     async def _run_agent(self) -> None:
         task = self.task
@@ -435,8 +463,33 @@ class RunManager:
     async def finish(
         self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None
     ) -> bool:
-        """End the task with its one terminal event; False when it had already ended."""
+        """End the task with its one terminal event; False when it had already ended.
 
+        A live task must not stay live because this write failed (the group commit it shared
+        failed as a whole, or its parts could not be stored): it is tried once more, with the
+        reply rebuilt from the events that did commit when the parts were at fault.
+        """
+        try:
+            ended = await self._write_end(task, status, reason, message, parts)
+        except Exception:
+            log.exception("ending task %s failed; trying once more", task.id)
+            if not _encodable(parts):
+                parts = await self._reply_from_log(task.id)
+            ended = await self._write_end(task, status, reason, message, parts)
+        if ended and status == "completed":
+            self._name_thread_after(task, parts or [])
+        return ended
+
+    async def _reply_from_log(self, task_id: str) -> list[dict[str, Any]] | None:
+        try:
+            return MessageAssembler().apply_all(await self.task_events(task_id)).parts
+        except Exception:
+            log.exception("reading the log of task %s failed; it ends without its reply", task_id)
+            return None
+
+    async def _write_end(
+        self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None
+    ) -> bool:
         def _finish(tx: WriteTx) -> bool:
             error = None if status == "completed" else {"reason": reason, "message": message}
             if not tasks_sql.update_if(
@@ -451,10 +504,7 @@ class RunManager:
                 tx.event(task.id, task.thread_id, "run.error", {"status": status, "reason": reason, "message": message})
             return True
 
-        ended = bool(await asyncio.shield(self.db.write(_finish)))
-        if ended and status == "completed":
-            self._name_thread_after(task, parts or [])
-        return ended
+        return bool(await asyncio.shield(self.db.write(_finish)))
 
     async def park(self, runner: Runner, parked: Parked) -> None:
         """Park the task at `parked` (or, when its signal came early, wake it again at once)."""
@@ -702,6 +752,14 @@ def _agent_from_row(row: dict[str, Any]) -> AgentDef:
         llm=row.get("llm"), tools=tuple(row.get("tools", ())), instructions=row.get("instructions", ""),
         extra={"owner": row["user_id"]},
     )
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _check_retryable(task: TaskRow) -> None:

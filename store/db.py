@@ -174,13 +174,16 @@ class Database:
         self._next_id += 1
         return self._next_id
 
-    def append(self, task_id: str, thread_id: str, type: str, data: dict[str, Any]) -> Event:
+    def append(self, task_id: str, thread_id: str, type: str, data: dict[str, Any],
+               data_text: str | None = None) -> Event:
         """Queue one event for the next group commit and return it (not yet visible).
 
         Its id is given when its transaction runs, so ids always rise in
-        commit order, whatever mix of events and jobs is queued.
+        commit order, whatever mix of events and jobs is queued.  The data is
+        encoded here (or given encoded, as `data_text`): data that cannot be
+        encoded raises to the caller and never enters a batch.
         """
-        ev = Event(0, task_id, thread_id, type, data, now_ms())
+        ev = Event(0, task_id, thread_id, type, data, now_ms(), data_text)
         self._queue.append(ev)
         self._wake.set()
         return ev
@@ -247,7 +250,15 @@ class Database:
         # The whole batch is one call into the connection's thread: a round
         # trip per statement would cap the writer at a few hundred runs/s.
         try:
-            published, results = await in_connection_thread(conn, self._commit_sync, batch)
+            try:
+                published, results = await in_connection_thread(conn, self._commit_sync, batch)
+            except Exception:
+                # The batch failed as a whole (not one job: each has its savepoint), e.g. an I/O
+                # error or a lock held past busy_timeout.  It rolled back and nothing of it was
+                # published, so it runs once more before every write in it fails: one fault must
+                # not fail the writes of every run that happened to share the batch.
+                log.warning("group commit of %d writes failed; trying it once more", len(batch), exc_info=True)
+                published, results = await in_connection_thread(conn, self._commit_sync, batch)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
             for item in batch:
