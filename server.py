@@ -79,7 +79,7 @@ class Config:
     default_agent: str = field(default="demo", metadata={"help": "agent of runs that name none"})
     log_format: str = field(default="text", metadata={"help": "request log format: text or json"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
-    max_streams_per_user: int = field(default=1000, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
+    max_streams_per_user: int = field(default=100, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
     keepalive_s: float = field(default=15.0, metadata={"help": "seconds between SSE keep-alive comments"})
     idle_timeout: float = field(default=75.0, metadata={"help": "seconds before an idle keep-alive connection is closed"})
     dev: bool = field(default=False, metadata={"help": "development mode: GET /api/v1/auth/dev-code shows outbox codes to a browser on this machine"})
@@ -404,6 +404,8 @@ def make_app(parley: Parley) -> web.Application:
         version=VERSION,
         default_agent=cfg.default_agent,
         cors_patterns=[_origin_pattern(o) for o in origins],
+        # the own origin for CORS: --public-url's when it is set, else the page's (when its Host names us)
+        public_origin=_origin_of(cfg.public_url) if cfg.public_url else None,
         allowed_hosts=parley.allowed_hosts,
         trusted_proxies=parley.trusted_proxies,
         dev=cfg.dev,

@@ -155,15 +155,18 @@ class APIHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         origin = self.request.headers.get("Origin")
         if origin and self._origin_allowed(origin):
+            # Never Allow-Credentials: tokens travel in headers, not cookies.
             self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Access-Control-Expose-Headers", "Retry-After, Location, Mcp-Session-Id")
         self.add_header("Vary", "Origin")
 
     def _origin_allowed(self, origin: str) -> bool:
-        own = f"{self.request.protocol}://{self.request.host}"
-        if origin == own:
-            return True
+        public: str | None = self.settings.get("public_origin")
+        if public is not None:
+            if origin == public:
+                return True
+        elif self.host_allowed and origin == f"{self.request.protocol}://{self.request.host}":
+            return True  # without --public-url: the origin the page was loaded from, if its Host names us
         patterns: list[re.Pattern[str]] = self.settings.get("cors_patterns", [])
         return any(p.fullmatch(origin) for p in patterns)
 
