@@ -92,26 +92,22 @@ class StreamingHandler(AgentStreamHandler):
             raise ApiError(422, "the last message must be the new user message (role 'user')")
         message = user_message_from({"message": last})
         agent_id = check_id(body.get("agentId"), "agentId", required=False) or self.settings["default_agent"]
-        rewind_from, message = await self.resolve(thread_id, trigger, message_id, message)
+        rewind_from = await self.rewind_point(thread_id, trigger, message_id, message["id"])
         self.take_slot()
         task = await self.start_run(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
         await self.stream_run(task.id)
 
-    async def resolve(self, thread_id: str, trigger: str, message_id: str | None,
-                      message: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-        """The rewind point and the user message to store.
+    async def rewind_point(self, thread_id: str, trigger: str, message_id: str | None, client_id: str) -> str | None:
+        """The stored id of the message to rewind from (None: no rewind).
 
         A regeneration (`regenerate-message`) or an edit (`submit-message` with
         `messageId`, as `sendMessage({messageId})` sends) rewinds from the
         earliest of `messageId` and the request's user message, as far as the
-        thread holds them.  A user message whose id the thread already holds
-        (rewound now or before) is stored under a new id, keeping the client's
-        in `metadata.clientMessageId`, by which later requests still find it.
+        thread holds them.  The user message keeps the client's id: the rewind
+        supersedes the message that had it.  (Messages stored by earlier versions
+        under a server-made id are still found by `metadata.clientMessageId`.)
         """
         history = await self.history(thread_id)
-        if not history:
-            return None, message
-        client_id = message["id"]
         points: list[int] = []
         if message_id is not None:
             at = _find(history, message_id)
@@ -120,12 +116,7 @@ class StreamingHandler(AgentStreamHandler):
         own = _find(history, client_id)
         if own is not None and (trigger == "regenerate-message" or message_id is not None):
             points.append(own)
-        start = min(points) if points else None
-        rewinds_own = own is not None and start is not None and start <= own
-        if rewinds_own or (own is None and await self.runs.message(thread_id, client_id) is not None):
-            metadata = {**message.get("metadata", {}), "clientMessageId": client_id}
-            message = {**message, "id": f"msg_{uuid.uuid4().hex}", "metadata": metadata}
-        return (history[start]["id"] if start is not None else None), message
+        return history[min(points)]["id"] if points else None
 
 
 class ResumeHandler(AgentStreamHandler):

@@ -175,8 +175,13 @@ class AgentHandler(APIHandler):
     busy_message = "the thread already has a live run"
 
     async def start(self, run: RunInput) -> TaskRow:
-        return await self.start_run(
-            StartRequest(self.user_id, run.thread_id, run.message, run.agent_id, client_run_id=run.run_id))
+        """Start the run.  The client's messages are the conversation: when its new user message
+        is one the thread already holds (a run again from there), the thread is rewound to it and
+        the message is stored again under its own id."""
+        history = await self.runs.history(run.thread_id)
+        rewind_from = run.message["id"] if any(m["id"] == run.message["id"] for m in history) else None
+        return await self.start_run(StartRequest(self.user_id, run.thread_id, run.message, run.agent_id,
+                                                 rewind_from=rewind_from, client_run_id=run.run_id))
 
 
 class RunsHandler(AgentHandler):

@@ -142,7 +142,7 @@ class ReplayHandler(JobsHandler):
         """The job's record: its input, every step with its recorded inputs and outputs, its signals, its events."""
         task = await self.own_job(job_id)
         events = await self.runs.task_events(task.id)
-        message = await self.runs.message(task.thread_id, task.user_message_id)
+        message = await self.runs.message(task.thread_id, task.user_message_id, task.id)
         self.write_json({
             "job_id": task.id,
             "agent_id": task.agent_id,

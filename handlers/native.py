@@ -89,7 +89,7 @@ class NativeHandler(APIHandler):
             raise ApiError(403, "this task belongs to another user") from None
 
     async def task_info(self, task: TaskRow) -> dict[str, Any]:
-        user_msg = await self.runs.message(task.thread_id, task.user_message_id)
+        user_msg = await self.runs.message(task.thread_id, task.user_message_id, task.id)
         return {
             "taskId": task.id,
             "threadId": task.thread_id,

@@ -194,7 +194,7 @@ class Runner:
     async def _run_agent(self) -> None:
         task = self.task
         if self.user_message is None:
-            self.user_message = await self.manager.message(task.thread_id, task.user_message_id)
+            self.user_message = await self.manager.message(task.thread_id, task.user_message_id, task.id)
         own_events = await self.manager.task_events(task.id) if self.resume is not None else []
         self.assembler.apply_all(own_events)
         recording = None
@@ -276,10 +276,12 @@ class RunManager:
     async def history(self, thread_id: str) -> list[dict[str, Any]]:
         return await self.db.read(lambda c: messages_sql.list_for_thread(c, thread_id))
 
-    async def message(self, thread_id: str, message_id: str | None) -> dict[str, Any] | None:
+    async def message(self, thread_id: str, message_id: str | None, task_id: str | None = None) -> dict[str, Any] | None:
+        """The thread's message with this id: the one `task_id` stored (a task's own user message,
+        which an edit under the same id does not change), else the live one."""
         if message_id is None:
             return None
-        return await self.db.read(lambda c: messages_sql.get(c, thread_id, message_id))
+        return await self.db.read(lambda c: messages_sql.get(c, thread_id, message_id, task_id))
 
     async def task_events(self, task_id: str, after: int = 0, limit: int = 1_000_000) -> list[Any]:
         out: list[Any] = []
@@ -618,7 +620,7 @@ class RunManager:
         if original.live:
             raise Invalid(f"job {task_id} is {original.status}; only an ended job can be replayed")
         recording = Recording(await self.task_events(task_id))
-        message = await self.message(original.thread_id, original.user_message_id)
+        message = await self.message(original.thread_id, original.user_message_id, original.id)
         parts = message["parts"] if message else [{"type": "text", "text": ""}]
         new_id = str(uuid.uuid4())
         early = {f"approval-{new_id}-{n}": payload for n, payload in enumerate(recording.signals, 1)}
@@ -647,7 +649,7 @@ class RunManager:
         usage = await self.plans.usage(user_id)
         if usage.credits < needed:
             raise Invalid(f"the balance is {usage.credits} and the run needs {needed} credit(s): add credits first")
-        message = await self.message(original.thread_id, original.user_message_id)
+        message = await self.message(original.thread_id, original.user_message_id, original.id)
         if message is None:
             raise Invalid(f"task {task_id} has no user message to run again")
         req = StartRequest(

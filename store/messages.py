@@ -17,7 +17,8 @@ def next_seq(tx: WriteTx, thread_id: str) -> int:
 
 
 def exists(tx: WriteTx, thread_id: str, message_id: str) -> bool:
-    row = tx.fetchone("SELECT 1 FROM messages WHERE thread_id = ? AND id = ?", (thread_id, message_id))
+    """Whether a live message of the thread has this id (a superseded one leaves its id free)."""
+    row = tx.fetchone("SELECT 1 FROM messages WHERE thread_id = ? AND id = ? AND superseded = 0", (thread_id, message_id))
     return row is not None
 
 
@@ -31,11 +32,11 @@ def put(
     task_id: str | None,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Insert the message, or replace its parts when it exists (an assistant message grows)."""
+    """Insert the message, or replace its parts when a live one has its id (an assistant message grows)."""
     tx.execute(
         "INSERT INTO messages (thread_id, id, seq, role, parts, metadata, task_id, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (thread_id, id) DO UPDATE SET parts = excluded.parts, metadata = excluded.metadata",
+        " ON CONFLICT (thread_id, id) WHERE superseded = 0 DO UPDATE SET parts = excluded.parts, metadata = excluded.metadata",
         (thread_id, message_id, seq, role, dumps(parts), dumps(metadata) if metadata else None, task_id, now_ms()),
     )
 
@@ -74,10 +75,14 @@ async def list_for_thread(conn: aiosqlite.Connection, thread_id: str) -> list[di
     return [_ui(r) for r in rows]
 
 
-async def get(conn: aiosqlite.Connection, thread_id: str, message_id: str) -> dict[str, Any] | None:
+async def get(conn: aiosqlite.Connection, thread_id: str, message_id: str,
+              task_id: str | None = None) -> dict[str, Any] | None:
+    """The message with this id (edits keep a message's id, so several rows may have it): the one
+    that `task_id` stored when given, else the live one, else the latest one superseded."""
     rows = list(await conn.execute_fetchall(
-        "SELECT id, role, parts, metadata, created_at, task_id FROM messages WHERE thread_id = ? AND id = ?",
-        (thread_id, message_id),
+        "SELECT id, role, parts, metadata, created_at, task_id FROM messages WHERE thread_id = ? AND id = ?"
+        " ORDER BY task_id IS ? DESC, superseded, seq DESC LIMIT 1",
+        (thread_id, message_id, task_id),
     ))
     return _ui(rows[0]) if rows else None
 

@@ -240,7 +240,7 @@ async def test_regenerate_rewinds_from_the_message(alice):
     new_assistant = sdk_chunks(raw)[0]["messageId"]
     assert new_assistant != old_assistant
     user, assistant = await history(alice, "s-regen")
-    assert user["parts"] == [{"type": "text", "text": "first"}] and user["metadata"]["clientMessageId"] == "u1"
+    assert user["parts"] == [{"type": "text", "text": "first"}] and user["id"] == "u1"
     assert assistant["id"] == new_assistant
     # again, with the ids the client holds: still one turn
     resp, raw = await post_stream(alice, {**regen, "messageId": new_assistant})
@@ -261,8 +261,16 @@ async def test_edit_rewinds_from_the_edited_message(alice):
     messages = await history(alice, "s-edit")
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["parts"][0]["text"] == "one, edited"
-    assert messages[0]["metadata"]["clientMessageId"] == "u1"
+    assert messages[0]["id"] == "u1"
     assert "one, edited" in messages[1]["parts"][-1]["text"]
+    # the client still knows the message as u1: rewind and edit from it again
+    resp = await alice.request("GET", "/agent/rewind/s-edit/u1")
+    assert resp.code == 200 and json.loads(resp.body) == {"messages": []}
+    resp, raw = await post_stream(alice, {**chat_body("s-edit", "one, edited twice", "u1"), "messageId": "u1"})
+    assert resp.code == 200
+    messages = await history(alice, "s-edit")
+    assert [(m["id"], m["role"]) for m in messages] == [("u1", "user"), (messages[1]["id"], "assistant")]
+    assert messages[0]["parts"][0]["text"] == "one, edited twice"
 
 
 # -- resuming: GET /agent/stream/:threadId and /agent/streaming/:threadId/stream --------------

@@ -7,8 +7,9 @@
 // CONTENT/END, nothing open at RUN_FINISHED, ...) and its message assembly.
 //
 // Usage: node tests/protocol/ag_ui_client.mjs < spec.json
-//   spec: {url, headers, threadId, turns: [{runId, message?}], sse?}
-//   Each turn adds `message` (an AG-UI user message) to the agent's history,
+//   spec: {url, headers, threadId, turns: [{runId, keep?, message?}], sse?}
+//   Each turn keeps the first `keep` messages of the agent's history when given
+//   (a client that regenerates or edits), adds `message` (an AG-UI user message),
 //   then calls `runAgent({runId})` on the same agent, so later turns send the
 //   whole history, as a real client does.  With `sse` (a response body), the
 //   agent's fetch is stubbed to answer it (a renderer's output, no server).
@@ -53,6 +54,7 @@ async function main() {
   const agent = new HttpAgent(options);
   const turns = [];
   for (const turn of spec.turns || []) {
+    if (Number.isInteger(turn.keep)) agent.setMessages(agent.messages.slice(0, turn.keep));
     if (turn.message) agent.addMessage(turn.message);
     const events = [];
     const out = { runId: turn.runId, events, error: null, newMessages: [] };

@@ -179,6 +179,22 @@ async def test_tool_call_run_after_a_text_run_sends_the_whole_history(alice):
     assert tool["toolCallId"] == assistant["toolCalls"][0]["id"]
 
 
+async def test_a_run_again_from_a_user_message_keeps_its_id(alice):
+    """A client that drops the last reply and runs again (regenerate), then edits its first message:
+    the thread is rewound to that message, which keeps the client's id; client and server agree."""
+    spec = spec_for(alice, "ag-again", "first", "second")
+    spec["turns"] += [
+        {"runId": "ag-again-regen", "keep": 3},  # [u1, a1, u2]: the reply to u2 again
+        {"runId": "ag-again-edit", "keep": 0, "message": {"id": "ag-again-u1", "role": "user", "content": "first, edited"}},
+    ]
+    result = await run_client(spec)
+    assert [t["error"] for t in result["turns"]] == [None] * 4, result["turns"]
+    assert warnings(result) == [] and result["logs"] == []
+    server = await check_messages(alice, "ag-again", result)
+    assert [(m["id"], m["role"]) for m in server] == [("ag-again-u1", "user"), (server[1]["id"], "assistant")]
+    assert server[0]["parts"] == [{"type": "text", "text": "first, edited"}]
+
+
 async def test_failed_run_ends_with_run_error(alice):
     result = await run_client(spec_for(alice, "ag-fail", "/fail"))
     (turn,) = result["turns"]

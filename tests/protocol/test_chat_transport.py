@@ -125,7 +125,21 @@ async def test_regenerate(http_server_client, alice, pkg):
     assert again["errors"] == [] and again["message"]["id"] != old_id
     user, assistant = await stored(alice, "ct-regen")
     same_message(again["message"], assistant)
-    assert user["metadata"]["clientMessageId"] == "u1"
+    # The client's user message keeps its id: the client can rewind or regenerate from it again.
+    assert user["id"] == "u1"
+    rewind = await alice.request("GET", "/agent/rewind/ct-regen/u1")
+    assert rewind.code == 200 and json.loads(rewind.body) == {"messages": []}
+    third = await transport.send("ct-regen", "say it", "u1", trigger="regenerate-message", messageId=assistant["id"])
+    assert third["errors"] == []
+    user, assistant = await stored(alice, "ct-regen")
+    assert user["id"] == "u1"
+    same_message(third["message"], assistant)
+    # An edit of u1 (sendMessage({messageId: "u1"})) keeps the id as well.
+    edited = await transport.send("ct-regen", "say it again", "u1", messageId="u1")
+    assert edited["errors"] == []
+    user, assistant = await stored(alice, "ct-regen")
+    assert user["id"] == "u1" and user["parts"] == [{"type": "text", "text": "say it again"}]
+    same_message(edited["message"], assistant)
 
 
 async def test_a_busy_thread_is_refused_before_any_byte(http_server_client, alice, pkg):
