@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ import orjson
 
 from auth.jwks import JWKSSource
 from auth.keys import SigningKey, b64url, b64url_decode
+
+log = logging.getLogger("parley.auth")
 
 LEEWAY_S = 30
 STREAM_TOKEN_TTL_S = 600
@@ -49,7 +52,10 @@ class Authenticator:
         self.issuer = issuer
         self.audience = audience
         self.expected_issuer = expected_issuer
-        self.sources = [JWKSSource(loc) for loc in jwks or []]
+        self.sources = [JWKSSource(loc) for loc in jwks or []]  # ValueError for a JWKS URL that is not https://
+        if self.sources and expected_issuer is None:
+            log.warning("tokens signed by the keys of %s are accepted from any issuer: set --jwt-issuer to the one "
+                        "issuer to trust", ", ".join(s.location for s in self.sources))
         self._internal_key = internal_key.encode() if internal_key else None
         self._stream_secret = stream_secret
 

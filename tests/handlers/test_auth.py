@@ -1,8 +1,9 @@
 """Authentication and ownership over HTTP (SPEC sections 2, 4 and 13).
 
 Every test runs an in-process Parley that trusts, besides its own ES256 key,
-a JWKS *URL* (a small Tornado app started on a free port in the same IOLoop,
-whose hits are counted) and a JWKS *file*.  Time as seen by `auth.jwks` is
+a JWKS *URL* (a small https Tornado app started on a free port in the same
+IOLoop, whose hits are counted; its self-signed certificate is trusted by that
+source only) and a JWKS *file*.  Time as seen by `auth.jwks` is
 faked with `clock` so that the one-refetch-per-minute rule can be proven
 without waiting.
 """
@@ -15,6 +16,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -28,6 +30,7 @@ from tornado.testing import bind_unused_port
 
 import auth.jwks as jwks_mod
 from server import Config
+from tests.auth import tls
 from tests.helpers import INTERNAL_KEY, Client, parse_frames
 
 # ---------------------------------------------------------------------------
@@ -122,9 +125,9 @@ def bearer(token: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------
 
 class JWKSServer:
-    """A JWKS URL on a free port of the test's IOLoop; counts its hits."""
+    """An https JWKS URL on a free port of the test's IOLoop; counts its hits."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
         self.hits = 0
         self.doc: dict[str, Any] = url_jwks()
         self.raw: bytes | None = None   # served instead of `doc` when set
@@ -147,9 +150,10 @@ class JWKSServer:
                 self.finish(owner.raw if owner.raw is not None else json.dumps(owner.doc).encode())
 
         sock, self.port = bind_unused_port()
-        self.server = HTTPServer(web.Application([(r"/.well-known/jwks.json", Handler)]))
+        self.server = HTTPServer(web.Application([(r"/.well-known/jwks.json", Handler)]),
+                                 ssl_options=tls.server_context(directory))
         self.server.add_sockets([sock])
-        self.url = f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+        self.url = f"https://127.0.0.1:{self.port}/.well-known/jwks.json"
         self.stopped = False
 
     async def stop(self) -> None:
@@ -184,8 +188,8 @@ def clock(monkeypatch):
 
 
 @pytest.fixture
-def jwks_server(io_loop):
-    srv = JWKSServer()
+def jwks_server(io_loop, tmp_path):
+    srv = JWKSServer(tmp_path)
     yield srv
     io_loop.run_sync(srv.stop)
 
@@ -213,6 +217,15 @@ def parley_config(tmp_path, jwks_server, jwks_file, config_overrides, clock):
     }
     values.update(config_overrides)
     return Config(**values)
+
+
+@pytest.fixture
+def parley(parley):
+    """The server of conftest.py, whose JWKS URL source trusts the test certificate (that source only)."""
+    for source in parley.auth.sources:
+        if source.is_url:
+            source.ssl_context = tls.client_context()
+    return parley
 
 
 # ---------------------------------------------------------------------------
