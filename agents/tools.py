@@ -1,19 +1,18 @@
 """Built-in tools.  A tool takes a JSON object and returns a JSON value."""
 from __future__ import annotations
 
-import ast
 import asyncio
 import base64
-import math
-import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agents.calculator import MAX_EXPRESSION
 from agents.images import render_png
 from agents.media_gen import MUSIC_SECONDS, VIDEO_FPS, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, render_apng, render_wav
+from agents.sandbox import JobError, Sandbox, SandboxFailed
 
 
 @dataclass(frozen=True)
@@ -103,70 +102,25 @@ async def _clock(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
     return {"iso": now.isoformat(timespec="seconds"), "timezone": name, "epochMs": int(now.timestamp() * 1000)}
 
 
-_BINARY: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
-_UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCS: dict[str, Callable[..., Any]] = {
-    "sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max,
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "log": math.log, "exp": math.exp,
-}
-_CONSTS = {"pi": math.pi, "e": math.e}
-MAX_EXPRESSION = 200
-
-
-def evaluate(expression: str) -> int | float:
-    """Safe arithmetic: numbers, + - * / // % **, parentheses and a few math functions. No eval."""
-    if len(expression) > MAX_EXPRESSION:
-        raise ToolError(f"expression longer than {MAX_EXPRESSION} characters")
-    try:
-        tree = ast.parse(expression.replace("^", "**").replace("×", "*").replace("÷", "/"), mode="eval")
-    except SyntaxError:
-        raise ToolError(f"not an arithmetic expression: {expression!r}") from None
-
-    def ev(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and (abs(right) > 100 or abs(left) > 1e6):
-                raise ToolError("exponent too large")
-            return _BINARY[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            return _UNARY[type(node.op)](ev(node.operand))
-        if isinstance(node, ast.Name) and node.id in _CONSTS:
-            return _CONSTS[node.id]
-        if (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-            and not node.keywords and len(node.args) <= 3
-        ):
-            return _FUNCS[node.func.id](*(ev(a) for a in node.args))
-        raise ToolError(f"unsupported element in expression: {ast.dump(node)[:40]}")
-
-    try:
-        value = ev(tree)
-    except ZeroDivisionError:
-        raise ToolError("division by zero") from None
-    except (OverflowError, ValueError, TypeError) as exc:
-        raise ToolError(f"cannot compute: {exc}") from None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return int(value)
-    return value
+CALCULATOR_TIMEOUT_S = 1.0
+# The evaluator bounds every number it makes (agents/calculator.py); the worker's time limit
+# is the guarantee all the same, and keeps even a cheap parse off the event loop.
+CALCULATOR = Sandbox("agents.calculator:evaluate", workers=2, memory_mb=256)
 
 
 async def _calculator(args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
     expression = args.get("expression")
     if not isinstance(expression, str) or not expression.strip():
         raise ToolError("expression must be a non-empty string")
-    return {"expression": expression, "result": evaluate(expression)}
+    if len(expression) > MAX_EXPRESSION:
+        raise ToolError(f"expression longer than {MAX_EXPRESSION} characters")
+    try:
+        result = await CALCULATOR.call(CALCULATOR_TIMEOUT_S, expression=expression)
+    except JobError as exc:
+        raise ToolError(exc.message) from None
+    except SandboxFailed as exc:
+        raise ToolError(f"the expression cannot be computed: {exc}") from None
+    return {"expression": expression, "result": result}
 
 
 MAX_IMAGE_PROMPT = 500
