@@ -1,46 +1,33 @@
-"""Documents as knowledge: type detection, text extraction, chunking, and the `knowledge_search` tool.
+"""Documents as knowledge: type detection, text extraction off the event loop (agents/extraction.py
+in a sandbox worker), the per-user limits of uploads, and the `knowledge_search` tool.
 
 No HTTP here: handlers/documents.py maps `DocumentError` to its status.
 """
 from __future__ import annotations
 
-import io
 import logging
-import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from agents.extraction import PDF, DocumentError
+from agents.sandbox import JobError, Sandbox, SandboxFailed, SandboxTimeout
 from agents.tools import Tool, ToolEnv, ToolError
 from store import documents as documents_sql
 from store.db import Database
 
 log = logging.getLogger("parley.knowledge")
 
-CHUNK_CHARS = 800
 DEFAULT_LIMIT = 5
 MAX_LIMIT = 20
 MAX_QUERY = 1000
-MAX_PDF_PAGES = 2000
 
 TEXT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
               ".html": "text/html", ".htm": "text/html"}
-PDF = "application/pdf"
 SUPPORTED = (*sorted(set(TEXT_TYPES.values())), PDF)
 # Leading bytes of formats that are never text, whatever the file is called.
 _BINARY_MAGIC = (b"%PDF-", b"PK\x03\x04", b"PK\x05\x06", b"MZ\x90\x00", b"\x7fELF", b"\x1f\x8b", b"\x89PNG", b"\xff\xd8\xff",
                  b"GIF8", b"Rar!", b"7z\xbc\xaf", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe", b"\xd0\xcf\x11\xe0")
-
-
-class DocumentError(Exception):
-    """The upload cannot be taken: `status` 415 (type) or 422 (content)."""
-
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
 
 
 def detect_type(filename: str, data: bytes, declared: str | None = None) -> str:
@@ -70,124 +57,64 @@ def detect_type(filename: str, data: bytes, declared: str | None = None) -> str:
     return media_type
 
 
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML page: no scripts, styles or templates; blocks become paragraphs."""
-
-    SKIP = {"script", "style", "noscript", "template", "svg", "iframe", "object", "head"}
-    KEEP_IN_HEAD = {"title"}
-    BLOCKS = {"p", "div", "section", "article", "header", "footer", "main", "aside", "nav", "li", "ul", "ol",
-              "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "br", "hr", "title",
-              "dd", "dt", "dl", "figure", "figcaption", "form", "td", "th"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip: list[str] = []
-        self._title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP and tag != "head":
-            self._skip.append(tag)
-        elif tag == "title":
-            self._title = True
-        if tag in self.BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._skip and tag == self._skip[-1]:
-            self._skip.pop()
-        elif tag in self._skip:
-            while self._skip and self._skip.pop() != tag:
-                pass
-        if tag == "title":
-            self._title = False
-        if tag in self.BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
+EXTRACT_TIMEOUT_S = 10.0
+QUOTA_MB = 100
+UPLOADS_PER_MINUTE = 30
+# Text extraction of uploads (agents/extraction.py), in killable workers with capped memory.
+EXTRACTION = Sandbox("agents.extraction:extract_chunks", workers=2, memory_mb=768)
 
 
-def html_to_text(html: str) -> str:
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    return "".join(parser.parts)
+async def extract_chunks(media_type: str, data: bytes, timeout_s: float = EXTRACT_TIMEOUT_S) -> list[str]:
+    """The chunks of a document's text, extracted off the event loop within `timeout_s` seconds.
 
-
-def pdf_to_text(data: bytes) -> str:
-    """The text of a PDF's pages (blocking: run it in a thread)."""
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
+    DocumentError 422 for content that is unreadable, holds too much text
+    (`DOCUMENT_TOO_LONG`) or takes too much time or memory (`DOCUMENT_TOO_COMPLEX`).
+    """
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if len(reader.pages) > MAX_PDF_PAGES:
-            raise DocumentError(422, f"the PDF has more than {MAX_PDF_PAGES} pages", "VALIDATION_ERROR")
-        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except DocumentError:
-        raise
-    except (PyPdfError, Exception) as exc:  # untrusted input: any parser failure is the file's fault
-        log.info("unreadable PDF: %s", exc)
-        raise DocumentError(422, "the PDF could not be read", "VALIDATION_ERROR") from None
+        chunks = await EXTRACTION.call(timeout_s, data, media_type=media_type)
+    except JobError as exc:
+        raise DocumentError(int(exc.details.get("status", 422)), exc.message,
+                            str(exc.details.get("code", "VALIDATION_ERROR"))) from None
+    except SandboxTimeout:
+        raise DocumentError(422, f"reading the document took longer than {timeout_s:g} s; it was stopped",
+                            "DOCUMENT_TOO_COMPLEX") from None
+    except SandboxFailed as exc:
+        log.info("document extraction failed: %s", exc)
+        raise DocumentError(422, f"the document could not be read: {exc}", "DOCUMENT_TOO_COMPLEX") from None
+    return [str(c) for c in chunks]
 
 
-def extract_text(media_type: str, data: bytes) -> str:
-    """The plain text of a document of a detected type (blocking for PDFs)."""
-    if media_type == PDF:
-        return pdf_to_text(data)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DocumentError(422, f"the {media_type} document is not valid UTF-8", "VALIDATION_ERROR") from None
-    return html_to_text(text) if media_type == "text/html" else text
+@dataclass(frozen=True)
+class DocumentLimits:
+    """What one user may put into knowledge bases: the config's `[documents]` table."""
 
+    quota_bytes: int = QUOTA_MB * 1024 * 1024
+    uploads_per_minute: int = UPLOADS_PER_MINUTE
+    extract_timeout_s: float = EXTRACT_TIMEOUT_S
 
-_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-_BLANK = re.compile(r"\n\s*\n")
-_SPACES = re.compile(r"[ \t\r\f\v]+")
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> DocumentLimits:
+        """`[documents] quota_mb = 100, uploads_per_minute = 30, extract_timeout_s = 10`, each optional.
 
-
-def _pieces(paragraph: str, size: int) -> list[str]:
-    """A paragraph longer than `size` split on sentence ends, then on spaces, then hard."""
-    out: list[str] = []
-    for sentence in _SENTENCE.split(paragraph):
-        while len(sentence) > size:
-            cut = sentence.rfind(" ", 0, size)
-            cut = cut if cut > size // 2 else size
-            out.append(sentence[:cut].strip())
-            sentence = sentence[cut:].strip()
-        if sentence:
-            out.append(sentence)
-    return out
-
-
-def chunk_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
-    """Split text into chunks of about `size` characters on paragraph, then sentence boundaries."""
-    paragraphs = []
-    for para in _BLANK.split(text.replace("\r\n", "\n")):
-        para = "\n".join(_SPACES.sub(" ", line).strip() for line in para.split("\n")).strip()
-        para = re.sub(r"\n+", "\n", para)
-        if para:
-            paragraphs.append(para)
-    chunks: list[str] = []
-    current = ""
-    for para in paragraphs:
-        for piece in [para] if len(para) <= size else _pieces(para, size):
-            sep = "\n\n" if piece is para else " "
-            if current and len(current) + len(sep) + len(piece) > size:
-                chunks.append(current)
-                current = piece
-            else:
-                current = f"{current}{sep}{piece}" if current else piece
-    if current:
-        chunks.append(current)
-    return chunks
+        Raises ValueError naming the key at fault.
+        """
+        table = extra.get("documents", {})
+        if not isinstance(table, dict):
+            raise ValueError("[documents] must be a table")
+        known = {"quota_mb", "uploads_per_minute", "extract_timeout_s"}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"[documents]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        quota = table.get("quota_mb", QUOTA_MB)
+        if isinstance(quota, bool) or not isinstance(quota, int | float) or quota <= 0:
+            raise ValueError("[documents] quota_mb must be a positive number")
+        uploads = table.get("uploads_per_minute", UPLOADS_PER_MINUTE)
+        if isinstance(uploads, bool) or not isinstance(uploads, int) or uploads < 1:
+            raise ValueError("[documents] uploads_per_minute must be a whole number of at least 1")
+        timeout = table.get("extract_timeout_s", EXTRACT_TIMEOUT_S)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= EXTRACT_TIMEOUT_S:
+            raise ValueError(f"[documents] extract_timeout_s must be more than 0 and at most {EXTRACT_TIMEOUT_S:g}")
+        return cls(quota_bytes=int(quota * 1024 * 1024), uploads_per_minute=uploads, extract_timeout_s=float(timeout))
 
 
 @dataclass(frozen=True)

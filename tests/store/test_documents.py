@@ -1,7 +1,7 @@
 """Documents in the store: chunking, FTS5 search scoped per user, BM25 ranking, safe queries."""
 import pytest
 
-from agents import knowledge
+from agents import extraction, knowledge
 from agents.tools import ToolEnv, ToolError
 from store import Database
 from store import documents as documents_sql
@@ -18,22 +18,22 @@ def db(io_loop, tmp_path):
 async def add(db, doc_id, user, kid, text, filename=None):
     doc = {"id": doc_id, "user_id": user, "knowledge_id": kid, "filename": filename or f"{doc_id}.txt",
            "media_type": "text/plain", "size": len(text)}
-    return await db.write(lambda tx: documents_sql.insert(tx, doc, knowledge.chunk_text(text)))
+    return await db.write(lambda tx: documents_sql.insert(tx, doc, extraction.chunk_text(text)))
 
 
 def test_chunks_follow_paragraphs_and_sentences():
     paras = [f"Paragraph {i}. " + "word " * 60 for i in range(6)]
-    chunks = knowledge.chunk_text("\n\n".join(paras))
-    assert all(len(c) <= knowledge.CHUNK_CHARS for c in chunks)
+    chunks = extraction.chunk_text("\n\n".join(paras))
+    assert all(len(c) <= extraction.CHUNK_CHARS for c in chunks)
     assert len(chunks) >= 2
     assert all(c.startswith("Paragraph") for c in chunks)  # split between paragraphs
     long = " ".join(f"Sentence number {i} says something." for i in range(100))
-    pieces = knowledge.chunk_text(long)
-    assert all(len(c) <= knowledge.CHUNK_CHARS for c in pieces)
+    pieces = extraction.chunk_text(long)
+    assert all(len(c) <= extraction.CHUNK_CHARS for c in pieces)
     assert all(c.startswith("Sentence") and c.endswith(".") for c in pieces)  # sentence boundaries
     assert "".join(pieces).replace(" ", "") == long.replace(" ", "")
-    assert knowledge.chunk_text("   \n\n  ") == []
-    assert knowledge.chunk_text("x" * 2000) == ["x" * 800, "x" * 800, "x" * 400]
+    assert extraction.chunk_text("   \n\n  ") == []
+    assert extraction.chunk_text("x" * 2000) == ["x" * 800, "x" * 800, "x" * 400]
 
 
 def test_match_expression_quotes_every_term():
@@ -110,12 +110,12 @@ def test_html_text_drops_scripts_and_styles():
     html = ("<html><head><title>Guide</title><style>.x{color:red}</style><script>var secret = 'zzz';</script></head>"
             "<body><h1>Returns</h1><p>Send it back &amp; get money.</p><script>alert('qqq')</script>"
             "<noscript>enable js</noscript><p>Done</p></body></html>")
-    text = knowledge.html_to_text(html)
+    text = extraction.html_to_text(html)
     assert "Guide" in text and "Returns" in text and "Send it back & get money." in text and "Done" in text
     assert "secret" not in text and "qqq" not in text and "color" not in text and "enable js" not in text
 
 
 def test_invalid_utf8_is_422():
     with pytest.raises(knowledge.DocumentError) as err:
-        knowledge.extract_text("text/plain", b"\xff\xfe\xfa bad")
+        extraction.extract_text("text/plain", b"\xff\xfe\xfa bad")
     assert err.value.status == 422
