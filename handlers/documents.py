@@ -1,22 +1,30 @@
-"""Documents on the job surface (SPEC sections 11, 13): upload and list; they feed `knowledge_search`.
+"""Documents on the job surface (SPEC sections 11, 13): upload, list, delete; they feed `knowledge_search`.
 
 Uploads stream in under `max_body` (5 MiB for the whole multipart body,
 enforced by APIHandler.data_received while the bytes arrive, with or
 without Content-Length: the rest is discarded, never buffered, and the
 answer is 413).  The type is decided from the file's extension and its
-content, never from the client's Content-Type alone.  The original file
-is kept as data_dir/documents/<server-made uuid>.
+content, never from the client's Content-Type alone.  The text is
+extracted in a sandbox worker with a time limit (agents/knowledge.py).
+The original file is kept as data_dir/documents/<server-made uuid>.
+
+Per user (the config's `[documents]` table, agents/knowledge.DocumentLimits):
+uploads are rate-limited (30 a minute: 429 RATE_LIMITED with Retry-After), and
+the bytes of their documents count against a quota (100 MB: 413
+QUOTA_EXCEEDED); deleting a document frees its share.
 """
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from tornado.ioloop import IOLoop
 
 from agents import knowledge
 from handlers.errors import ApiError
 from handlers.jobs import JobsHandler
+from handlers.ratelimit import SlidingWindow, retry_after
 from handlers.sse import iso_ms
 from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename, store_file
 from store import documents as documents_sql
@@ -42,8 +50,18 @@ def public(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _extract(media_type: str, data: bytes) -> list[str]:
-    return knowledge.chunk_text(knowledge.extract_text(media_type, data))
+def document_settings(extra: dict[str, Any]) -> dict[str, Any]:
+    """The application settings these routes read, from the config's `[documents]` table
+    (ValueError naming the key at fault)."""
+    limits = knowledge.DocumentLimits.from_extra(extra)
+    return {"document_limits": limits, "document_uploads": SlidingWindow(limits.uploads_per_minute)}
+
+
+def _quota_exceeded(used: int, size: int, quota: int) -> ApiError:
+    mb = 1024 * 1024
+    return ApiError(413, f"the documents of a user may take {quota / mb:g} MB; {used / mb:.1f} MB are used and this "
+                         f"file has {size / mb:.1f} MB: delete documents first", "QUOTA_EXCEEDED",
+                    quota_bytes=quota, used_bytes=used, size=size)
 
 
 class DocumentsHandler(JobsHandler):
@@ -51,9 +69,34 @@ class DocumentsHandler(JobsHandler):
     def db(self) -> Database:
         return self.runs.db
 
+    @property
+    def data_dir(self) -> Path:
+        configured = self.settings.get("data_dir")
+        return Path(configured) if configured is not None else self.db.path.parent
+
+    @property
+    def limits(self) -> knowledge.DocumentLimits:
+        return cast(knowledge.DocumentLimits, self._document_settings["document_limits"])
+
+    @property
+    def _document_settings(self) -> dict[str, Any]:
+        settings = self.application.settings
+        if "document_limits" not in settings:  # an application made without document_settings(): the defaults
+            settings.update(document_settings({}))
+        return settings
+
 
 class UploadHandler(DocumentsHandler, MultipartHandler):
     max_body = MAX_UPLOAD
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.identity is not None and self.request.method == "POST":
+            window = cast(SlidingWindow, self._document_settings["document_uploads"])
+            wait = window.hit(self.user_id)
+            if wait:
+                raise ApiError(429, f"rate limit: {window.limit} document uploads a minute", "RATE_LIMITED",
+                               retry_after=retry_after(wait))
 
     async def post(self) -> None:
         """multipart/form-data {file, knowledge_id} -> 201 {id, knowledge_id, filename, media_type, size, chunks, created_at}."""
@@ -71,9 +114,13 @@ class UploadHandler(DocumentsHandler, MultipartHandler):
         filename = clean_filename(upload.filename)
         if len(data) > MAX_UPLOAD:  # cannot happen under max_body; kept for a larger max_body
             raise self._payload_too_large()
+        quota, user_id = self.limits.quota_bytes, self.user_id
+        used = await self.db.read(lambda c: documents_sql.usage(c, user_id))
+        if used + len(data) > quota:  # before spending a worker on it; the insert checks again
+            raise _quota_exceeded(used, len(data), quota)
         try:
             media_type = knowledge.detect_type(filename, data, upload.content_type)
-            chunks = await IOLoop.current().run_in_executor(None, _extract, media_type, data)
+            chunks = await knowledge.extract_chunks(media_type, data, self.limits.extract_timeout_s)
         except knowledge.DocumentError as exc:
             raise ApiError(exc.status, exc.message, exc.code) from None
         if not chunks:
@@ -81,10 +128,13 @@ class UploadHandler(DocumentsHandler, MultipartHandler):
         doc_id = str(uuid.uuid4())
         path = self.data_dir / "documents" / doc_id
         await IOLoop.current().run_in_executor(None, store_file, path, data)
-        doc = {"id": doc_id, "user_id": self.user_id, "knowledge_id": knowledge_id, "filename": filename,
+        doc = {"id": doc_id, "user_id": user_id, "knowledge_id": knowledge_id, "filename": filename,
                "media_type": media_type, "size": len(data)}
         try:
-            row = await self.db.write(lambda tx: documents_sql.insert(tx, doc, chunks))
+            row = await self.db.write(lambda tx: documents_sql.insert(tx, doc, chunks, quota))
+        except documents_sql.QuotaExceeded as exc:
+            path.unlink(missing_ok=True)
+            raise _quota_exceeded(exc.used, exc.size, exc.quota) from None
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -101,16 +151,36 @@ class ListHandler(DocumentsHandler):
         self.write_json({"documents": [public(d) for d in docs]})
 
 
+class DocumentHandler(DocumentsHandler):
+    async def delete(self, document_id: str) -> None:
+        """204: the document, its chunks and its file are gone, and its bytes no longer count against the quota."""
+        doc = await self.db.read(lambda c: documents_sql.get(c, document_id))
+        if doc is None:
+            raise ApiError(404, f"document {document_id} not found", "DOCUMENT_NOT_FOUND")
+        if doc["user_id"] != self.user_id:
+            raise ApiError(403, "this document belongs to another user", "FORBIDDEN")
+        await self.db.write(lambda tx: documents_sql.delete(tx, document_id))
+        path = self.data_dir / "documents" / document_id
+        await IOLoop.current().run_in_executor(None, lambda: path.unlink(missing_ok=True))
+        self.set_status(204)
+        self.finish()
+
+
 default_handlers = [
     (r"/api/documents/upload", UploadHandler),
     (r"/api/documents", ListHandler),
+    (r"/api/documents/([^/]{1,128})", DocumentHandler),
 ]
 
 # OpenAPI operations of these routes, merged into handlers/openapi.py's OPERATIONS.
 _ERR = {"$ref": "#/components/schemas/Error"}
 _JSON = "application/json"
-_ERRORS = {400: "bad request", 401: "missing or invalid credentials", 413: "body larger than 5 MiB",
-           415: "unsupported document type", 422: "invalid fields or content"}
+_ERRORS = {400: "bad request", 401: "missing or invalid credentials", 403: "the document of another user",
+           404: "no such document", 413: "body larger than 5 MiB, or the user's quota (QUOTA_EXCEEDED) exceeded",
+           415: "unsupported document type",
+           422: "invalid fields or content; more than 2 MB of text (DOCUMENT_TOO_LONG); too slow or large to read "
+                "(DOCUMENT_TOO_COMPLEX)",
+           429: "more than the uploads a minute allowed (RATE_LIMITED, Retry-After)"}
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["id", "knowledge_id", "filename", "media_type", "size", "chunks", "created_at"],
@@ -134,11 +204,15 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
                 "file": {"type": "string", "format": "binary"},
                 "knowledge_id": {"type": "string", "minLength": 1, "maxLength": MAX_KNOWLEDGE_ID}}}}}},
         "responses": {"201": {"description": "stored and indexed", "content": {_JSON: {"schema": DOCUMENT_SCHEMA}}},
-                      **_errors(400, 401, 413, 415, 422)}}},
+                      **_errors(400, 401, 413, 415, 422, 429)}}},
     "/api/documents": {"get": {
         "summary": "The user's documents (of one knowledge base with ?knowledge_id=)",
         "parameters": [{"name": "knowledge_id", "in": "query", "schema": {"type": "string", "maxLength": MAX_KNOWLEDGE_ID}}],
         "responses": {"200": {"description": "documents", "content": {_JSON: {"schema": {
             "type": "object", "properties": {"documents": {"type": "array", "items": DOCUMENT_SCHEMA}}}}}},
                       **_errors(401, 422)}}},
+    "/api/documents/{document_id}": {"delete": {
+        "summary": "Delete a document: its text leaves the knowledge base and its bytes the user's quota",
+        "parameters": [{"name": "document_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"204": {"description": "deleted"}, **_errors(401, 403, 404)}}},
 }

@@ -20,8 +20,30 @@ def _row(row: Any) -> dict[str, Any]:
     }
 
 
-def insert(tx: WriteTx, doc: dict[str, Any], chunks: list[str]) -> dict[str, Any]:
-    """Insert a document, its chunks and their index entries (one transaction); return its row."""
+class QuotaExceeded(Exception):
+    """The user's documents would take more than their quota (bytes of the uploaded files)."""
+
+    def __init__(self, used: int, size: int, quota: int) -> None:
+        super().__init__(f"{used} bytes used + {size} > a quota of {quota} bytes")
+        self.used = used
+        self.size = size
+        self.quota = quota
+
+
+def _usage(tx: WriteTx, user_id: str) -> int:
+    return int(tx.fetchone("SELECT COALESCE(SUM(size), 0) FROM documents WHERE user_id = ?", (user_id,))[0])
+
+
+def insert(tx: WriteTx, doc: dict[str, Any], chunks: list[str], quota: int | None = None) -> dict[str, Any]:
+    """Insert a document, its chunks and their index entries (one transaction); return its row.
+
+    With a `quota` (bytes), QuotaExceeded when the user's documents and this one would exceed it:
+    checked inside the writer's transaction, so concurrent uploads cannot both slip under it.
+    """
+    if quota is not None:
+        used = _usage(tx, doc["user_id"])
+        if used + doc["size"] > quota:
+            raise QuotaExceeded(used, doc["size"], quota)
     created_at = now_ms()
     tx.execute(
         f"INSERT INTO documents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -40,6 +62,17 @@ def delete(tx: WriteTx, document_id: str) -> None:
         tx.execute("INSERT INTO document_chunks_fts (document_chunks_fts, rowid, text) VALUES ('delete', ?, ?)", (rowid, text))
     tx.execute("DELETE FROM document_chunks WHERE document_id = ?", (document_id,))
     tx.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+
+
+async def usage(conn: aiosqlite.Connection, user_id: str) -> int:
+    """The bytes of the user's documents (what counts against their quota)."""
+    rows = await conn.execute_fetchall("SELECT COALESCE(SUM(size), 0) FROM documents WHERE user_id = ?", (user_id,))
+    return int(next(iter(rows))[0])
+
+
+async def get(conn: aiosqlite.Connection, document_id: str) -> dict[str, Any] | None:
+    rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM documents WHERE id = ?", (document_id,)))
+    return _row(rows[0]) if rows else None
 
 
 async def list_for(conn: aiosqlite.Connection, user_id: str, knowledge_id: str | None = None) -> list[dict[str, Any]]:

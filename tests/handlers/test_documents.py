@@ -5,6 +5,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
@@ -253,14 +254,26 @@ async def test_5_mib_plus_one_with_content_length_is_413(alice, http_server_clie
 
 
 async def test_just_under_the_limit_is_accepted(alice):
-    raw, ctype = multipart({"knowledge_id": "kb1"}, ("big.txt", b"a", "text/plain"))
-    filler = ("word " * 100 + "\n\n").encode()
-    data = (filler * (5 * MIB // len(filler) + 1))[: 5 * MIB - len(raw) + 1]
-    raw, ctype = multipart({"knowledge_id": "kb1"}, ("big.txt", data, "text/plain"))
+    # 5 MiB of HTML whose visible text stays under the 2 MB of text a document may hold
+    raw, ctype = multipart({"knowledge_id": "kb1"}, ("big.html", b"a", "text/html"))
+    visible = ("<p>" + "word " * 100 + "</p>\n").encode() * 3000
+    head, tail = b"<html><body>" + visible + b"<script>", b"</script></body></html>"
+    size = 5 * MIB - len(raw) + 1
+    data = head + b"x" * (size - len(head) - len(tail)) + tail
+    raw, ctype = multipart({"knowledge_id": "kb1"}, ("big.html", data, "text/html"))
     assert len(raw) == 5 * MIB
     resp = await alice.request("POST", "/api/documents/upload", raw=raw, headers={"Content-Type": ctype})
     assert resp.code == 201, resp.body
     assert body(resp)["size"] == len(data) and body(resp)["chunks"] > 1000
+
+
+async def test_more_than_2_mb_of_text_is_refused(alice):
+    html = b"<html><body>" + (b"<p>" + b"word " * 200 + b"</p>\n") * 2200 + b"</body></html>"
+    assert 2 * MIB < len(html) < 3 * MIB
+    resp = await upload(alice, "long.html", html, ctype="text/html")
+    assert_error(resp, 422, "DOCUMENT_TOO_LONG")
+    assert "2 MB of text" in body(resp)["error"]["message"]
+    assert body(await alice.request("GET", "/api/documents")) == {"documents": []}
 
 
 async def test_5_mib_plus_one_raw_socket_content_length(http_server_client, alice):
@@ -340,10 +353,12 @@ async def test_routes_are_documented(parley, app, monkeypatch):
     assert "/api/documents/upload" in routes and "/api/documents" in routes
     assert not [p for p in routes if p not in OPERATIONS]
     doc = document(app, "test")
+    own = route_paths(web.Application(documents.default_handlers))  # in the order of default_handlers
+    handlers = {path: handler for path, (_, handler) in zip(own, documents.default_handlers, strict=True)}
     for path in documents.OPENAPI:
         for method, op in doc["paths"][path].items():
             assert op["responses"], (method, path)
-            handler = dict(documents.default_handlers)[path]
+            handler = handlers[path]
             assert method.upper() in handler.SUPPORTED_METHODS and hasattr(handler, method)
     json.dumps(doc)
 
