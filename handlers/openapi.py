@@ -190,13 +190,20 @@ def _same_shape(path: str, pattern: str) -> bool:
     return re.sub(r"\{\w+\}", "X", path) == re.sub(r"\([^)]*\)", "X", pattern)
 
 
+def _merged(path_params: list[dict[str, Any]], own: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The path's parameters, then the operation's; a parameter is named once (OpenAPI forbids
+    duplicates), the operation's own description of it winning."""
+    declared = {(p["name"], p["in"]) for p in own}
+    return [p for p in path_params if (p["name"], p["in"]) not in declared] + own
+
+
 def document(app: web.Application, version: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for path in route_paths(app):
         ops = OPERATIONS.get(path, {"get": {"summary": "undocumented", "responses": {}}})
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
                   for n in re.findall(r"\{(\w+)\}", path)]
-        paths[path] = {m: {**op, "parameters": params + op.get("parameters", [])} for m, op in ops.items()}
+        paths[path] = {m: {**op, "parameters": _merged(params, op.get("parameters", []))} for m, op in ops.items()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Parley", "version": version, "description": "Self-hosted agent run server"},

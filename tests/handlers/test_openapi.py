@@ -35,3 +35,12 @@ def route_paths_for(pattern, parley):
     from handlers.openapi import _openapi_path
 
     return [_openapi_path(pattern.rstrip("$"), OPERATIONS)]
+
+
+async def test_no_operation_names_a_parameter_twice(http_server_client):
+    """OpenAPI forbids two parameters with the same name and location in one operation."""
+    doc = json.loads((await http_server_client.fetch("/openapi.json")).body)
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            keys = [(p["name"], p["in"]) for p in op.get("parameters", [])]
+            assert len(keys) == len(set(keys)), (method, path, keys)
