@@ -8,12 +8,13 @@
 Uploads are limited while they stream in (handlers/uploads.py).  A file is taken
 only when its extension and its content agree on an allowed type (agents/media.py),
 and is stored as data_dir/attachments/<bucket>/<path>, where `path` is server-made:
-<the owner's folder>/<uuid>.<ext>.  The owner's folder is a digest of the user id,
-so that a URL handed to someone else does not show who uploaded the file.
+<the owner's folder>/<uuid>.<ext>.  The owner's folder is an HMAC of the user id
+under a server secret (UrlSigner.owner_folder), so that a URL handed to someone else
+does not show who uploaded the file.  Files are found through their row's path, so
+those stored under an older folder name keep being served.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -58,10 +59,6 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 def transcribe_limit() -> SlidingWindow:
     """Per-user limit of POST /transcribe (SPEC section 8): 20 a minute."""
     return SlidingWindow(TRANSCRIBE_PER_MINUTE)
-
-
-def owner_folder(user_id: str) -> str:
-    return hashlib.sha256(b"parley-attachments:" + user_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def disk_path(root: Path, bucket: str, path: str) -> Path:
@@ -156,7 +153,7 @@ class UploadHandler(AttachmentsHandler):
         except media.MediaError as exc:
             raise ApiError(exc.status, exc.message) from None
         del form, upload
-        path = f"{owner_folder(self.user_id)}/{uuid.uuid4()}.{media.EXTENSION[media_type]}"
+        path = f"{self.signer.owner_folder(self.user_id)}/{uuid.uuid4()}.{media.EXTENSION[media_type]}"
         target = disk_path(self.root, bucket, path)
         digest = await IOLoop.current().run_in_executor(None, store_file, target, data)
         try:

@@ -10,14 +10,18 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
+from tornado.testing import bind_unused_port
 
 from agents.images import render_png
-from handlers.attachments import STORED_PATH, owner_folder
+from handlers.attachments import STORED_PATH
+from server import Config, Parley
 from store import attachments as attachments_sql
 from tests.handlers.test_documents import make_pdf
-from tests.helpers import INTERNAL_KEY
+from tests.helpers import INTERNAL_KEY, Client
 
 MIB = 1024 * 1024
 BOUNDARY = "parleyattachments5f1c"
@@ -117,7 +121,7 @@ async def test_upload_each_allowed_kind(alice, parley, filename, data, media_typ
     assert set(out) == {"bucket", "path", "mimeType", "size", "url", "name"}
     assert (out["bucket"], out["name"], out["size"], out["mimeType"]) == ("attachments", filename, len(data), media_type)
     assert STORED_PATH.fullmatch(out["path"]) and out["path"].endswith("." + ext)
-    assert out["path"].split("/")[0] == owner_folder("alice") != owner_folder("bob")
+    assert out["path"].split("/")[0] == parley.url_signer.owner_folder("alice") != parley.url_signer.owner_folder("bob")
     stored = parley.data_dir / "attachments" / "attachments" / out["path"]
     assert stored.read_bytes() == data
     row = await parley.db.read(lambda c: attachments_sql.get(c, "attachments", out["path"]))
@@ -130,6 +134,66 @@ async def test_upload_each_allowed_kind(alice, parley, filename, data, media_typ
     resp = await fetch(alice.http, out["url"])
     assert resp.code == 200 and resp.body == data
     assert resp.headers["Content-Type"].split(";")[0] == media_type
+
+
+class OtherServer:
+    """A second in-process Parley (its own data dir, so its own secrets) on a free port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.parley = Parley(Config(data_dir=data_dir, internal_key=INTERNAL_KEY, demo_delay_ms=0))
+        self.base = ""
+        self.server: HTTPServer | None = None
+
+    async def open(self) -> None:
+        app = await self.parley.open()
+        sock, port = bind_unused_port()
+        self.server = HTTPServer(app)
+        self.server.add_sockets([sock])
+        self.base = f"http://127.0.0.1:{port}"
+
+    async def fetch(self, path: str, **kw):
+        return await AsyncHTTPClient().fetch(self.base + path, **kw)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            await self.server.close_all_connections()
+        await self.parley.close()
+
+
+async def test_the_owner_folder_needs_the_server_secret(alice, parley, tmp_path):
+    """The folder in a path is an HMAC of the user id under the server's secret: someone who guesses
+    the id cannot confirm it from a path, and another server (another secret) names it otherwise."""
+    png = render_png("a red fox", 16)
+    folder = (await upload_ok(alice, "a.png", png))["path"].split("/")[0]
+    assert folder == (await upload_ok(alice, "b.png", png))["path"].split("/")[0]  # one folder per user
+    for guess in (b"alice", b"parley-attachments:alice", b"attachments:alice", b"attachment-folder:alice"):
+        assert folder != hashlib.sha256(guess).hexdigest()[:32]
+    other = OtherServer(tmp_path / "other")
+    await other.open()
+    try:
+        elsewhere = await upload_ok(Client(other, "alice"), "a.png", png)
+        assert elsewhere["path"].split("/")[0] != folder
+        assert (await upload_ok(Client(other, "bob"), "a.png", png))["path"].split("/")[0] not in (
+            folder, elsewhere["path"].split("/")[0])
+    finally:
+        await other.close()
+
+
+async def test_files_stored_under_the_old_folder_name_are_still_served(alice, bob, parley):
+    """Attachments uploaded before the folder became an HMAC: their row holds the path, so they stay readable."""
+    png = render_png("an old upload", 16)
+    path = f"{hashlib.sha256(b'parley-attachments:alice').hexdigest()[:32]}/{'1' * 8}-2222-3333-4444-{'5' * 12}.png"
+    stored = parley.data_dir / "attachments" / "attachments" / path
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(png)
+    await parley.db.write(lambda tx: attachments_sql.insert(
+        tx, "attachments", path, "alice", "old.png", "image/png", len(png), hashlib.sha256(png).hexdigest()))
+    resp = await signed_url(alice, "attachments", path)
+    assert resp.code == 200, resp.body
+    served = await fetch(alice.http, body(resp)["url"])
+    assert served.code == 200 and served.body == png
+    assert_detail(await signed_url(bob, "attachments", path), 403)
 
 
 async def test_custom_bucket_and_thread_and_type_from_a_name_without_extension(alice, bob, parley):
