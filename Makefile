@@ -26,8 +26,9 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 	test -x $(CHROMIUM)
 
+# development mode (--dev): the sign-in page shows the codes written to data/outbox/
 run: $(STAMP)
-	$(BIN)/python server.py $(ARGS)
+	$(BIN)/python server.py --dev $(ARGS)
 
 test: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q $(ARGS)

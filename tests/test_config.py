@@ -49,6 +49,7 @@ def test_trust_flag_defaults():
     cfg = parse_config([], environ={})
     assert cfg.dev is False and cfg.public_url is None
     assert cfg.allowed_host == [] and cfg.trusted_proxy == []
+    assert cfg.max_streams_per_user == 100
 
 
 def test_trust_flags_from_flags_environment_and_file(tmp_path):

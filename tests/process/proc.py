@@ -49,10 +49,11 @@ class Response:
 
 
 class Server:
-    """One `server.py` process on a free port (`--port 0`, read back from its start line)."""
+    """One `server.py` process on a free port (`--port 0`, read back from its start line), in
+    development mode (`--dev`: the sign-in page shows outbox codes) unless `dev=False`."""
 
     def __init__(self, data_dir: Path, log_path: Path, *, demo_delay_ms: float = 5, drain_timeout: float = 5,
-                 extra: list[str] | None = None) -> None:
+                 dev: bool = True, extra: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         cmd = [
@@ -63,6 +64,7 @@ class Server:
             "--demo-delay-ms", str(demo_delay_ms),
             "--drain-timeout", str(drain_timeout),
             "--keepalive-s", "60",
+            *(["--dev"] if dev else []),
             *(extra or []),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
