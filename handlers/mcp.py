@@ -2,8 +2,10 @@
 
 JSON-RPC 2.0 over POST, one message a request (no batches: the protocol
 revisions served here dropped them).  `initialize` issues an
-`Mcp-Session-Id`; requests may carry it (an unknown or another user's id is
-404, so that the client starts over).  There is no server-initiated stream:
+`Mcp-Session-Id`; requests may carry it (an unknown, expired or another user's
+id is 404, so that the client starts over).  Each user holds at most 100
+sessions (one more evicts that user's least recently used), and a session
+expires after 30 minutes unused.  There is no server-initiated stream:
 GET is 405.  DELETE ends the session.  Auth is the same as every route.
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -25,7 +29,8 @@ PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 LATEST = PROTOCOL_VERSIONS[0]
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
-MAX_SESSIONS = 10_000
+MAX_SESSIONS_PER_USER = 100
+SESSION_IDLE_S = 30 * 60
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -34,35 +39,80 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 
-class McpSessions:
-    """Session id -> (user id, protocol version), the oldest evicted beyond MAX_SESSIONS."""
+@dataclass
+class _Session:
+    user_id: str
+    version: str
+    last_used: float
 
-    def __init__(self, limit: int = MAX_SESSIONS) -> None:
-        self.limit = limit
-        self._sessions: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+
+class McpSessions:
+    """Session id -> its user and protocol version, kept per user.
+
+    A user holds at most `per_user` sessions: one more evicts that user's least
+    recently used one (its client gets 404 and initializes again, as the protocol
+    says), never another user's.  A session unused for `idle_s` seconds expires.
+    """
+
+    def __init__(self, per_user: int = MAX_SESSIONS_PER_USER, idle_s: float = SESSION_IDLE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_user = per_user
+        self.idle_s = idle_s
+        self.clock = clock
+        self._recent: OrderedDict[str, _Session] = OrderedDict()  # every session, least recently used first
+        self._by_user: dict[str, OrderedDict[str, None]] = {}    # each user's, least recently used first
 
     def open(self, user_id: str, version: str) -> str:
+        self._expire()
         sid = uuid.uuid4().hex
-        self._sessions[sid] = (user_id, version, time.monotonic())
-        while len(self._sessions) > self.limit:
-            self._sessions.popitem(last=False)
+        self._recent[sid] = _Session(user_id, version, self.clock())
+        mine = self._by_user.setdefault(user_id, OrderedDict())
+        mine[sid] = None
+        while len(mine) > self.per_user:
+            oldest, _ = mine.popitem(last=False)
+            del self._recent[oldest]
         return sid
 
     def owned(self, sid: str, user_id: str) -> bool:
-        entry = self._sessions.get(sid)
-        if entry is None or entry[0] != user_id:
+        """Whether `sid` is a live session of `user_id` (and, if so, it was just used)."""
+        self._expire()
+        session = self._recent.get(sid)
+        if session is None or session.user_id != user_id:
             return False
-        self._sessions.move_to_end(sid)
+        session.last_used = self.clock()
+        self._recent.move_to_end(sid)
+        self._by_user[user_id].move_to_end(sid)
         return True
 
     def end(self, sid: str) -> None:
-        self._sessions.pop(sid, None)
+        session = self._recent.pop(sid, None)
+        if session is not None:
+            self._forget(session.user_id, sid)
+
+    def count(self, user_id: str) -> int:
+        self._expire()
+        return len(self._by_user.get(user_id, ()))
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        self._expire()
+        return len(self._recent)
 
+    def _forget(self, user_id: str, sid: str) -> None:
+        mine = self._by_user.get(user_id)
+        if mine is not None:
+            mine.pop(sid, None)
+            if not mine:
+                del self._by_user[user_id]
 
-SESSIONS = McpSessions()
+    def _expire(self) -> None:
+        """Drop the sessions idle for `idle_s`: the least recently used come first, so this stops at the first live one."""
+        cutoff = self.clock() - self.idle_s
+        while self._recent:
+            sid, session = next(iter(self._recent.items()))
+            if session.last_used > cutoff:
+                return
+            del self._recent[sid]
+            self._forget(session.user_id, sid)
 
 
 class _RpcError(Exception):
@@ -103,9 +153,10 @@ def tool_error(message: str) -> dict[str, Any]:
 class McpHandler(APIHandler):
     surface = "native"
 
-    def initialize(self, sessions: McpSessions | None = None) -> None:
-        super().initialize()
-        self.sessions = sessions if sessions is not None else SESSIONS
+    @property
+    def sessions(self) -> McpSessions:
+        """The application's sessions (settings["mcp_sessions"]; made on first use)."""
+        return cast(McpSessions, self.settings.setdefault("mcp_sessions", McpSessions()))
 
     @property
     def registry_tools(self) -> dict[str, Tool]:
