@@ -15,7 +15,17 @@ from handlers.ratelimit import SlidingWindow, retry_after
 from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms, replay_steps
 from handlers.streaming import EventStreamHandler
 from runs.hub import Batch
-from runs.manager import Forbidden, Invalid, PlanRefused, SignalRefused, StartRequest, text_message
+from runs.manager import (
+    MAX_AGENTS_PER_USER,
+    Forbidden,
+    Invalid,
+    PlanRefused,
+    SignalRefused,
+    StartRequest,
+    TooManyAgents,
+    TooManyRunning,
+    text_message,
+)
 from store import Conflict, NotFound
 from store.tasks import TaskRow
 
@@ -162,8 +172,8 @@ class ReplayHandler(JobsHandler):
             task = await self.runs.replay(job_id, self.user_id)
         except NotFound:
             raise ApiError(404, f"job {job_id} not found", "JOB_NOT_FOUND") from None
-        except PlanRefused as exc:
-            raise ApiError(403, str(exc), exc.code, **exc.details) from None
+        except (PlanRefused, TooManyRunning) as exc:
+            raise self.run_refusal(exc) from None
         except Forbidden:
             raise ApiError(403, "this job belongs to another user", "FORBIDDEN") from None
         except Invalid as exc:
@@ -212,13 +222,17 @@ class AgentsHandler(JobsHandler):
         self.write_json({"agents": [a.public() for a in self.runs.visible_agents(self.user_id)]})
 
     async def post(self) -> None:
-        """Create an agent: 201 with the agent; the server makes the id unless the body gives one."""
+        """Create an agent: 201 with the agent; the server makes the id unless the body gives one.
+        409 AGENT_EXISTS for an id taken (built-in and configured agents own theirs), 409
+        AGENT_LIMIT once the user has MAX_AGENTS_PER_USER agents."""
         body = self.json_body()
         spec = self.agent_spec(body)
         try:
             agent = await self.runs.create_agent(self.user_id, spec)
         except Conflict:
             raise ApiError(409, f"agent {spec['id']} already exists", "AGENT_EXISTS") from None
+        except TooManyAgents as exc:
+            raise ApiError(409, str(exc), exc.code, limit=MAX_AGENTS_PER_USER) from None
         self.write_json(agent.public(), 201)
 
     def agent_spec(self, body: dict[str, Any]) -> dict[str, Any]:

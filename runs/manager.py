@@ -38,6 +38,7 @@ log = logging.getLogger("parley.runs")
 
 # An agent may run ahead of the writer by this many queued events before it waits.
 BACKLOG_HIGH_WATER = 2048
+MAX_AGENTS_PER_USER = 100
 
 
 class RunError(Exception):
@@ -60,6 +61,23 @@ class PlanRefused(Forbidden):
     def __init__(self, message: str, details: dict[str, Any]) -> None:
         super().__init__(message)
         self.details = details
+
+
+class TooManyRunning(RunError):
+    """The user already has as many runs going as the plan allows at once (parked ones do not count); 429."""
+
+    code = "TOO_MANY_RUNNING"
+    retry_after = 5  # seconds: a hint, runs end at their own pace
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class TooManyAgents(RunError):
+    """The user already has MAX_AGENTS_PER_USER agents."""
+
+    code = "AGENT_LIMIT"
 
 
 class ThreadBusy(RunError):
@@ -342,8 +360,17 @@ class RunManager:
     # -- agents ---------------------------------------------------------------
 
     async def load_agents(self) -> None:
-        """Register the agents created through the API (kept in the store)."""
+        """Register the agents created through the API (kept in the store).
+
+        Built-in and configured agents own their ids: a stored agent whose id one of them has
+        (the config named it after a user created it) is left out, with a warning.
+        """
         for row in await self.db.read(agents_sql.all_agents):
+            shared = self.agents.get(row["id"])
+            if shared is not None and shared.extra.get("owner") is None:
+                log.warning("agent %r of user %r is not loaded: the configuration defines an agent with that id",
+                            row["id"], row["user_id"])
+                continue
             self.agents.add(_agent_from_row(row))
 
     def visible_agents(self, user_id: str) -> list[AgentDef]:
@@ -360,11 +387,18 @@ class RunManager:
         return agent
 
     async def create_agent(self, user_id: str, spec: dict[str, Any]) -> AgentDef:
-        """Store a new agent owned by `user_id` (Conflict when the id is taken)."""
+        """Store a new agent owned by `user_id`: Conflict when the id is taken (by a built-in,
+        configured or stored agent), TooManyAgents when the user has MAX_AGENTS_PER_USER."""
         if self.agents.get(spec["id"]) is not None:
             raise Conflict(f"agent {spec['id']} already exists")
         row = {**spec, "user_id": user_id}
-        await self.db.write(lambda tx: agents_sql.insert(tx, row))
+
+        def _insert(tx: WriteTx) -> None:
+            if agents_sql.count_for_user_tx(tx, user_id) >= MAX_AGENTS_PER_USER:
+                raise TooManyAgents(f"a user may create at most {MAX_AGENTS_PER_USER} agents")
+            agents_sql.insert(tx, row)
+
+        await self.db.write(_insert)
         agent = _agent_from_row(row)
         self.agents.add(agent)
         return agent
@@ -381,8 +415,10 @@ class RunManager:
         """Store the user message and the task under the thread's lock, then run it.
 
         Raises Draining, Forbidden (PlanRefused when the user's plan does not allow the run),
-        Invalid or ThreadBusy (with the live task's id).  The plan is checked in the transaction
-        that takes the lock, after the owner check and before the lock (403 before 409).
+        Invalid, ThreadBusy (with the live task's id) or TooManyRunning (the plan's `max_running`).
+        The plan is checked in the transaction that takes the lock, after the owner check and
+        before the lock (403 before 409); the user's running runs are counted in it too, after the
+        lock, so that concurrent starts never get past the limit.
         """
         if self.draining:
             raise Draining("the server is draining")
@@ -403,6 +439,9 @@ class RunManager:
             live = tasks_sql.live_for_thread_tx(tx, req.thread_id)
             if live is not None:
                 raise ThreadBusy(live.id)
+            busy = self.plans.running_refusal(tx, req.user_id)
+            if busy is not None:
+                raise TooManyRunning(busy.message, busy.details)
             msg_id = req.message["id"]
             if req.retry_of is not None:
                 _claim_retry(tx, req.retry_of, task_id)

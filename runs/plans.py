@@ -1,19 +1,22 @@
 """Plans and credits (SPEC section 10): what a user may start, and what tools cost.
 
 Config (all optional; without it every user is on the built-in `free` plan:
-unlimited runs, every agent, 100 credits to start with; `generate_image`
-costs 1 credit, `generate_music` 3 and `generate_video` 5):
+unlimited runs a day but at most 10 running at once, every agent, 100 credits
+to start with; `generate_image` costs 1 credit, `generate_music` 3 and
+`generate_video` 5):
 
     [plans]
     default = "free"              # the plan of users with none set (default: free)
 
     [plans.free]                  # overrides the built-in free plan
     runs_per_day = 20             # runs a user may start per UTC day; 0 = unlimited (default 0)
+    max_running = 10              # runs of a user running at once (parked ones do not count); 0 = unlimited (default 10)
     agents = ["demo"]             # agent ids the plan may run; ["*"] = all (default ["*"])
     credits = 10                  # the balance a new user starts with (default 100)
 
     [plans.pro]
     runs_per_day = 0
+    max_running = 50
     credits = 1000
 
     [credits]                     # what a tool costs per call (defaults: DEFAULT_PRICES)
@@ -25,7 +28,8 @@ first run, debit, grant or plan change); changing a plan later keeps the
 balance.  A user whose stored plan no longer exists in the config is on the
 default plan.  The check of a run start runs inside the writer transaction
 that takes the thread's lock (RunManager.start_run), so under any number of
-concurrent starts a user never gets more than `runs_per_day` runs a day.
+concurrent starts a user never gets more than `runs_per_day` runs a day, nor
+more than `max_running` pending or running at once.
 """
 from __future__ import annotations
 
@@ -35,15 +39,17 @@ from typing import Any
 
 from agents.tools import InsufficientCredits, ToolEnv
 from store import plans as plans_sql
+from store import tasks as tasks_sql
 from store.db import Database, WriteTx, now_ms
 
-PLAN_KEYS = ("runs_per_day", "agents", "credits")
+PLAN_KEYS = ("runs_per_day", "max_running", "agents", "credits")
 
 
 @dataclass(frozen=True)
 class Plan:
     name: str
     runs_per_day: int = 0  # 0: unlimited
+    max_running: int = 10  # pending or running (not parked) runs at once; 0: unlimited
     agents: tuple[str, ...] = ("*",)  # ("*",): every agent
     credits: int = 100  # the starting balance
 
@@ -118,13 +124,16 @@ def _plan(name: str, entry: dict[str, Any]) -> Plan:
     runs = entry.get("runs_per_day", FREE.runs_per_day)
     if not _count(runs):
         raise ValueError(f"{where}: runs_per_day must be a whole number, 0 (unlimited) or more")
+    running = entry.get("max_running", FREE.max_running)
+    if not _count(running):
+        raise ValueError(f"{where}: max_running must be a whole number, 0 (unlimited) or more")
     agents = entry.get("agents", list(FREE.agents))
     if not isinstance(agents, list) or not all(isinstance(a, str) and a for a in agents):
         raise ValueError(f'{where}: agents must be a list of agent ids, or ["*"] for every agent')
     credits = entry.get("credits", FREE.credits)
     if not _count(credits):
         raise ValueError(f"{where}: credits must be a whole number, 0 or more")
-    return Plan(name, runs, tuple(agents), credits)
+    return Plan(name, runs, running, tuple(agents), credits)
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,20 @@ class Plans:
                                "today's are used up (the count restarts at 00:00 UTC)",
                                {"plan": plan.name, "runsPerDay": plan.runs_per_day, "runsToday": today})
         return None
+
+    def running_refusal(self, tx: WriteTx, user_id: str) -> Refusal | None:
+        """None while the user has fewer pending or running runs (parked ones do not count) than
+        the plan's `max_running`; called after `admit` in the same transaction."""
+        row = plans_sql.get_tx(tx, user_id)
+        plan = self.config.plan(row.plan if row else None)
+        if not plan.max_running:
+            return None
+        running = tasks_sql.running_for_user_tx(tx, user_id, plan.max_running)
+        if running < plan.max_running:
+            return None
+        return Refusal(f"at most {plan.max_running} run(s) may run at once on the {plan.name} plan; "
+                       "wait for one to end, or stop one",
+                       {"plan": plan.name, "maxRunning": plan.max_running})
 
     # -- Billing ------------------------------------------------------------------
 

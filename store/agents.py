@@ -28,5 +28,9 @@ def insert(tx: WriteTx, agent: dict[str, Any]) -> None:
     )
 
 
+def count_for_user_tx(tx: WriteTx, user_id: str) -> int:
+    return int(tx.fetchone("SELECT COUNT(*) FROM agents WHERE user_id = ?", (user_id,))[0])
+
+
 async def all_agents(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
     return [_row(r) for r in await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM agents ORDER BY created_at")]

@@ -95,6 +95,14 @@ def live_for_thread_tx(tx: WriteTx, thread_id: str) -> TaskRow | None:
     return _one(tx.fetchall(_LIVE, (thread_id,)))
 
 
+def running_for_user_tx(tx: WriteTx, user_id: str, cap: int) -> int:
+    """How many of the user's tasks are pending or running (parked ones are not), counted up to `cap`."""
+    row = tx.fetchone(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM tasks"
+        " WHERE user_id = ? AND status IN ('pending', 'running') LIMIT ?)", (user_id, cap))
+    return int(row[0])
+
+
 async def with_status(conn: aiosqlite.Connection, statuses: tuple[str, ...]) -> list[TaskRow]:
     marks = ", ".join("?" for _ in statuses)
     rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY created_at", statuses)

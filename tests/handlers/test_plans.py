@@ -75,10 +75,10 @@ ONE_AGENT = {"plans": {"default": "basic", "basic": {"agents": ["helper"]}},
 
 async def test_without_plans_config_everyone_is_on_free_with_100_credits(parley, alice, http_server_client):
     assert parley.runs.plans.config == PlanConfig()
-    assert FREE.runs_per_day == 0 and FREE.agents == ("*",) and FREE.credits == 100
+    assert FREE.runs_per_day == 0 and FREE.agents == ("*",) and FREE.credits == 100 and FREE.max_running == 10
     assert DEFAULT_PRICES == {"generate_image": 1, "generate_music": 3, "generate_video": 5}
-    for n in range(12):  # no limit per day
-        await alice.start_ok(f"t-free-{n}")
+    for n in range(12):  # no limit per day (one at a time: at most 10 may run at once)
+        await finished(alice, await alice.start_ok(f"t-free-{n}"))
     me = await profile(alice)
     assert me == {"id": "alice", "plan": "free", "credits": 100, "runsToday": 12, "runsPerDay": None}
     resp = await alice.request("POST", "/api/runs", {"workflow_id": "w", "input": {"message": "hi"}})

@@ -135,7 +135,7 @@ async def test_an_agent_emitting_an_unencodable_event_fails_only_its_own_run(par
     # The run beside it, sharing the writer, is untouched.
     assert (await ended(bob, other))["status"] == "completed"
     code, frames = await bob.stream(other)
-    assert frames[-1].event == "done"
+    assert code == 200 and frames[-1].event == "done"
 
 
 # -- the agent -----------------------------------------------------------------------------------
@@ -187,8 +187,8 @@ async def test_a_group_commit_that_fails_once_loses_no_write(parley, alice, bob,
     for client, tid in ((alice, task_id), (bob, running)):
         assert (await ended(client, tid))["status"] == "completed"
         code, frames = await client.stream(tid)
-        assert frames[-1].event == "done"
-    code, frames = await bob.stream(running)
+        assert code == 200 and frames[-1].event == "done"
+    _, frames = await bob.stream(running)
     assert text_of(frames) == "".join(f"{k} " for k in range(1, 2001))  # not one event lost
 
 
@@ -198,7 +198,7 @@ async def test_a_run_whose_end_cannot_be_committed_twice_still_ends(parley, alic
     info = await ended(alice, task_id)
     assert info["status"] == "completed", info
     code, frames = await alice.stream(task_id)
-    assert frames[-1].event == "done"
+    assert code == 200 and frames[-1].event == "done"
     assert (await alice.start("t-commit-twice", "again")).code == 201
     assert len(failed) == 2
 
