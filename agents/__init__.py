@@ -57,6 +57,8 @@ class AgentRegistry:
         self.providers: dict[str, LLMProvider] = {}
         self.titles_llm: str | None = None  # `[titles] llm`: the provider that names threads
         self.transcription: transcription.TranscribeConfig | None = None  # `[transcribe]` (agents/transcribe.py)
+        self.demo_limits = demo.DEFAULT_LIMITS  # `[demo]`: how far /count and /sleep go
+        self._demo: AgentFn = demo.run
 
     def get(self, agent_id: str) -> AgentDef | None:
         return self._agents.get(agent_id)
@@ -70,7 +72,7 @@ class AgentRegistry:
     def runner_for(self, agent: AgentDef, recording: Recording | None = None) -> AgentFn:
         """The agent's coroutine function; a replay's react agent talks to its recording, not the model."""
         if agent.type == "demo":
-            return demo.run
+            return self._demo
         if agent.type == "react":
             provider = RecordedProvider(recording) if recording is not None else self.providers.get(agent.llm or "")
             return react.runner(agent, provider)
@@ -85,8 +87,9 @@ class AgentRegistry:
 
     def configure(self, extra: dict[str, Any]) -> None:
         """Read the config file's `[llm.NAME]` tables into providers, its `[[agents]]` into agents,
-        its `[titles]` table (agents/titles.py) into the provider that names threads, and its
-        `[transcribe]` table (agents/transcribe.py) into the speech-to-text backend.
+        its `[titles]` table (agents/titles.py) into the provider that names threads, its
+        `[transcribe]` table (agents/transcribe.py) into the speech-to-text backend, and its
+        `[demo]` table into the demo agent's limits (`max_count`, `max_sleep_s`).
 
         Raises ValueError naming the table at fault (e.g. an agent whose `llm` names no provider).
         Configuring again replaces providers and agents of the same names.
@@ -108,7 +111,11 @@ class AgentRegistry:
             raise ValueError(f"[[agents]]: id {dupes[0]!r} is defined more than once")
         titles_llm = titles.configured_llm(extra, set(known))
         transcribe = transcription.configured(extra, set(known))
+        demo_limits = demo.Limits.from_table(extra["demo"]) if "demo" in extra else None
         self.providers.update(providers)
+        if demo_limits is not None:
+            self.demo_limits = demo_limits
+            self._demo = demo.runner(demo_limits)
         if titles_llm is not None:
             self.titles_llm = titles_llm
         if transcribe is not None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from agents.context import AgentError, RunContext
 
-MAX_COUNT = 1_000_000
-MAX_SLEEP_S = 3600.0
+MAX_COUNT = 100_000  # the bounds of a free sign-up (SPEC 13); `[demo]` in the config may change them
+MAX_SLEEP_S = 600.0
 _ARITHMETIC = re.compile(r"^[\s\d.+\-*/%^()×÷]*\d[\s\d.+\-*/%^()×÷]*$")
 _TIME = re.compile(r"\b(time|clock|date|today)\b", re.I)
 _SEARCH = re.compile(r"^(?:please\s+)?(?:search|find|look up)\s+(?:for\s+)?(.+)$", re.I)
@@ -53,7 +55,43 @@ MEDIA_COMMANDS = {
 }
 
 
-async def run(ctx: RunContext) -> None:
+@dataclass(frozen=True)
+class Limits:
+    """How far `/count` and `/sleep` go; beyond, the run fails `bad_command` and says the bound."""
+
+    max_count: int = MAX_COUNT
+    max_sleep_s: float = MAX_SLEEP_S
+
+    @classmethod
+    def from_table(cls, table: Any) -> Limits:
+        """The config file's `[demo]` table (`max_count`, `max_sleep_s`); ValueError naming the key at fault."""
+        if not isinstance(table, dict):
+            raise ValueError("demo must be a table [demo] (max_count, max_sleep_s)")
+        unknown = sorted(set(table) - {"max_count", "max_sleep_s"})
+        if unknown:
+            raise ValueError(f"[demo]: unknown key(s) {', '.join(unknown)} (known: max_count, max_sleep_s)")
+        count = table.get("max_count", MAX_COUNT)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("[demo] max_count must be a whole number, 0 or more")
+        sleep = table.get("max_sleep_s", MAX_SLEEP_S)
+        if isinstance(sleep, bool) or not isinstance(sleep, int | float) or not 0 <= sleep < float("inf"):
+            raise ValueError("[demo] max_sleep_s must be a number of seconds, 0 or more")
+        return cls(count, float(sleep))
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def runner(limits: Limits) -> Callable[[RunContext], Awaitable[None]]:
+    """The demo agent with these limits."""
+
+    async def run_demo(ctx: RunContext) -> None:
+        await run(ctx, limits)
+
+    return run_demo
+
+
+async def run(ctx: RunContext, limits: Limits = DEFAULT_LIMITS) -> None:
     if ctx.resume is not None:
         await _resume(ctx)
         return
@@ -61,9 +99,9 @@ async def run(ctx: RunContext) -> None:
     command, _, rest = text.partition(" ")
     rest = rest.strip()
     if command == "/count":
-        await _count(ctx, rest)
+        await _count(ctx, rest, limits.max_count)
     elif command == "/sleep":
-        await _sleep(ctx, rest)
+        await _sleep(ctx, rest, limits.max_sleep_s)
     elif command == "/fail":
         async with ctx.step("fail"):
             raise AgentError("demo_failure", "The demo agent failed on purpose (/fail).")
@@ -92,13 +130,13 @@ async def _stream_words(ctx: RunContext, text: str) -> None:
     await ctx.text_end(part)
 
 
-async def _count(ctx: RunContext, arg: str) -> None:
+async def _count(ctx: RunContext, arg: str, max_count: int) -> None:
     try:
         n = int(arg)
     except ValueError:
         raise AgentError("bad_command", "usage: /count N (a whole number)") from None
-    if not 0 <= n <= MAX_COUNT:
-        raise AgentError("bad_command", f"/count takes 0 to {MAX_COUNT}")
+    if not 0 <= n <= max_count:
+        raise AgentError("bad_command", f"/count takes 0 to {max_count}")
     async with ctx.step("count"):
         part = await ctx.text_start()
         for k in range(1, n + 1):
@@ -107,13 +145,13 @@ async def _count(ctx: RunContext, arg: str) -> None:
         await ctx.text_end(part)
 
 
-async def _sleep(ctx: RunContext, arg: str) -> None:
+async def _sleep(ctx: RunContext, arg: str, max_sleep_s: float) -> None:
     try:
         seconds = float(arg)
     except ValueError:
         raise AgentError("bad_command", "usage: /sleep SECONDS") from None
-    if not 0 <= seconds <= MAX_SLEEP_S:
-        raise AgentError("bad_command", f"/sleep takes 0 to {MAX_SLEEP_S:g} seconds")
+    if not 0 <= seconds <= max_sleep_s:  # NaN too
+        raise AgentError("bad_command", f"/sleep takes 0 to {max_sleep_s:g} seconds")
     async with ctx.step("sleep"):
         await asyncio.sleep(seconds)
         await _stream_words(ctx, f"I slept {seconds:g} seconds.")
