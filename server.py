@@ -292,12 +292,17 @@ class Parley:
         Parley writes 0600; SQLite gives the -wal and -shm files the mode of parley.db.
         """
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.data_dir.stat().st_mode & 0o077:
-            self.data_dir.chmod(0o700)
-        os.close(os.open(self.db.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        for path in (self.db.path, *(self.db.path.with_name(self.db.path.name + s) for s in ("-wal", "-shm"))):
-            if path.exists() and path.stat().st_mode & 0o077:
-                path.chmod(0o600)
+        try:
+            os.close(os.open(self.db.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        store_files = [self.db.path, *(self.db.path.with_name(self.db.path.name + s) for s in ("-wal", "-shm"))]
+        for path, mode in ((self.data_dir, 0o700), *((p, 0o600) for p in store_files)):
+            try:
+                if path.exists() and path.stat().st_mode & 0o077:
+                    path.chmod(mode)
+            except OSError as exc:  # not ours to change (a mounted volume): say so, and go on
+                log.warning("could not make %s private (mode %o): %s", path, mode, exc)
 
     def bind(self) -> None:
         """Take the port first, so that a busy port fails before anything is opened."""
