@@ -6,7 +6,7 @@ keyword arguments (JSON) and optional bytes, and waits in a thread of its own (n
 on the loop) until the answer comes back or the time limit passes; then the worker
 is killed (SIGKILL: a runaway parse keeps no core busy) and replaced by a fresh one.
 
-A worker is `python -I agents/sandbox.py MODULE:FUNCTION MEMORY_MB`: its address
+A worker is `python -P agents/sandbox.py MODULE:FUNCTION MEMORY_MB`: its address
 space is capped (RLIMIT_AS), each job's CPU time too (RLIMIT_CPU, a backstop should
 the server die mid-call), it exits when its stdin closes, and it never imports the
 `agents` package (whose LLM and MCP clients cost 0.45 s and ~60 MB), only the
@@ -35,6 +35,7 @@ import orjson
 
 _HEADER = struct.Struct(">I")
 _READY = b"ready"
+MAX_ANSWER = 64 * 1024 * 1024  # bytes: a document's chunks are at most a few MB
 STARTUP_S = 30.0  # a worker's imports, on a loaded machine
 
 
@@ -96,11 +97,19 @@ class Sandbox:
         finally:
             with self._lock:
                 self._waiting -= 1
-        answer = orjson.loads(reply)
+        try:
+            answer = orjson.loads(reply)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise SandboxFailed("the worker's answer is not JSON")
         if "ok" in answer:
             return answer["ok"]
         if "error" in answer:
-            raise JobError(str(answer["error"]), **answer.get("details", {}))
+            error = JobError(str(answer["error"]))
+            details = answer.get("details")
+            error.details = details if isinstance(details, dict) else {}
+            raise error
         raise SandboxFailed(str(answer.get("failed", "the worker failed")))
 
     def close(self) -> None:
@@ -147,7 +156,7 @@ class _Worker:
     """One worker process and its pipes (used by one thread at a time)."""
 
     def __init__(self, target: str, memory_mb: int) -> None:
-        argv = [sys.executable, "-I", str(Path(__file__).resolve()), target, str(memory_mb)]
+        argv = [sys.executable, "-P", str(Path(__file__).resolve()), target, str(memory_mb)]
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self.pid = self._proc.pid
         self._killed = False
@@ -201,6 +210,8 @@ class _Worker:
             buf += chunk
             if size is None and len(buf) >= _HEADER.size:
                 (size,) = _HEADER.unpack_from(buf)
+                if size > MAX_ANSWER:
+                    raise SandboxFailed(f"the worker's answer is larger than {MAX_ANSWER} bytes")
                 need = _HEADER.size + size
         return bytes(buf[_HEADER.size:need])
 

@@ -46,3 +46,7 @@ def pid() -> int:
 def slow_evaluate(expression: str) -> int:
     """A calculator whose every expression is a runaway: it only stops when killed."""
     return spin(3600)
+
+
+def big(mb: int) -> str:
+    return "x" * (mb * 1024 * 1024)

@@ -130,3 +130,12 @@ async def test_close_kills_every_worker(sandboxes):
     box.close()
     assert box.pids == [] and all(gone(p) for p in pids)
     assert await box.call(5) not in pids  # a closed sandbox starts afresh
+
+
+async def test_an_answer_larger_than_the_cap_is_a_failure_and_its_worker_goes(sandboxes):
+    box = sandboxes("big")
+    assert len(await box.call(5, mb=1)) == 1024 * 1024
+    pid = box.pids[0]
+    with pytest.raises(SandboxFailed, match="larger than"):
+        await box.call(5, mb=65)
+    assert gone(pid) and box.pids == []
