@@ -126,7 +126,7 @@ function inline(node, text) {
 // At each position, in this order, the first that fits wins (leftmost first):
 //   `code`            a run of N backticks up to the next run of exactly N (else the run is text)
 //   **strong**        up to the next "*", which must start "**"; no "*" inside
-//   *em*              not followed by a blank; up to the next "*"
+//   *em*              its first character neither "*" nor a blank; up to the next "*"
 //   __strong__ _em_   likewise with "_", not inside a word (no word character just before or after)
 //   ~~del~~           up to the next "~", which must start "~~"
 //   [text](url)       text up to the next "]", url up to the next ")" with no blank
@@ -143,7 +143,8 @@ const NONE = -1;
 class InlineScanner {
   constructor(text) {
     this.text = text;
-    this.tables = new Map();
+    this.tables = new Map(); // kind -> Int32Array, built on first use
+    this.closers = null;     // start of a backtick run -> start of its closing run
   }
 
   /** The first index >= i whose character passes `test` (text.length if none); a table built once per kind. */
@@ -202,7 +203,7 @@ class InlineScanner {
   /** Append the nodes of text[start, end) to `parent`. */
   render(parent, start, end) {
     const t = this.text;
-    let segment = start; // text before p not yet appended; no word lies before it
+    let segment = start; // where the text not yet appended starts (a word boundary, like `start`)
     let p = start;
     while (p < end) {
       const c = t[p];
