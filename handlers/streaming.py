@@ -11,8 +11,8 @@ from runs.hub import EventHub, Subscription
 # Query spellings of the resume cursor, besides the header: seed 002's own name, then the common one.
 CURSOR_QUERY_NAMES = ("Last-Event-ID", "lastEventId")
 CURSOR_PARAMETERS: list[dict[str, object]] = [
-    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-    *({"name": name, "in": "query", "schema": {"type": "string"}} for name in CURSOR_QUERY_NAMES),
+    {"name": name, "in": where, "schema": {"type": "string"}}
+    for name, where in [("Last-Event-ID", "header"), *((n, "query") for n in CURSOR_QUERY_NAMES)]
 ]
 
 
