@@ -112,8 +112,13 @@ async def test_the_whole_history_is_merged_by_message_id(alice):
     messages = body(await alice.request("GET", "/messages/t-merge"))["messages"]
     assert [(m["id"], m["role"]) for m in messages][:3] == [("m1", "user"), (stored[1]["id"], "assistant"), ("m2", "user")]
     assert len(messages) == 4
-    again = await alice.request("POST", RUNS, run_input("t-merge", "two", msg_id="m2", run_id="r3"))
-    assert again.code == 422 and "m2" in body(again)["detail"]
+    # Sending m2 again as the last user message runs again from it: the reply is made anew, m2 keeps its id.
+    again = await alice.request("POST", RUNS, run_input("t-merge", "two, again", msg_id="m2", run_id="r3"))
+    assert again.code == 201, again.body
+    await wait_ended(alice, body(again)["taskId"])
+    messages = body(await alice.request("GET", "/messages/t-merge"))["messages"]
+    assert [(m["id"], m["role"]) for m in messages][:3] == [("m1", "user"), (stored[1]["id"], "assistant"), ("m2", "user")]
+    assert len(messages) == 4 and messages[2]["parts"] == [{"type": "text", "text": "two, again"}]
 
 
 async def test_content_parts_become_ui_message_parts(alice):

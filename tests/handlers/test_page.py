@@ -24,7 +24,8 @@ async def test_page_files(alice):
 
 async def test_page_is_self_contained_and_small():
     files = [p for p in STATIC.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) < 60 * 1024
+    # 60 KiB until the linear-time Markdown scanner (issue 9) added 7 KB; still no library, no build step
+    assert sum(p.stat().st_size for p in files) < 70 * 1024
     for path in files:
         text = path.read_text()
         # nothing fetched from elsewhere at run time (works offline); no HTML parsing of data
