@@ -32,6 +32,7 @@ from accounts import Accounts
 from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
+from auth.jwks import check_location as check_jwks_location
 from auth.keys import SigningKey, load_or_create_secret
 from auth.signed_urls import UrlSigner
 from handlers import (
@@ -70,7 +71,7 @@ class Config:
     port: int = field(default=8090, metadata={"help": "port to listen on (0: any free port)"})
     data_dir: Path = field(default=Path("./data"), metadata={"help": "directory holding everything the server owns"})
     internal_key: str | None = field(default=None, metadata={"help": "key for X-Internal-Key (server to server); unset: refused"})
-    jwks: list[str] = field(default_factory=list, metadata={"help": "JWKS URL or file to trust for Bearer JWTs (repeatable)"})
+    jwks: list[str] = field(default_factory=list, metadata={"help": "JWKS https:// URL or local file to trust for Bearer JWTs (repeatable; no redirects, 256 KB at most)"})
     jwt_audience: str = field(default="authenticated", metadata={"help": "required JWT `aud`"})
     jwt_issuer: str | None = field(default=None, metadata={"help": "required JWT `iss` of external tokens (checked exactly when set)"})
     drain_timeout: float = field(default=30.0, metadata={"help": "seconds in-flight runs get to finish on SIGTERM"})
@@ -173,6 +174,11 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             cfg.public_url = normal_public_url(cfg.public_url)
         except ValueError as exc:
             parser.error(f"--public-url: {exc}")
+    for location in cfg.jwks:
+        try:
+            check_jwks_location(location)
+        except ValueError as exc:
+            parser.error(f"--jwks: {exc}")
     return cfg
 
 
