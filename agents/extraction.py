@@ -102,8 +102,9 @@ def pdf_to_text(data: bytes) -> str:
             if len(reader.pages) > MAX_PDF_PAGES:
                 raise DocumentError(422, f"the PDF has more than {MAX_PDF_PAGES} pages", "VALIDATION_ERROR")
             for page in reader.pages:  # pages may share one content stream: count what each yields
-                text = page.extract_text() or ""
-                size += len(text.encode("utf-8", "surrogatepass")) + 2
+                # A lone surrogate (a broken ToUnicode map) becomes "?": the text must be valid UTF-8.
+                text = (page.extract_text() or "").encode("utf-8", "replace").decode("utf-8")
+                size += len(text.encode("utf-8")) + 2
                 if size > MAX_TEXT_BYTES:
                     raise _too_long()
                 pages.append(text)

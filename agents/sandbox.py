@@ -252,13 +252,16 @@ def serve(argv: list[str]) -> int:
     target, memory_mb = argv[0], int(argv[1])
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # No core files: SIGXCPU dumps core, and so does a crash at the memory limit (orjson, for one,
+    # does not survive a failed allocation).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # The answers get fd 1 to themselves; anything a job prints goes to stderr.
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     inp = sys.stdin.buffer
     module, _, name = target.partition(":")
     function = getattr(importlib.import_module(module), name)
-    out.write(_frame(_READY))
+    _send(out, _READY)
     while True:
         head, data = _read_frame(inp), _read_frame(inp)
         if head is None or data is None:
@@ -278,7 +281,7 @@ def serve(argv: list[str]) -> int:
             reply = orjson.dumps({"failed": "the result cannot be encoded as JSON"})
         except Exception as exc:  # the job's own bug: say what, not the whole traceback
             reply = orjson.dumps({"failed": f"{type(exc).__name__} in the job"})
-        out.write(_frame(reply))
+        _send(out, reply)
 
 
 def _limit_cpu(resource: Any, budget_s: float) -> None:
@@ -290,6 +293,13 @@ def _limit_cpu(resource: Any, budget_s: float) -> None:
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _send(out: BinaryIO, payload: bytes) -> None:
+    out.write(_HEADER.pack(len(payload)))
+    view = memoryview(payload)
+    while view:
+        view = view[out.write(view) or 0:]
 
 
 def _read_frame(stream: BinaryIO) -> bytes | None:
