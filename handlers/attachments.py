@@ -3,7 +3,7 @@
     POST /api/v1/agent/attachments                 multipart `file` (+ `bucket`, `threadId`) -> 201
     GET  /api/v1/agent/attachments/signed-url      ?bucket=&path=&expires_in=  (the owner only)
     GET  /api/v1/agent/attachments/file            ?bucket=&path=&exp=&sig=    (the signed URL: no other credentials)
-    POST /api/v1/agent/transcribe                  multipart `file`, a WAV recording
+    POST /api/v1/agent/transcribe                  multipart `audio` (or `file`), a WAV recording
 
 Uploads are limited while they stream in (handlers/uploads.py).  A file is taken
 only when its extension and its content agree on an allowed type (agents/media.py),
@@ -267,8 +267,8 @@ class TranscribeHandler(AttachmentsHandler):
         wait = window.hit(self.user_id)
         if wait:
             raise ApiError(429, f"rate limit: {window.limit} transcriptions a minute", retry_after=retry_after(wait))
-        form = self.multipart_body("a WAV file in the field `file`", malformed_status=422)
-        data = form.one_file("file", "audio").body  # `audio` is the seed's name for it
+        form = self.multipart_body("a WAV file in the field `audio` (or `file`)", malformed_status=422)
+        data = form.one_file("audio", "file").body  # `audio` is the seed's name for it; `file` is taken too
         del form
         if not media.is_wav(data):
             raise ApiError(415, "only WAV audio (audio/wav: a RIFF/WAVE file) can be transcribed")
@@ -350,7 +350,10 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/agent/transcribe": {"post": {
         "summary": f"Speech to text of a WAV recording (at most {MAX_AUDIO} bytes for the whole body, "
                    f"{TRANSCRIBE_PER_MINUTE} a minute per user) through the [transcribe] backend",
-        "requestBody": _multipart(["file"], file={**_FILE, "description": "a WAV file (`audio` is accepted too)"}),
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "oneOf": [{"required": ["audio"]}, {"required": ["file"]}],
+            "properties": {"audio": {**_FILE, "description": "a WAV file (the seed's name for the field)"},
+                           "file": {**_FILE, "description": "a WAV file (the same, under the common name)"}}}}}},
         "responses": {"200": {"description": "transcript", "content": {_JSON: {"schema": {
             "type": "object", "required": ["transcript", "language", "duration"], "properties": {
                 "transcript": _S, "duration": {"type": "number", "description": "seconds, from the WAV header"},
