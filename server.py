@@ -252,6 +252,7 @@ class Parley:
         self.agents = AgentRegistry()
         self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
         self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
+        self.document_settings = documents.document_settings(config.extra)  # [documents]: a bad table fails here
         plans = PlanConfig.from_extra(config.extra, self.agents.tools)  # [plans.*], [credits]: a bad table fails here
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans)
         self.auth: Authenticator | None = None
@@ -424,6 +425,7 @@ def make_app(parley: Parley) -> web.Application:
         data_dir=parley.data_dir,
         accounts=parley.accounts,
         job_limits=jobs.job_limits(),
+        **parley.document_settings,
         url_signer=parley.url_signer,
         transcribe_limit=attachments.transcribe_limit(),
         keepalive_s=cfg.keepalive_s,
