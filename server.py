@@ -35,23 +35,12 @@ from auth import Authenticator
 from auth.jwks import check_location as check_jwks_location
 from auth.keys import SigningKey, load_or_create_secret
 from auth.signed_urls import UrlSigner
-from handlers import (
-    accounts,
-    agent,
-    agent_chats,
-    agent_v1,
-    attachments,
-    documents,
-    jobs,
-    mcp,
-    media,
-    native,
-    openapi,
-    page,
-    threads,
-    user,
-)
+from handlers import accounts as account_routes
+from handlers import agent_api, app, jobs, mcp, native, openapi, page
 from handlers import base as base_handlers
+from handlers.agent_api.attachments import transcribe_limit
+from handlers.jobs.documents import document_settings
+from handlers.jobs.jobs import job_limits
 from handlers.sse import StreamSlots
 from runs.hub import EventHub
 from runs.manager import RunManager
@@ -252,7 +241,7 @@ class Parley:
         self.agents = AgentRegistry()
         self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
         self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
-        self.document_settings = documents.document_settings(config.extra)  # [documents]: a bad table fails here
+        self.document_settings = document_settings(config.extra)  # [documents]: a bad table fails here
         plans = PlanConfig.from_extra(config.extra, self.agents.tools)  # [plans.*], [credits]: a bad table fails here
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans)
         self.auth: Authenticator | None = None
@@ -391,19 +380,13 @@ def make_app(parley: Parley) -> web.Application:
     cfg = parley.config
     origins = cfg.cors_origin or ["http://localhost:3000"]
     handlers: list[Any] = [
-        *threads.default_handlers,
+        *app.default_handlers,
         *native.default_handlers,
-        *media.default_handlers,
-        *user.default_handlers,
-        *agent.default_handlers,
         *jobs.default_handlers,
         *mcp.default_handlers,
-        *documents.default_handlers,
-        *agent_chats.default_handlers,
-        *agent_v1.default_handlers,
-        *attachments.default_handlers,
-        *accounts.default_handlers,
-        *(accounts.dev_handlers if cfg.dev else []),
+        *account_routes.default_handlers,
+        *(account_routes.dev_handlers if cfg.dev else []),
+        *agent_api.default_handlers,
         *openapi.default_handlers,
         *page.default_handlers,
     ]
@@ -424,10 +407,10 @@ def make_app(parley: Parley) -> web.Application:
         stream_slots=parley.streams,
         data_dir=parley.data_dir,
         accounts=parley.accounts,
-        job_limits=jobs.job_limits(),
+        job_limits=job_limits(),
         **parley.document_settings,
         url_signer=parley.url_signer,
-        transcribe_limit=attachments.transcribe_limit(),
+        transcribe_limit=transcribe_limit(),
         keepalive_s=cfg.keepalive_s,
         log_function=RequestLog(cfg.log_format, parley.trusted_proxies),
         compress_response=False,

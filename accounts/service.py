@@ -47,8 +47,8 @@ from accounts.mail import Mailer, MailRefused, OutboxMailer, make_mailer
 from accounts.passwords import Passwords, make_hasher
 from auth import Authenticator
 from auth.keys import load_or_create_secret
+from auth.ratelimit import SlidingWindow, retry_after
 from handlers.errors import ApiError
-from handlers.ratelimit import SlidingWindow, retry_after
 from store import accounts as sql
 from store.db import Database, WriteTx, now_ms
 from store.errors import Conflict

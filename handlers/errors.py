@@ -41,6 +41,12 @@ def error_body(surface: str, status: int, message: str, code: str | None, extra:
         return body, "application/problem+json"
     if surface == "app":
         return {"message": message, **extra}, "application/json"
-    if surface == "agent":
+    if surface == "agent_api":
         return {"detail": message, **extra}, "application/json"
+    # "native", and "mcp" (whose HTTP-level errors take the native shape; JSON-RPC errors are its own)
     return {"error": message, **extra}, "application/json"
+
+
+def native_busy(task_id: str) -> ExactError:
+    """SPEC 4's 409 for a thread that has a live task: exactly {taskId, reason: "running"}."""
+    return ExactError(409, {"taskId": task_id, "reason": "running"})

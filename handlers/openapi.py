@@ -12,121 +12,16 @@ from typing import Any, cast
 from tornado import web
 from tornado.routing import PathMatches, Rule
 
-from handlers.accounts import OPENAPI as ACCOUNT_OPERATIONS
-from handlers.agent import OPENAPI as AGENT_OPERATIONS
-from handlers.agent_chats import OPENAPI as AGENT_CHAT_OPERATIONS
-from handlers.agent_v1 import OPENAPI as AGENT_V1_OPERATIONS
-from handlers.attachments import OPENAPI as ATTACHMENT_OPERATIONS
+from handlers import accounts, agent_api, app, jobs, mcp, native
 from handlers.base import APIHandler
-from handlers.streaming import CURSOR_PARAMETERS
-from handlers.documents import OPENAPI as DOCUMENT_OPERATIONS
-from handlers.mcp import OPENAPI as MCP_OPERATIONS
-from handlers.media import OPENAPI as MEDIA_OPERATIONS
-from handlers.threads import OPENAPI as THREAD_OPERATIONS
-from handlers.user import OPENAPI as USER_OPERATIONS
+from handlers.schema import response
 
-_ERR = {"$ref": "#/components/schemas/Error"}
-_JSON = "application/json"
-
-
-def _r(description: str, schema: dict[str, Any] | None = None, ctype: str = _JSON) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description}
-    if schema is not None:
-        out["content"] = {ctype: {"schema": schema}}
-    return out
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "bad request", 401: "missing or invalid credentials", 403: "another user's resource",
-            404: "not found", 409: "conflict", 413: "body too large", 422: "invalid body",
-            429: "too many requests", 503: "draining"}
-    return {str(c): _r(text[c], _ERR) for c in codes}
-
-
-TASK_INFO = {"$ref": "#/components/schemas/TaskInfo"}
-JOB = {"$ref": "#/components/schemas/Job"}
-AGENT = {"$ref": "#/components/schemas/Agent"}
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"internalKey": [], "userId": []}]
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "/": {"get": {"summary": "Service info (a browser is redirected to /ui/)", "security": [],
-                  "responses": {"200": _r("service", {"type": "object", "properties": {"service": {"type": "string"}, "version": {"type": "string"}}}),
-                                "302": _r("redirect to the web page")}}},
-    "/health": {"get": {"summary": "Health; 503 while draining", "security": [],
-                        "responses": {"200": _r("ok", {"$ref": "#/components/schemas/Health"}),
-                                      "503": _r("draining", {"$ref": "#/components/schemas/Health"})}}},
-    "/task": {"post": {"summary": "Start a run on a thread",
-                       "requestBody": {"required": True, "content": {_JSON: {"schema": {"$ref": "#/components/schemas/StartTask"}}}},
-                       "responses": {"201": _r("started", {"type": "object", "properties": {"taskId": {"type": "string"}, "threadId": {"type": "string"}}}),
-                                     "409": _r("the thread has a live run", {"type": "object", "properties": {"taskId": {"type": "string"}, "reason": {"const": "running"}}}),
-                                     **_errors(400, 401, 403, 413, 422, 503)}}},
-    "/task/{taskId}": {
-        "get": {"summary": "TaskInfo", "responses": {"200": _r("the task", TASK_INFO), **_errors(401, 403, 404)}},
-        "delete": {"summary": "Abort the task (idempotent)", "responses": {"204": _r("aborted or already ended"), **_errors(401, 403, 404)}},
-    },
-    "/stream/{taskId}": {"get": {
-        "summary": "The run's events as SSE (kira framing), resumable with Last-Event-ID (header, or ?Last-Event-ID= / ?lastEventId=; "
-                   "400 beyond the log's last id); ?token= for EventSource",
-        "parameters": [*CURSOR_PARAMETERS,
-            {"name": "token", "in": "query", "schema": {"type": "string"}, "description": "TaskInfo.streamToken"},
-        ],
-        "responses": {"200": _r("event stream", {"type": "string"}, "text/event-stream"),
-                      "204": _r("with ?token=: the run already ended before the cursor"), **_errors(400, 401, 403, 404, 429)}}},
-    "/thread/{threadId}/current-task": {"get": {"summary": "The thread's live task, or null",
-        "responses": {"200": _r("current task", {"type": "object", "properties": {"task": {"oneOf": [TASK_INFO, {"type": "null"}]}}}), **_errors(401, 403)}}},
-    "/messages/{threadId}": {"get": {"summary": "The thread's messages (AI SDK v5 UIMessages), ascending",
-        "responses": {"200": _r("messages", {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/UIMessage"}}}}), **_errors(401, 403)}}},
-    "/api/runs": {"post": {"summary": "Submit a job (a run of an agent on a thread)",
-        "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": "object", "required": ["workflow_id", "input"], "properties": {
-            "workflow_id": {"type": "string"}, "input": {"type": "object", "required": ["message"], "properties": {
-                "agent_id": {"type": "string"}, "message": {"type": "string"}, "thread_id": {"type": "string"}}}}}}}},
-        "responses": {"201": _r("submitted", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"const": "pending"}, "created_at": {"type": "string", "format": "date-time"}}}),
-                      **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)}}},
-    "/api/jobs/{jobId}": {"get": {"summary": "The job", "responses": {"200": _r("job", JOB), **_errors(401, 403, 404, 429)}}},
-    "/api/jobs/{jobId}/signal": {"post": {"summary": "Wake a parked job (idempotent per correlation key)",
-        "requestBody": {"required": True, "content": {_JSON: {"schema": {"type": "object", "required": ["correlation_key"], "properties": {
-            "correlation_key": {"type": "string"}, "payload": {}}}}}},
-        "responses": {"200": _r("signalled", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}}}),
-                      **_errors(400, 401, 403, 404, 429)}}},
-    "/api/jobs/{jobId}/stop": {"post": {"summary": "Stop the job (idempotent)",
-        "responses": {"200": _r("stopped", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}}}), **_errors(401, 403, 404)}}},
-    "/api/jobs/{jobId}/trace": {"get": {"summary": "The job's timeline",
-        "responses": {"200": _r("trace", {"type": "object", "properties": {"job_id": {"type": "string"}, "timeline": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineEntry"}}}}),
-                      **_errors(401, 403, 404, 429)}}},
-    "/api/jobs/{jobId}/replay": {
-        "get": {"summary": "The job's record: input, steps with recorded inputs and outputs (model answers, tool results, signals), events",
-                "responses": {"200": _r("record", {"type": "object"}), **_errors(401, 403, 404, 429)}},
-        "post": {"summary": "Run the job again from its record, calling no model and no tool; a new job",
-                 "responses": {"201": _r("replay started", {"type": "object", "properties": {"job_id": {"type": "string"}, "replay_of": {"type": "string"}}}),
-                               **_errors(401, 403, 404, 409, 503)}},
-    },
-    "/api/jobs/{jobId}/events": {"get": {"summary": "The timeline as SSE, one frame per entry, resumable with Last-Event-ID",
-        "parameters": CURSOR_PARAMETERS,
-        "responses": {"200": _r("event stream", {"type": "string"}, "text/event-stream"), **_errors(400, 401, 403, 404, 429)}}},
-    "/api/agents": {
-        "get": {"summary": "The agents this user may run", "responses": {"200": _r("agents", {"type": "object", "properties": {"agents": {"type": "array", "items": AGENT}}}), **_errors(401)}},
-        "post": {"summary": "Create an agent", "requestBody": {"required": True, "content": {_JSON: {"schema": AGENT}}},
-                 "responses": {"201": _r("the agent", AGENT), **_errors(400, 401, 409, 413, 422)}},
-    },
-    "/api/agents/{agentId}/state": {"get": {"summary": "The agent with this user's live and parked jobs and counts by status",
-        "responses": {"200": _r("state", {"type": "object"}), **_errors(401, 403, 404)}}},
-    "/api/agents/{agentId}/jobs": {"get": {"summary": "This user's jobs of the agent, newest first",
-        "parameters": [{"name": "status", "in": "query", "schema": {"enum": ["pending", "running", "parked", "completed", "failed", "cancelled"]}}],
-        "responses": {"200": _r("jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": JOB}}}), **_errors(401, 403, 404, 422, 429)}}},
-    "/api/version": {"get": {"summary": "Version", "security": [], "responses": {"200": _r("version", {"type": "object"})}}},
-    "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _r("OpenAPI 3.1")}}},
+    **native.OPENAPI, **app.OPENAPI, **agent_api.OPENAPI, **jobs.OPENAPI, **mcp.OPENAPI, **accounts.OPENAPI,
+    "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": response("OpenAPI 3.1")}}},
 }
-
-OPERATIONS.update(MCP_OPERATIONS)
-OPERATIONS.update(DOCUMENT_OPERATIONS)
-OPERATIONS.update(AGENT_CHAT_OPERATIONS)
-OPERATIONS.update(AGENT_V1_OPERATIONS)
-OPERATIONS.update(ATTACHMENT_OPERATIONS)
-OPERATIONS.update(ACCOUNT_OPERATIONS)
-OPERATIONS.update(THREAD_OPERATIONS)
-OPERATIONS.update(USER_OPERATIONS)
-OPERATIONS.update(AGENT_OPERATIONS)
-OPERATIONS.update(MEDIA_OPERATIONS)
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {

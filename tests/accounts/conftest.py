@@ -9,7 +9,7 @@ from argon2 import PasswordHasher
 from tornado.routing import PathMatches
 
 from accounts import Accounts
-from handlers import accounts as accounts_handlers
+from handlers.accounts import auth as accounts_handlers
 from tests.helpers import Client
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

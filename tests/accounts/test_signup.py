@@ -80,7 +80,7 @@ async def test_auth_config_names_the_mail_delivery(parley, anon):
 
 
 def test_is_loopback():
-    from handlers.accounts import is_loopback
+    from handlers.accounts.auth import is_loopback
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("127.8.9.10")
     assert not any(is_loopback(ip) for ip in ("10.0.0.2", "192.168.1.5", "::ffff:8.8.8.8", "", None, "junk"))
 

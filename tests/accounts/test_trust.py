@@ -223,7 +223,7 @@ async def test_dev_code_for_a_browser_on_this_machine(parley, anon, monkeypatch)
         assert r.code == 403, (header, r.code)
         assert code_for(parley.data_dir, "devy@example.com").encode() not in r.body
     # not from another machine
-    import handlers.accounts as accounts_handlers
+    import handlers.accounts.auth as accounts_handlers
     monkeypatch.setattr(accounts_handlers, "is_loopback", lambda ip: False)
     far = await anon.request("GET", "/api/v1/auth/dev-code?email=devy@example.com")
     assert far.code == 403 and b"dev mode" in far.body

@@ -4,7 +4,8 @@ import uuid
 
 import pytest
 
-from handlers import agent_chats, openapi
+from handlers import openapi
+from handlers.accounts import agent_chats
 from handlers.openapi import OPERATIONS, route_paths
 from tests.helpers import Client
 

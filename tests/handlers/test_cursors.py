@@ -100,7 +100,7 @@ async def test_native_stream_resumed_after_the_end_gets_the_terminal_frame(http_
 
 
 async def _last_id(alice, task):
-    code, frames = await alice.stream(task)
+    _, frames = await alice.stream(task)
     return max(f.id for f in frames if f.id is not None)
 
 

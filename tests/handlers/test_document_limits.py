@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents import knowledge
-from handlers import documents
+from handlers.jobs import documents
 from server import Config
 from tests.handlers.test_documents import assert_error, body, make_pdf, upload, upload_ok
 from tests.helpers import INTERNAL_KEY

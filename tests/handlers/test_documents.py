@@ -11,7 +11,7 @@ from tornado.tcpclient import TCPClient
 
 from agents import knowledge
 from agents.tools import ToolEnv
-from handlers import documents
+from handlers.jobs import documents
 from handlers.openapi import OPERATIONS, document, route_paths
 from tests.helpers import INTERNAL_KEY, text_of
 

@@ -3,7 +3,7 @@ import asyncio
 import json
 import re
 
-from handlers.ratelimit import SlidingWindow
+from auth.ratelimit import SlidingWindow
 from runs.manager import StartRequest
 from tests.helpers import parse_frames, text_of
 

@@ -22,9 +22,9 @@ from typing import Any, cast
 from tornado.ioloop import IOLoop
 
 from agents import knowledge
+from auth.ratelimit import SlidingWindow, retry_after
 from handlers.errors import ApiError
-from handlers.jobs import JobsHandler
-from handlers.ratelimit import SlidingWindow, retry_after
+from handlers.jobs.jobs import JobsHandler
 from handlers.sse import iso_ms
 from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename, store_file
 from store import documents as documents_sql
@@ -64,7 +64,7 @@ def _quota_exceeded(used: int, size: int, quota: int) -> ApiError:
                     quota_bytes=quota, used_bytes=used, size=size)
 
 
-class DocumentsHandler(JobsHandler):
+class JobsDocumentsHandler(JobsHandler):
     @property
     def db(self) -> Database:
         return self.runs.db
@@ -86,7 +86,7 @@ class DocumentsHandler(JobsHandler):
         return settings
 
 
-class UploadHandler(DocumentsHandler, MultipartHandler):
+class JobsDocumentUploadHandler(JobsDocumentsHandler, MultipartHandler):
     max_body = MAX_UPLOAD
 
     async def prepare(self) -> None:
@@ -142,7 +142,7 @@ class UploadHandler(DocumentsHandler, MultipartHandler):
         self.write_json(public(row), 201)
 
 
-class ListHandler(DocumentsHandler):
+class JobsDocumentListHandler(JobsDocumentsHandler):
     async def get(self) -> None:
         """{documents: [...]} of the user, of one knowledge base with ?knowledge_id=."""
         knowledge_id = check_knowledge_id(self.get_query_argument("knowledge_id", None), required=False)
@@ -151,7 +151,7 @@ class ListHandler(DocumentsHandler):
         self.write_json({"documents": [public(d) for d in docs]})
 
 
-class DocumentHandler(DocumentsHandler):
+class JobsDocumentHandler(JobsDocumentsHandler):
     async def delete(self, document_id: str) -> None:
         """204: the document, its chunks and its file are gone, and its bytes no longer count against the quota."""
         doc = await self.db.read(lambda c: documents_sql.get(c, document_id))
@@ -167,9 +167,9 @@ class DocumentHandler(DocumentsHandler):
 
 
 default_handlers = [
-    (r"/api/documents/upload", UploadHandler),
-    (r"/api/documents", ListHandler),
-    (r"/api/documents/([^/]{1,128})", DocumentHandler),
+    (r"/api/documents/upload", JobsDocumentUploadHandler),
+    (r"/api/documents", JobsDocumentListHandler),
+    (r"/api/documents/([^/]{1,128})", JobsDocumentHandler),
 ]
 
 # OpenAPI operations of these routes, merged into handlers/openapi.py's OPERATIONS.

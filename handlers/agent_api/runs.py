@@ -18,7 +18,6 @@ from tornado import iostream
 
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.native import ID, MAX_CONTENT, check_id
 from handlers.sse import (
     KEEPALIVE,
     RETRY_MS,
@@ -29,6 +28,7 @@ from handlers.sse import (
     iso_ms,
 )
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
+from handlers.validation import ID, MAX_CONTENT, check_id
 from runs.hub import Batch
 from runs.manager import Forbidden, StartRequest
 from store import NotFound
@@ -160,8 +160,8 @@ def history_message(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class AgentHandler(APIHandler):
-    surface = "agent"
+class AgentApiHandler(APIHandler):
+    surface = "agent_api"
 
     def json_body(self) -> dict[str, Any]:
         """As APIHandler's, but a body that is not JSON is a validation error (422) here too."""
@@ -184,7 +184,7 @@ class AgentHandler(APIHandler):
                                                  rewind_from=rewind_from, client_run_id=run.run_id))
 
 
-class RunsHandler(AgentHandler):
+class AgentApiRunsHandler(AgentApiHandler):
     starts_runs = True
 
     async def post(self) -> None:
@@ -195,7 +195,7 @@ class RunsHandler(AgentHandler):
                          "created": iso_ms(task.created_at)}, 201)
 
 
-class RunEventsHandler(EventStreamHandler, AgentHandler):
+class AgentApiRunEventsHandler(EventStreamHandler, AgentApiHandler):
     """GET /runs/:threadId/events — every task of the thread, resumable, open while the thread is busy."""
 
     def explicit_cursor(self) -> int | None:
@@ -259,7 +259,7 @@ class RunEventsHandler(EventStreamHandler, AgentHandler):
         return True
 
 
-class HistoryHandler(AgentHandler):
+class AgentApiHistoryHandler(AgentApiHandler):
     async def get(self) -> None:
         """One day's snapshot of a thread's messages (the user's latest thread without threadId)."""
         thread_id = _ids(self.get_query_argument("threadId", None), "threadId", required=False)
@@ -291,7 +291,7 @@ class HistoryHandler(AgentHandler):
         })
 
 
-class AgUiHandler(EventStreamHandler, AgentHandler):
+class AgentApiAgUiHandler(EventStreamHandler, AgentApiHandler):
     """POST /ag-ui — a `RunAgentInput` in, the run's AG-UI events out (`data:` frames, LF only).
 
     Refusals (409, 503, 422, …) are JSON `{detail}` answers before any event.  The
@@ -376,8 +376,8 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 default_handlers = [
-    (r"/api/v1/agent/runs", RunsHandler),
-    (rf"/api/v1/agent/runs/{ID}/events", RunEventsHandler),
-    (r"/api/v1/agent/history", HistoryHandler),
-    (r"/api/v1/agent/ag-ui", AgUiHandler),
+    (r"/api/v1/agent/runs", AgentApiRunsHandler),
+    (rf"/api/v1/agent/runs/{ID}/events", AgentApiRunEventsHandler),
+    (r"/api/v1/agent/history", AgentApiHistoryHandler),
+    (r"/api/v1/agent/ag-ui", AgentApiAgUiHandler),
 ]

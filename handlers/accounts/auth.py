@@ -30,7 +30,7 @@ class AccountsHandler(APIHandler):
         self.finish()
 
 
-class PublicAccountsHandler(AccountsHandler):
+class AccountsPublicHandler(AccountsHandler):
     """A route without credentials: 421 unless the request's Host names this server (SPEC 13)."""
 
     auth = "none"
@@ -42,27 +42,27 @@ class PublicAccountsHandler(AccountsHandler):
         await super().prepare()
 
 
-class VerificationsHandler(PublicAccountsHandler):
+class AccountsVerificationsHandler(AccountsPublicHandler):
     async def post(self) -> None:
         self.accounts.limit_ip("signup", self.client_ip)
         email = await self.accounts.start_signup(self.json_body())
         self.write_json({"email": email}, 202)
 
 
-class ResendHandler(PublicAccountsHandler):
+class AccountsResendHandler(AccountsPublicHandler):
     async def post(self) -> None:
         self.accounts.limit_ip("signup", self.client_ip)
         await self.accounts.resend(self.json_body())
         self.no_content()
 
 
-class VerifyHandler(PublicAccountsHandler):
+class AccountsVerifyHandler(AccountsPublicHandler):
     async def post(self) -> None:
         self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.verify(self.json_body()))
 
 
-class SessionsHandler(PublicAccountsHandler):
+class AccountsSessionsHandler(AccountsPublicHandler):
     async def post(self) -> None:
         self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.login(self.json_body()))
@@ -72,20 +72,20 @@ class SessionsHandler(PublicAccountsHandler):
         self.no_content()
 
 
-class RefreshHandler(PublicAccountsHandler):
+class AccountsRefreshHandler(AccountsPublicHandler):
     async def post(self) -> None:
         self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.refresh(self.json_body()))
 
 
-class AuthConfigHandler(PublicAccountsHandler):
+class AccountsAuthConfigHandler(AccountsPublicHandler):
     """How sign-up works here, for a sign-in page: where the codes go (`outbox` in dev mode, or `smtp`)."""
 
     def get(self) -> None:
         self.write_json({"mail": self.accounts.mail_delivery})
 
 
-class DevCodeHandler(PublicAccountsHandler):
+class AccountsDevCodeHandler(AccountsPublicHandler):
     """`--dev` only (the route is not there without it), with no [smtp], and only to a browser on this
     machine that talks to the server directly: the newest code in the outbox for `?email=`, so that
     the sign-in page can show it (SPEC sections 12, 13).  Behind a reverse proxy on the same host
@@ -115,12 +115,12 @@ def is_loopback(ip: str | None) -> bool:
         return False
 
 
-class UsersLookupHandler(AccountsHandler):
+class AccountsUsersLookupHandler(AccountsHandler):
     async def get(self) -> None:
         self.write_json(await self.accounts.lookup(self.user_id, self.get_query_argument("email", None)))
 
 
-class MeHandler(AccountsHandler):
+class AccountsMeHandler(AccountsHandler):
     async def get(self) -> None:
         self.write_json(await self.accounts.me(self.user_id))
 
@@ -128,12 +128,12 @@ class MeHandler(AccountsHandler):
         self.write_json(await self.accounts.update_me(self.user_id, self.json_body()))
 
 
-class UserHandler(AccountsHandler):
+class AccountsUserHandler(AccountsHandler):
     async def get(self, username: str) -> None:
         self.write_json(await self.accounts.by_username(username))
 
 
-class JwksHandler(AccountsHandler):
+class AccountsJwksHandler(AccountsHandler):
     auth = "none"
 
     async def get(self) -> None:
@@ -142,23 +142,23 @@ class JwksHandler(AccountsHandler):
 
 
 default_handlers: list[Any] = [
-    (rf"{PREFIX}/auth/verifications", VerificationsHandler),
-    (rf"{PREFIX}/auth/verifications/resend", ResendHandler),
-    (rf"{PREFIX}/auth/verifications/verify", VerifyHandler),
-    (rf"{PREFIX}/auth/sessions", SessionsHandler),
-    (rf"{PREFIX}/auth/sessions/refresh", RefreshHandler),
-    (rf"{PREFIX}/auth/config", AuthConfigHandler),
-    (rf"{PREFIX}/auth/users", UsersLookupHandler),
-    (rf"{PREFIX}/users/me", MeHandler),
-    (rf"{PREFIX}/users/([^/]+)", UserHandler),
+    (rf"{PREFIX}/auth/verifications", AccountsVerificationsHandler),
+    (rf"{PREFIX}/auth/verifications/resend", AccountsResendHandler),
+    (rf"{PREFIX}/auth/verifications/verify", AccountsVerifyHandler),
+    (rf"{PREFIX}/auth/sessions", AccountsSessionsHandler),
+    (rf"{PREFIX}/auth/sessions/refresh", AccountsRefreshHandler),
+    (rf"{PREFIX}/auth/config", AccountsAuthConfigHandler),
+    (rf"{PREFIX}/auth/users", AccountsUsersLookupHandler),
+    (rf"{PREFIX}/users/me", AccountsMeHandler),
+    (rf"{PREFIX}/users/([^/]+)", AccountsUserHandler),
     # unescaped dots: the OpenAPI document shows the route's pattern as its path
-    (r"/.well-known/jwks.json", JwksHandler),
-    (rf"{PREFIX}/.well-known/jwks.json", JwksHandler),
+    (r"/.well-known/jwks.json", AccountsJwksHandler),
+    (rf"{PREFIX}/.well-known/jwks.json", AccountsJwksHandler),
 ]
 
 # `--dev` only (server.py adds them): the outbox codes for the sign-in page
 dev_handlers: list[Any] = [
-    (rf"{PREFIX}/auth/dev-code", DevCodeHandler),
+    (rf"{PREFIX}/auth/dev-code", AccountsDevCodeHandler),
 ]
 
 # -- OpenAPI (merged by handlers/openapi.py) ------------------------------------

@@ -1,7 +1,6 @@
 """The native run API (seed 000, SPEC section 4): tasks, streams, messages."""
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
@@ -9,67 +8,14 @@ from tornado import iostream
 
 from auth import AuthError
 from handlers.base import APIHandler
-from handlers.errors import ApiError, ExactError
+from handlers.errors import ApiError, native_busy
+from handlers.schema import JSON, TASK_INFO, error_responses, response
 from handlers.sse import KEEPALIVE, RETRY_MS, follow_task, native_frames, native_terminal_frame
-from handlers.streaming import EventStreamHandler
-from runs.manager import Forbidden, RunError, StartRequest, ThreadBusy, text_message
+from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
+from handlers.validation import ID, check_id, user_message_from
+from runs.manager import Forbidden, RunError, StartRequest, ThreadBusy
 from store import NotFound
 from store.tasks import TaskRow
-
-MAX_ID = 128
-MAX_CONTENT = 100_000
-MAX_PARTS = 100
-_ID_OK = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
-ID = r"([^/]{1,128})"
-
-
-def check_id(value: Any, field: str, required: bool = True) -> str | None:
-    """A client-chosen id: a string of 1-128 printable characters (422 otherwise)."""
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not _ID_OK.match(value):
-        raise ApiError(422, f"{field} must be a string of 1 to {MAX_ID} printable characters")
-    return value
-
-
-def user_message_from(body: dict[str, Any]) -> dict[str, Any]:
-    """The new user UIMessage from `content` (a string) or `message` (a v5 UIMessage)."""
-    content, message = body.get("content"), body.get("message")
-    if (content is None) == (message is None):
-        raise ApiError(422, "give exactly one of 'content' (a string) or 'message' (a UIMessage)")
-    if content is not None:
-        if not isinstance(content, str) or not content.strip():
-            raise ApiError(422, "content must be a non-empty string")
-        if len(content) > MAX_CONTENT:
-            raise ApiError(422, f"content longer than {MAX_CONTENT} characters")
-        return text_message(content)
-    if not isinstance(message, dict):
-        raise ApiError(422, "message must be a UIMessage object")
-    if message.get("role", "user") != "user":
-        raise ApiError(422, "message.role must be 'user'")
-    msg_id = check_id(message.get("id"), "message.id", required=False) or f"msg_{uuid.uuid4().hex}"
-    parts = message.get("parts")
-    if not isinstance(parts, list) or not parts or len(parts) > MAX_PARTS:
-        raise ApiError(422, f"message.parts must be a list of 1 to {MAX_PARTS} parts")
-    size = 0
-    for part in parts:
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise ApiError(422, "every part must be an object with a string 'type'")
-        if part["type"] == "text":
-            if not isinstance(part.get("text"), str):
-                raise ApiError(422, "a text part needs a string 'text'")
-            size += len(part["text"])
-    if size > MAX_CONTENT:
-        raise ApiError(422, f"message text longer than {MAX_CONTENT} characters")
-    out: dict[str, Any] = {"id": msg_id, "role": "user", "parts": parts}
-    if isinstance(message.get("metadata"), dict):
-        out["metadata"] = message["metadata"]
-    return out
-
-
-def native_busy(task_id: str) -> ExactError:
-    """SPEC 4's 409 for a thread that has a live task: exactly {taskId, reason: "running"}."""
-    return ExactError(409, {"taskId": task_id, "reason": "running"})
 
 
 class NativeHandler(APIHandler):
@@ -106,7 +52,7 @@ class NativeHandler(APIHandler):
         }
 
 
-class TaskRootHandler(NativeHandler):
+class NativeTaskRootHandler(NativeHandler):
     starts_runs = True
 
     async def post(self) -> None:
@@ -120,7 +66,7 @@ class TaskRootHandler(NativeHandler):
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 
-class TaskHandler(NativeHandler):
+class NativeTaskHandler(NativeHandler):
     async def get(self, task_id: str) -> None:
         """TaskInfo, times in epoch ms."""
         self.write_json(await self.task_info(await self.own_task(task_id)))
@@ -135,7 +81,7 @@ class TaskHandler(NativeHandler):
         self.finish()
 
 
-class StreamHandler(EventStreamHandler, NativeHandler):
+class NativeStreamHandler(EventStreamHandler, NativeHandler):
     """GET /stream/:taskId — kira's SSE framing, resumable with Last-Event-ID."""
 
     async def authenticate(self) -> None:
@@ -176,7 +122,7 @@ class StreamHandler(EventStreamHandler, NativeHandler):
         self.end()
 
 
-class CurrentTaskHandler(NativeHandler):
+class NativeCurrentTaskHandler(NativeHandler):
     async def get(self, thread_id: str) -> None:
         """{task: null | TaskInfo}: 200 even when nothing runs."""
         try:
@@ -186,7 +132,7 @@ class CurrentTaskHandler(NativeHandler):
         self.write_json({"task": await self.task_info(task) if task else None})
 
 
-class MessagesHandler(NativeHandler):
+class NativeMessagesHandler(NativeHandler):
     async def get(self, thread_id: str) -> None:
         """The thread's messages as v5 UIMessages, ascending; unknown thread → []."""
         try:
@@ -196,7 +142,7 @@ class MessagesHandler(NativeHandler):
         self.write_json({"messages": messages})
 
 
-class RootHandler(APIHandler):
+class NativeRootHandler(APIHandler):
     auth = "none"
 
     def get(self) -> None:
@@ -208,7 +154,7 @@ class RootHandler(APIHandler):
         self.write_json({"service": "parley", "version": self.settings["version"]})
 
 
-class HealthHandler(APIHandler):
+class NativeHealthHandler(APIHandler):
     auth = "none"
 
     def get(self) -> None:
@@ -219,11 +165,41 @@ class HealthHandler(APIHandler):
 
 
 default_handlers = [
-    (r"/", RootHandler),
-    (r"/health", HealthHandler),
-    (r"/task", TaskRootHandler),
-    (rf"/task/{ID}", TaskHandler),
-    (rf"/stream/{ID}", StreamHandler),
-    (rf"/thread/{ID}/current-task", CurrentTaskHandler),
-    (rf"/messages/{ID}", MessagesHandler),
+    (r"/", NativeRootHandler),
+    (r"/health", NativeHealthHandler),
+    (r"/task", NativeTaskRootHandler),
+    (rf"/task/{ID}", NativeTaskHandler),
+    (rf"/stream/{ID}", NativeStreamHandler),
+    (rf"/thread/{ID}/current-task", NativeCurrentTaskHandler),
+    (rf"/messages/{ID}", NativeMessagesHandler),
 ]
+
+OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
+    "/": {"get": {"summary": "Service info (a browser is redirected to /ui/)", "security": [],
+                  "responses": {"200": response("service", {"type": "object", "properties": {"service": {"type": "string"}, "version": {"type": "string"}}}),
+                                "302": response("redirect to the web page")}}},
+    "/health": {"get": {"summary": "Health; 503 while draining", "security": [],
+                        "responses": {"200": response("ok", {"$ref": "#/components/schemas/Health"}),
+                                      "503": response("draining", {"$ref": "#/components/schemas/Health"})}}},
+    "/task": {"post": {"summary": "Start a run on a thread",
+                       "requestBody": {"required": True, "content": {JSON: {"schema": {"$ref": "#/components/schemas/StartTask"}}}},
+                       "responses": {"201": response("started", {"type": "object", "properties": {"taskId": {"type": "string"}, "threadId": {"type": "string"}}}),
+                                     "409": response("the thread has a live run", {"type": "object", "properties": {"taskId": {"type": "string"}, "reason": {"const": "running"}}}),
+                                     **error_responses(400, 401, 403, 413, 422, 503)}}},
+    "/task/{taskId}": {
+        "get": {"summary": "TaskInfo", "responses": {"200": response("the task", TASK_INFO), **error_responses(401, 403, 404)}},
+        "delete": {"summary": "Abort the task (idempotent)", "responses": {"204": response("aborted or already ended"), **error_responses(401, 403, 404)}},
+    },
+    "/stream/{taskId}": {"get": {
+        "summary": "The run's events as SSE (kira framing), resumable with Last-Event-ID (header, or ?Last-Event-ID= / ?lastEventId=; "
+                   "400 beyond the log's last id); ?token= for EventSource",
+        "parameters": [*CURSOR_PARAMETERS,
+            {"name": "token", "in": "query", "schema": {"type": "string"}, "description": "TaskInfo.streamToken"},
+        ],
+        "responses": {"200": response("event stream", {"type": "string"}, "text/event-stream"),
+                      "204": response("with ?token=: the run already ended before the cursor"), **error_responses(400, 401, 403, 404, 429)}}},
+    "/thread/{threadId}/current-task": {"get": {"summary": "The thread's live task, or null",
+        "responses": {"200": response("current task", {"type": "object", "properties": {"task": {"oneOf": [TASK_INFO, {"type": "null"}]}}}), **error_responses(401, 403)}}},
+    "/messages/{threadId}": {"get": {"summary": "The thread's messages (AI SDK v5 UIMessages), ascending",
+        "responses": {"200": response("messages", {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/UIMessage"}}}}), **error_responses(401, 403)}}},
+}

@@ -8,12 +8,13 @@ from tornado import iostream
 
 from agents import AGENT_TYPES, AgentDef
 from agents.replay import Recording
+from auth.ratelimit import SlidingWindow, retry_after
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.native import ID, check_id
-from handlers.ratelimit import SlidingWindow, retry_after
+from handlers.schema import AGENT, JOB, JSON, error_responses, response
 from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms, replay_steps
-from handlers.streaming import EventStreamHandler
+from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
+from handlers.validation import ID, check_id
 from runs.hub import Batch
 from runs.manager import (
     MAX_AGENTS_PER_USER,
@@ -80,7 +81,7 @@ class JobsHandler(APIHandler):
         }
 
 
-class RunsHandler(JobsHandler):
+class JobsRunsHandler(JobsHandler):
     starts_runs = True
     limit = "runs"
 
@@ -108,7 +109,7 @@ class RunsHandler(JobsHandler):
         self.write_json({"job_id": task.id, "status": "pending", "created_at": iso_ms(task.created_at)}, 201)
 
 
-class JobHandler(JobsHandler):
+class JobsJobHandler(JobsHandler):
     limit = "reads"
 
     async def get(self, job_id: str) -> None:
@@ -116,7 +117,7 @@ class JobHandler(JobsHandler):
         self.write_json(self.job(await self.own_job(job_id)))
 
 
-class SignalHandler(JobsHandler):
+class JobsSignalHandler(JobsHandler):
     limit = "signals"
 
     async def post(self, job_id: str) -> None:
@@ -135,7 +136,7 @@ class SignalHandler(JobsHandler):
         self.write_json({"job_id": task.id, "status": task.status})
 
 
-class StopHandler(JobsHandler):
+class JobsStopHandler(JobsHandler):
     async def post(self, job_id: str) -> None:
         """Stop the job (idempotent): 200 {job_id, status}."""
         task = await self.own_job(job_id)
@@ -145,7 +146,7 @@ class StopHandler(JobsHandler):
         self.write_json({"job_id": task.id, "status": task.status})
 
 
-class ReplayHandler(JobsHandler):
+class JobsReplayHandler(JobsHandler):
     limit = "reads"
 
     async def get(self, job_id: str) -> None:
@@ -182,7 +183,7 @@ class ReplayHandler(JobsHandler):
                          "created_at": iso_ms(task.created_at)}, 201)
 
 
-class TraceHandler(JobsHandler):
+class JobsTraceHandler(JobsHandler):
     limit = "reads"
 
     async def get(self, job_id: str) -> None:
@@ -193,7 +194,7 @@ class TraceHandler(JobsHandler):
         self.write_json({"job_id": task.id, "timeline": entries})
 
 
-class JobEventsHandler(EventStreamHandler, JobsHandler):
+class JobsEventsHandler(EventStreamHandler, JobsHandler):
     """GET /api/jobs/:id/events — the timeline as SSE, resumable, closed after the terminal entry."""
 
     limit = "reads"
@@ -216,7 +217,7 @@ class JobEventsHandler(EventStreamHandler, JobsHandler):
 MAX_INSTRUCTIONS = 20_000
 
 
-class AgentsHandler(JobsHandler):
+class JobsAgentsHandler(JobsHandler):
     def get(self) -> None:
         """The agents this user may run: shared ones and their own."""
         self.write_json({"agents": [a.public() for a in self.runs.visible_agents(self.user_id)]})
@@ -273,7 +274,7 @@ class AgentsHandler(JobsHandler):
                 "description": description, "instructions": instructions}
 
 
-class AgentStateHandler(JobsHandler):
+class JobsAgentStateHandler(JobsHandler):
     async def get(self, agent_id: str) -> None:
         """The agent, this user's live and parked jobs of it, and their counts by status."""
         agent = self.own_agent(agent_id)
@@ -291,7 +292,7 @@ class AgentStateHandler(JobsHandler):
 JOB_STATUSES = ("pending", "running", "parked", "completed", "failed", "cancelled")
 
 
-class AgentJobsHandler(JobsHandler):
+class JobsAgentJobsHandler(JobsHandler):
     limit = "reads"
 
     async def get(self, agent_id: str) -> None:
@@ -304,7 +305,7 @@ class AgentJobsHandler(JobsHandler):
         self.write_json({"agent_id": agent.id, "jobs": [self.job(t) for t in tasks]})
 
 
-class VersionHandler(JobsHandler):
+class JobsVersionHandler(JobsHandler):
     auth = "none"
 
     def get(self) -> None:
@@ -312,15 +313,56 @@ class VersionHandler(JobsHandler):
 
 
 default_handlers = [
-    (r"/api/runs", RunsHandler),
-    (rf"/api/jobs/{ID}", JobHandler),
-    (rf"/api/jobs/{ID}/signal", SignalHandler),
-    (rf"/api/jobs/{ID}/stop", StopHandler),
-    (rf"/api/jobs/{ID}/trace", TraceHandler),
-    (rf"/api/jobs/{ID}/replay", ReplayHandler),
-    (rf"/api/jobs/{ID}/events", JobEventsHandler),
-    (r"/api/version", VersionHandler),
-    (r"/api/agents", AgentsHandler),
-    (rf"/api/agents/{ID}/state", AgentStateHandler),
-    (rf"/api/agents/{ID}/jobs", AgentJobsHandler),
+    (r"/api/runs", JobsRunsHandler),
+    (rf"/api/jobs/{ID}", JobsJobHandler),
+    (rf"/api/jobs/{ID}/signal", JobsSignalHandler),
+    (rf"/api/jobs/{ID}/stop", JobsStopHandler),
+    (rf"/api/jobs/{ID}/trace", JobsTraceHandler),
+    (rf"/api/jobs/{ID}/replay", JobsReplayHandler),
+    (rf"/api/jobs/{ID}/events", JobsEventsHandler),
+    (r"/api/version", JobsVersionHandler),
+    (r"/api/agents", JobsAgentsHandler),
+    (rf"/api/agents/{ID}/state", JobsAgentStateHandler),
+    (rf"/api/agents/{ID}/jobs", JobsAgentJobsHandler),
 ]
+
+OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
+    "/api/runs": {"post": {"summary": "Submit a job (a run of an agent on a thread)",
+        "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object", "required": ["workflow_id", "input"], "properties": {
+            "workflow_id": {"type": "string"}, "input": {"type": "object", "required": ["message"], "properties": {
+                "agent_id": {"type": "string"}, "message": {"type": "string"}, "thread_id": {"type": "string"}}}}}}}},
+        "responses": {"201": response("submitted", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"const": "pending"}, "created_at": {"type": "string", "format": "date-time"}}}),
+                      **error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)}}},
+    "/api/jobs/{jobId}": {"get": {"summary": "The job", "responses": {"200": response("job", JOB), **error_responses(401, 403, 404, 429)}}},
+    "/api/jobs/{jobId}/signal": {"post": {"summary": "Wake a parked job (idempotent per correlation key)",
+        "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object", "required": ["correlation_key"], "properties": {
+            "correlation_key": {"type": "string"}, "payload": {}}}}}},
+        "responses": {"200": response("signalled", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}}}),
+                      **error_responses(400, 401, 403, 404, 429)}}},
+    "/api/jobs/{jobId}/stop": {"post": {"summary": "Stop the job (idempotent)",
+        "responses": {"200": response("stopped", {"type": "object", "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}}}), **error_responses(401, 403, 404)}}},
+    "/api/jobs/{jobId}/trace": {"get": {"summary": "The job's timeline",
+        "responses": {"200": response("trace", {"type": "object", "properties": {"job_id": {"type": "string"}, "timeline": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineEntry"}}}}),
+                      **error_responses(401, 403, 404, 429)}}},
+    "/api/jobs/{jobId}/replay": {
+        "get": {"summary": "The job's record: input, steps with recorded inputs and outputs (model answers, tool results, signals), events",
+                "responses": {"200": response("record", {"type": "object"}), **error_responses(401, 403, 404, 429)}},
+        "post": {"summary": "Run the job again from its record, calling no model and no tool; a new job",
+                 "responses": {"201": response("replay started", {"type": "object", "properties": {"job_id": {"type": "string"}, "replay_of": {"type": "string"}}}),
+                               **error_responses(401, 403, 404, 409, 503)}},
+    },
+    "/api/jobs/{jobId}/events": {"get": {"summary": "The timeline as SSE, one frame per entry, resumable with Last-Event-ID",
+        "parameters": CURSOR_PARAMETERS,
+        "responses": {"200": response("event stream", {"type": "string"}, "text/event-stream"), **error_responses(400, 401, 403, 404, 429)}}},
+    "/api/agents": {
+        "get": {"summary": "The agents this user may run", "responses": {"200": response("agents", {"type": "object", "properties": {"agents": {"type": "array", "items": AGENT}}}), **error_responses(401)}},
+        "post": {"summary": "Create an agent", "requestBody": {"required": True, "content": {JSON: {"schema": AGENT}}},
+                 "responses": {"201": response("the agent", AGENT), **error_responses(400, 401, 409, 413, 422)}},
+    },
+    "/api/agents/{agentId}/state": {"get": {"summary": "The agent with this user's live and parked jobs and counts by status",
+        "responses": {"200": response("state", {"type": "object"}), **error_responses(401, 403, 404)}}},
+    "/api/agents/{agentId}/jobs": {"get": {"summary": "This user's jobs of the agent, newest first",
+        "parameters": [{"name": "status", "in": "query", "schema": {"enum": ["pending", "running", "parked", "completed", "failed", "cancelled"]}}],
+        "responses": {"200": response("jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": JOB}}}), **error_responses(401, 403, 404, 422, 429)}}},
+    "/api/version": {"get": {"summary": "Version", "security": [], "responses": {"200": response("version", {"type": "object"})}}},
+}

@@ -7,7 +7,7 @@ from typing import Any
 from agents.titles import shorten
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.native import ID, check_id
+from handlers.validation import ID, check_id
 from runs.manager import Forbidden
 from store import Conflict, NotFound
 from store import messages as messages_sql
@@ -25,7 +25,7 @@ def thread_json(thread: ThreadRow) -> dict[str, Any]:
             "createdAt": thread.created_at, "updatedAt": thread.updated_at}
 
 
-class ThreadsHandler(APIHandler):
+class AppThreadsHandler(APIHandler):
     surface = "app"
 
     async def post(self) -> None:
@@ -67,7 +67,7 @@ class ThreadDeletion(APIHandler):
         self.write_json({"success": True})
 
 
-class ThreadListHandler(ThreadDeletion):
+class AppThreadListHandler(ThreadDeletion):
     async def delete(self) -> None:
         await self.delete_thread("threads")
 
@@ -77,12 +77,12 @@ class ThreadListHandler(ThreadDeletion):
         self.write_json({"threads": [thread_json(t) for t in threads]})
 
 
-class ThreadHandler(ThreadDeletion):
+class AppThreadHandler(ThreadDeletion):
     async def delete(self, thread_id: str) -> None:
         await self.delete_thread(thread_id)
 
 
-class TimelinesHandler(ThreadDeletion):
+class AppTimelinesHandler(ThreadDeletion):
     async def delete(self) -> None:
         await self.delete_thread("timelines")
 
@@ -142,8 +142,8 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 default_handlers = [
-    (r"/thread/", ThreadsHandler),
-    (r"/thread/threads", ThreadListHandler),
-    (r"/thread/timelines", TimelinesHandler),
-    (rf"/thread/{ID}", ThreadHandler),
+    (r"/thread/", AppThreadsHandler),
+    (r"/thread/threads", AppThreadListHandler),
+    (r"/thread/timelines", AppTimelinesHandler),
+    (rf"/thread/{ID}", AppThreadHandler),
 ]

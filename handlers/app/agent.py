@@ -15,16 +15,16 @@ from tornado import iostream
 
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.native import ID, check_id, user_message_from
 from handlers.sse import AI_SDK_HEADER, KEEPALIVE, ai_sdk_frames, follow_task
 from handlers.streaming import EventStreamHandler
+from handlers.validation import ID, check_id, user_message_from
 from runs.manager import Forbidden, StartRequest
 from store.tasks import TaskRow
 
 TRIGGERS = ("submit-message", "regenerate-message")
 
 
-class AgentHandler(APIHandler):
+class AppAgentHandler(APIHandler):
     surface = "app"
 
     async def live_task(self, thread_id: str) -> TaskRow | None:
@@ -42,7 +42,7 @@ class AgentHandler(APIHandler):
             raise ApiError(403, "this thread belongs to another user") from None
 
 
-class AgentStreamHandler(EventStreamHandler, AgentHandler):
+class AppAgentStreamHandler(EventStreamHandler, AppAgentHandler):
     """Writes a task's whole run in the AI SDK framing, from `start` to `data: [DONE]`."""
 
     def take_slot(self) -> None:
@@ -72,7 +72,7 @@ def _find(history: list[dict[str, Any]], client_id: str) -> int | None:
     return None
 
 
-class StreamingHandler(AgentStreamHandler):
+class AppStreamingHandler(AppAgentStreamHandler):
     starts_runs = True
 
     async def post(self) -> None:
@@ -119,7 +119,7 @@ class StreamingHandler(AgentStreamHandler):
         return history[min(points)]["id"] if points else None
 
 
-class ResumeHandler(AgentStreamHandler):
+class AppResumeHandler(AppAgentStreamHandler):
     async def get(self, thread_id: str) -> None:
         """The thread's live run from its `start` (AI SDK framing), then live; 204 when nothing runs."""
         task = await self.live_task(thread_id)
@@ -132,13 +132,13 @@ class ResumeHandler(AgentStreamHandler):
         await self.stream_run(task.id)
 
 
-class ChatMessagesHandler(AgentHandler):
+class AppChatMessagesHandler(AppAgentHandler):
     async def get(self, thread_id: str) -> None:
         """{messages: [UIMessage…]} ascending; unknown thread → []."""
         self.write_json({"messages": await self.history(thread_id)})
 
 
-class RewindHandler(AgentHandler):
+class AppRewindHandler(AppAgentHandler):
     async def get(self, thread_id: str, message_id: str) -> None:
         """{messages}: the thread's messages before `message_id` (404 when the thread holds no such live message)."""
         history = await self.history(thread_id)
@@ -148,7 +148,7 @@ class RewindHandler(AgentHandler):
         self.write_json({"messages": history[:at]})
 
 
-class TaskRootHandler(AgentHandler):
+class AppTaskRootHandler(AppAgentHandler):
     starts_runs = True
 
     async def post(self) -> None:
@@ -162,7 +162,7 @@ class TaskRootHandler(AgentHandler):
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 
-class TaskStatusHandler(AgentHandler):
+class AppTaskStatusHandler(AppAgentHandler):
     async def get(self, thread_id: str) -> None:
         """The thread's live task `{status, taskId, …}`, or `{status: "idle", taskId: null}`."""
         task = await self.live_task(thread_id)
@@ -176,7 +176,7 @@ class TaskStatusHandler(AgentHandler):
         })
 
 
-class TaskStopHandler(AgentHandler):
+class AppTaskStopHandler(AppAgentHandler):
     async def post(self, thread_id: str) -> None:
         """Stop the thread's live run (idempotent): {success: true, taskId: the stopped task or null}."""
         task = await self.live_task(thread_id)
@@ -249,12 +249,12 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 default_handlers = [
-    (r"/agent/streaming", StreamingHandler),
-    (rf"/agent/streaming/{ID}/stream", ResumeHandler),
-    (rf"/agent/stream/{ID}", ResumeHandler),
-    (rf"/agent/chatMessages/{ID}", ChatMessagesHandler),
-    (rf"/agent/rewind/{ID}/{ID}", RewindHandler),
-    (r"/agent/task", TaskRootHandler),
-    (rf"/agent/task/{ID}/status", TaskStatusHandler),
-    (rf"/agent/task/{ID}/stop", TaskStopHandler),
+    (r"/agent/streaming", AppStreamingHandler),
+    (rf"/agent/streaming/{ID}/stream", AppResumeHandler),
+    (rf"/agent/stream/{ID}", AppResumeHandler),
+    (rf"/agent/chatMessages/{ID}", AppChatMessagesHandler),
+    (rf"/agent/rewind/{ID}/{ID}", AppRewindHandler),
+    (r"/agent/task", AppTaskRootHandler),
+    (rf"/agent/task/{ID}/status", AppTaskStatusHandler),
+    (rf"/agent/task/{ID}/stop", AppTaskStopHandler),
 ]

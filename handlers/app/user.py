@@ -7,7 +7,7 @@ from accounts import Accounts
 from handlers.base import APIHandler
 
 
-class ProfileHandler(APIHandler):
+class AppProfileHandler(APIHandler):
     surface = "app"
 
     async def get(self) -> None:
@@ -42,5 +42,5 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 default_handlers = [
-    (r"/user/profile", ProfileHandler),
+    (r"/user/profile", AppProfileHandler),
 ]

@@ -151,7 +151,7 @@ def tool_error(message: str) -> dict[str, Any]:
 
 
 class McpHandler(APIHandler):
-    surface = "native"
+    surface = "mcp"
 
     @property
     def sessions(self) -> McpSessions:

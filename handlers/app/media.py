@@ -14,9 +14,9 @@ import uuid
 from typing import Any
 
 from agents.tools import MAX_IMAGE_PROMPT
-from handlers.agent import AgentHandler
-from handlers.errors import ApiError
-from handlers.native import ID, check_id, native_busy
+from handlers.app.agent import AppAgentHandler
+from handlers.errors import ApiError, native_busy
+from handlers.validation import ID, check_id
 from runs.manager import Forbidden, Invalid, RunError, StartRequest, ThreadBusy, text_message
 from store import NotFound
 from store import media as media_sql
@@ -42,7 +42,7 @@ def media_task_json(task: TaskRow, files: list[FileRow]) -> dict[str, Any]:
     }
 
 
-class MediaHandler(AgentHandler):
+class AppMediaHandler(AppAgentHandler):
     """Base of the media routes: `kind` ("video" or "music", from the route) names the command."""
 
     def initialize(self, kind: str = "video") -> None:
@@ -61,7 +61,7 @@ class MediaHandler(AgentHandler):
         return await self.runs.db.read(lambda c: media_sql.files_of_tasks(c, task_ids))
 
 
-class TaskHandler(MediaHandler):
+class AppMediaTaskHandler(AppMediaHandler):
     async def get(self, task_id: str) -> None:
         """{taskId, threadId, status, error, createdAt, finishedAt, media: [{url, mediaType, createdAt}]}."""
         task = await self.own_task(task_id)
@@ -84,7 +84,7 @@ def parse_ids(text: str) -> list[str]:
     return ids
 
 
-class InfoHandler(MediaHandler):
+class AppMediaInfoHandler(AppMediaHandler):
     async def get(self, ids_text: str) -> None:
         """{tasks: [the media task of each id, in the order asked], missing: [ids unknown or not the caller's]}."""
         ids = parse_ids(ids_text)
@@ -97,7 +97,7 @@ class InfoHandler(MediaHandler):
         })
 
 
-class SubmitHandler(MediaHandler):
+class AppMediaSubmitHandler(AppMediaHandler):
     """POST /video/submit/:taskId, /music/submit/:taskId (JWT only): retry a media run that failed
     for lack of credits."""
 
@@ -131,7 +131,7 @@ class SubmitHandler(MediaHandler):
         self.write_json({"success": True, "taskId": task.id})
 
 
-class InitializeHandler(MediaHandler):
+class AppMediaInitializeHandler(AppMediaHandler):
     starts_runs = True
 
     async def post(self) -> None:
@@ -149,7 +149,7 @@ class InitializeHandler(MediaHandler):
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 
-class UploadHandler(MediaHandler):
+class AppMediaUploadHandler(AppMediaHandler):
     async def delete(self, task_id: str) -> None:
         """Hide the task's media from these routes (idempotent): 200 {success: true}."""
         task = await self.own_task(task_id)
@@ -157,7 +157,7 @@ class UploadHandler(MediaHandler):
         self.write_json({"success": True})
 
 
-class VersionsHandler(MediaHandler):
+class AppVersionsHandler(AppMediaHandler):
     async def get(self, thread_id: str) -> None:
         """{threadId, versions: [{taskId, messageId, url, mediaType, createdAt}]}: every file the thread's
         runs produced (rewound ones too) but those of tasks whose media were hidden, oldest first; an unknown
@@ -256,10 +256,10 @@ default_handlers: list[Any] = [
     route
     for kind in KINDS
     for route in (
-        (rf"/{kind}/task/{ID}", TaskHandler, {"kind": kind}),
-        (rf"/{kind}/info/{IDS}", InfoHandler, {"kind": kind}),
-        (rf"/{kind}/submit/{ID}", SubmitHandler, {"kind": kind}),
-        (rf"/{kind}/initialize", InitializeHandler, {"kind": kind}),
-        (rf"/{kind}/upload/{ID}", UploadHandler, {"kind": kind}),
+        (rf"/{kind}/task/{ID}", AppMediaTaskHandler, {"kind": kind}),
+        (rf"/{kind}/info/{IDS}", AppMediaInfoHandler, {"kind": kind}),
+        (rf"/{kind}/submit/{ID}", AppMediaSubmitHandler, {"kind": kind}),
+        (rf"/{kind}/initialize", AppMediaInitializeHandler, {"kind": kind}),
+        (rf"/{kind}/upload/{ID}", AppMediaUploadHandler, {"kind": kind}),
     )
-] + [(rf"/version/versions/{ID}", VersionsHandler)]
+] + [(rf"/version/versions/{ID}", AppVersionsHandler)]

@@ -30,13 +30,13 @@ from tornado.ioloop import IOLoop
 from agents import media
 from agents import transcribe as transcription
 from agents.context import AgentError
+from auth.ratelimit import SlidingWindow, retry_after
 from auth.signed_urls import FILE_ROUTE, UrlSigner
-from handlers.agent_v1 import AgentHandler
+from handlers.agent_api.runs import AgentApiHandler
 from handlers.base import MAX_JSON_BODY
 from handlers.errors import ApiError
-from handlers.native import check_id
-from handlers.ratelimit import SlidingWindow, retry_after
 from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename, store_file
+from handlers.validation import check_id
 from runs.manager import Forbidden
 from store import attachments as attachments_sql
 from store.attachments import Attachment
@@ -116,7 +116,7 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-class AttachmentsHandler(AgentHandler, MultipartHandler):
+class AgentApiAttachmentsHandler(AgentApiHandler, MultipartHandler):
     max_body = MAX_JSON_BODY  # the upload routes raise it
 
     @property
@@ -131,7 +131,7 @@ class AttachmentsHandler(AgentHandler, MultipartHandler):
         return await self.runs.db.read(lambda c: attachments_sql.get(c, bucket, path))
 
 
-class UploadHandler(AttachmentsHandler):
+class AgentApiUploadHandler(AgentApiAttachmentsHandler):
     max_body = MAX_ATTACHMENT
 
     async def post(self) -> None:
@@ -168,7 +168,7 @@ class UploadHandler(AttachmentsHandler):
                                         "url": url, "name": name}}, 201)
 
 
-class SignedUrlHandler(AttachmentsHandler):
+class AgentApiSignedUrlHandler(AgentApiAttachmentsHandler):
     async def get(self) -> None:
         """?bucket=&path=&expires_in= -> {bucket, path, url, expiresAt} for the attachment's owner."""
         bucket = check_bucket(self.get_query_argument("bucket", None))
@@ -191,7 +191,7 @@ class SignedUrlHandler(AttachmentsHandler):
         self.write_json({"bucket": bucket, "path": path, "url": url, "expiresAt": _iso(exp)})
 
 
-class FileHandler(AttachmentsHandler):
+class AgentApiFileHandler(AgentApiAttachmentsHandler):
     """The signed URL: it is the capability, so no other credentials are asked for."""
 
     auth = "none"
@@ -254,7 +254,7 @@ class FileHandler(AttachmentsHandler):
         self.finish()
 
 
-class TranscribeHandler(AttachmentsHandler):
+class AgentApiTranscribeHandler(AgentApiAttachmentsHandler):
     max_body = MAX_AUDIO
 
     async def post(self) -> None:
@@ -287,10 +287,10 @@ class TranscribeHandler(AttachmentsHandler):
 
 
 default_handlers = [
-    (r"/api/v1/agent/attachments", UploadHandler),
-    (r"/api/v1/agent/attachments/signed-url", SignedUrlHandler),
-    (FILE_ROUTE, FileHandler),
-    (r"/api/v1/agent/transcribe", TranscribeHandler),
+    (r"/api/v1/agent/attachments", AgentApiUploadHandler),
+    (r"/api/v1/agent/attachments/signed-url", AgentApiSignedUrlHandler),
+    (FILE_ROUTE, AgentApiFileHandler),
+    (r"/api/v1/agent/transcribe", AgentApiTranscribeHandler),
 ]
 
 _S = {"type": "string"}

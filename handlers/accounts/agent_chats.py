@@ -51,8 +51,8 @@ import orjson
 
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.native import check_id
 from handlers.sse import follow_task
+from handlers.validation import check_id
 from runs.hub import Batch, EventHub
 from runs.manager import Forbidden, PlanRefused, RunError, StartRequest, text_message
 
@@ -109,7 +109,7 @@ class ChatEvents:
             self._add("error", error=data.get("message") or data.get("reason") or "the run failed")
 
 
-class AgentChatsHandler(APIHandler):
+class AccountsAgentChatsHandler(APIHandler):
     surface = "accounts"
     # ThreadBusy comes only after the owner check: the live run named is this user's own.
     busy_message, busy_code, busy_id_key = "this session already has a run in progress", "SESSION_BUSY", "run_id"
@@ -155,7 +155,7 @@ class AgentChatsHandler(APIHandler):
                          "output": chat.output, "events": chat.events})
 
 
-class InfraHealthHandler(APIHandler):
+class AccountsInfraHealthHandler(APIHandler):
     surface = "accounts"
     auth = "none"
 
@@ -223,6 +223,6 @@ OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 default_handlers = [
-    (r"/api/v1/agent-chats", AgentChatsHandler),
-    (r"/api/v1/infra/health", InfraHealthHandler),
+    (r"/api/v1/agent-chats", AccountsAgentChatsHandler),
+    (r"/api/v1/infra/health", AccountsInfraHealthHandler),
 ]

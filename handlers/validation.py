@@ -1,0 +1,59 @@
+"""Validation of what clients send, shared by every surface: ids and the new user message."""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from handlers.errors import ApiError
+from runs.manager import text_message
+
+MAX_ID = 128
+MAX_CONTENT = 100_000
+MAX_PARTS = 100
+_ID_OK = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+ID = r"([^/]{1,128})"
+
+
+def check_id(value: Any, field: str, required: bool = True) -> str | None:
+    """A client-chosen id: a string of 1-128 printable characters (422 otherwise)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not _ID_OK.match(value):
+        raise ApiError(422, f"{field} must be a string of 1 to {MAX_ID} printable characters")
+    return value
+
+
+def user_message_from(body: dict[str, Any]) -> dict[str, Any]:
+    """The new user UIMessage from `content` (a string) or `message` (a v5 UIMessage)."""
+    content, message = body.get("content"), body.get("message")
+    if (content is None) == (message is None):
+        raise ApiError(422, "give exactly one of 'content' (a string) or 'message' (a UIMessage)")
+    if content is not None:
+        if not isinstance(content, str) or not content.strip():
+            raise ApiError(422, "content must be a non-empty string")
+        if len(content) > MAX_CONTENT:
+            raise ApiError(422, f"content longer than {MAX_CONTENT} characters")
+        return text_message(content)
+    if not isinstance(message, dict):
+        raise ApiError(422, "message must be a UIMessage object")
+    if message.get("role", "user") != "user":
+        raise ApiError(422, "message.role must be 'user'")
+    msg_id = check_id(message.get("id"), "message.id", required=False) or f"msg_{uuid.uuid4().hex}"
+    parts = message.get("parts")
+    if not isinstance(parts, list) or not parts or len(parts) > MAX_PARTS:
+        raise ApiError(422, f"message.parts must be a list of 1 to {MAX_PARTS} parts")
+    size = 0
+    for part in parts:
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise ApiError(422, "every part must be an object with a string 'type'")
+        if part["type"] == "text":
+            if not isinstance(part.get("text"), str):
+                raise ApiError(422, "a text part needs a string 'text'")
+            size += len(part["text"])
+    if size > MAX_CONTENT:
+        raise ApiError(422, f"message text longer than {MAX_CONTENT} characters")
+    out: dict[str, Any] = {"id": msg_id, "role": "user", "parts": parts}
+    if isinstance(message.get("metadata"), dict):
+        out["metadata"] = message["metadata"]
+    return out
