@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 # The browser tests drive Debian's chromium (never a browser downloaded by a test tool).
 CHROMIUM := /usr/bin/chromium
+# The PostgreSQL tests run Debian's server programs (initdb, pg_ctl) in a temp dir.
+PG_INITDB = $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
 
-.PHONY: run test bench check clean
+.PHONY: run test bench check clean postgresql
 
 $(STAMP): setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,11 +28,18 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 	test -x $(CHROMIUM)
 
+postgresql:
+	@if [ -z "$(PG_INITDB)" ]; then \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql && \
+		ls /usr/lib/postgresql/*/bin/initdb; \
+	fi
+
 # development mode (--dev): the sign-in page shows the codes written to data/outbox/
 run: $(STAMP)
 	$(BIN)/python server.py --dev $(ARGS)
 
-test: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
+test: $(STAMP) $(NODE_STAMP) $(CHROMIUM) postgresql
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)

@@ -32,3 +32,19 @@ def alice(http_server_client):
 @pytest.fixture
 def bob(http_server_client):
     return Client(http_server_client, "bob")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One PostgreSQL server for the whole session (tests/pg.py)."""
+    from tests.pg import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """A fresh database holding Parley's schema, for one test."""
+    return pg_cluster.new_database()

@@ -1,0 +1,183 @@
+"""The single writer with group commit, whatever the database behind it.
+
+Every write is queued; one task takes everything queued while the last
+transaction was committing and commits it as the next transaction: many
+runs' events, one fsync.  Events are handed to `on_commit` only after their
+transaction committed, so no reader can ever see an event that a crash
+could lose.  A store (SQLite, PostgreSQL) says how one batch is committed
+(`_commit_batch_sync`, run off the event loop) and how reads are made.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from store.events import Event
+
+log = logging.getLogger("parley.store")
+T = TypeVar("T")
+WriteFn = Callable[[Any], Any]
+BatchResults = tuple[list[Event], list[tuple[Any, Any, Exception | None]]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Job:
+    """A queued write function and the future that gets its result once committed."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any] | None) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class GroupCommitStore:
+    """The queue, the writer task and the commit waiters; a subclass commits a batch and reads."""
+
+    def __init__(self) -> None:
+        self._queue: list[Event | Job] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        self.on_commit: Callable[[list[Event]], None] = lambda events: None
+        self.commits = 0
+        self.events_written = 0
+
+    # -- what a store provides ----------------------------------------------
+
+    async def _run_batch(self, batch: list[Event | Job]) -> BatchResults:
+        """Commit `batch` as one transaction (off the event loop); its events and each job's outcome."""
+        raise NotImplementedError
+
+    async def read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        raise NotImplementedError
+
+    @property
+    def last_event_id(self) -> int:
+        """The highest event id handed out so far: no event with a smaller id can still appear."""
+        raise NotImplementedError
+
+    # -- writing --------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        self._writer_task = asyncio.ensure_future(self._writer())
+
+    async def _stop_writer(self) -> bool:
+        """Commit everything queued and stop the writer; False when it was not running."""
+        if self._writer_task is None:
+            return False
+        self._closing = True
+        self._wake.set()
+        await self._writer_task
+        self._writer_task = None
+        return True
+
+    def append(self, task_id: str, thread_id: str, type: str, data: dict[str, Any], data_text: str | None = None) -> Event:
+        """Queue one event for the next group commit and return it (not yet visible).
+
+        Its id is given when its transaction runs, so ids always rise in
+        commit order, whatever mix of events and jobs is queued.  The data is
+        encoded here (or given encoded, as `data_text`): data that cannot be
+        encoded raises to the caller and never enters a batch.
+        """
+        ev = Event(0, task_id, thread_id, type, data, now_ms(), data_text)
+        self._queue.append(ev)
+        self._wake.set()
+        return ev
+
+    @property
+    def backlog(self) -> int:
+        """Number of queued writes not yet taken by a transaction."""
+        return len(self._queue)
+
+    def submit(self, fn: WriteFn) -> asyncio.Future[Any]:
+        """Queue `fn(tx)` for the next transaction; the future gets its result once committed."""
+        if self._closing and self._writer_task is None:
+            raise RuntimeError("database is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(Job(fn, fut))
+        self._wake.set()
+        return fut
+
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(tx)` inside the next group transaction; return once it is committed."""
+        result: T = await self.submit(fn)
+        return result
+
+    async def committed(self) -> None:
+        """Wait until everything queued before this call is committed."""
+        if not self._queue and self._idle.is_set():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commit_waiters.append(fut)
+        self._wake.set()
+        await fut
+
+    async def _writer(self) -> None:
+        while True:
+            if not self._queue:
+                # Nothing queued: whatever a waiter waited for is committed.
+                _release(self._commit_waiters)
+                self._commit_waiters = []
+                if self._closing:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._queue = self._queue, []
+            waiters, self._commit_waiters = self._commit_waiters, []
+            self._idle.clear()
+            try:
+                await self._commit_batch(batch)
+            except Exception:
+                log.exception("group commit failed; %d writes dropped", len(batch))
+            finally:
+                self._idle.set()
+                _release(waiters)
+
+    async def _commit_batch(self, batch: list[Event | Job]) -> None:
+        try:
+            try:
+                published, results = await self._run_batch(batch)
+            except Exception:
+                # The batch failed as a whole (not one job: each has its savepoint), e.g. an I/O
+                # error or a lock held too long.  It rolled back and nothing of it was published,
+                # so it runs once more before every write in it fails: one fault must not fail
+                # the writes of every run that happened to share the batch.
+                log.warning("group commit of %d writes failed; trying it once more", len(batch), exc_info=True)
+                published, results = await self._run_batch(batch)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+            for item in batch:
+                if isinstance(item, Job) and item.future is not None and not item.future.done():
+                    item.future.set_exception(error)
+            raise
+        self.commits += 1
+        self.events_written += len(published)
+        if published:
+            try:
+                self.on_commit(published)
+            except Exception:
+                log.exception("on_commit hook failed")
+        for fut, value, job_error in results:
+            if fut is None or fut.done():
+                continue
+            if job_error is not None:
+                fut.set_exception(job_error)
+            else:
+                fut.set_result(value)
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for w in waiters:
+        if not w.done():
+            w.set_result(None)
