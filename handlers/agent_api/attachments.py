@@ -6,7 +6,7 @@
     POST /api/v1/agent/transcribe                  multipart `audio` (or `file`), a WAV recording
 
 Uploads are limited while they stream in (handlers/uploads.py).  A file is taken
-only when its extension and its content agree on an allowed type (agents/media.py),
+only when its extension and its content agree on an allowed type (agents/upload_types.py),
 and is stored as data_dir/attachments/<bucket>/<path>, where `path` is server-made:
 <the owner's folder>/<uuid>.<ext>.  The owner's folder is an HMAC of the user id
 under a server secret (UrlSigner.owner_folder), so that a URL handed to someone else
@@ -27,8 +27,8 @@ from urllib.parse import quote
 from tornado import iostream
 from tornado.ioloop import IOLoop
 
-from agents import media
 from agents import transcribe as transcription
+from agents import upload_types
 from agents.context import AgentError
 from auth.ratelimit import SlidingWindow, retry_after
 from auth.signed_urls import FILE_ROUTE, UrlSigner
@@ -82,12 +82,12 @@ def _iso(epoch_s: int) -> str:
 
 
 def content_type(media_type: str) -> str:
-    return f"{media_type}; charset=utf-8" if media_type in media.TEXT_TYPES else media_type
+    return f"{media_type}; charset=utf-8" if media_type in upload_types.TEXT_TYPES else media_type
 
 
 def content_disposition(row: Attachment) -> str:
     """`inline` for a verified image, else `attachment`; the name as ASCII and as RFC 5987 UTF-8."""
-    kind = "inline" if row.media_type in media.IMAGE_TYPES else "attachment"
+    kind = "inline" if row.media_type in upload_types.IMAGE_TYPES else "attachment"
     fallback = "".join(ch if " " <= ch < "\x7f" and ch not in '"\\;%' else "_" for ch in row.name)
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(row.name, safe='')}"
 
@@ -149,11 +149,11 @@ class AgentApiUploadHandler(AgentApiAttachmentsHandler):
         data = upload.body
         name = clean_filename(upload.filename, "attachment")
         try:
-            media_type = media.detect(name, data, upload.content_type)
-        except media.MediaError as exc:
+            media_type = upload_types.detect(name, data, upload.content_type)
+        except upload_types.MediaError as exc:
             raise ApiError(exc.status, exc.message) from None
         del form, upload
-        path = f"{self.signer.owner_folder(self.user_id)}/{uuid.uuid4()}.{media.EXTENSION[media_type]}"
+        path = f"{self.signer.owner_folder(self.user_id)}/{uuid.uuid4()}.{upload_types.EXTENSION[media_type]}"
         target = disk_path(self.root, bucket, path)
         digest = await IOLoop.current().run_in_executor(None, store_file, target, data)
         try:
@@ -270,11 +270,11 @@ class AgentApiTranscribeHandler(AgentApiAttachmentsHandler):
         form = self.multipart_body("a WAV file in the field `audio` (or `file`)", malformed_status=422)
         data = form.one_file("audio", "file").body  # `audio` is the seed's name for it; `file` is taken too
         del form
-        if not media.is_wav(data):
+        if not upload_types.is_wav(data):
             raise ApiError(415, "only WAV audio (audio/wav: a RIFF/WAVE file) can be transcribed")
         try:
-            info = media.wav_info(data)
-        except media.MediaError as exc:
+            info = upload_types.wav_info(data)
+        except upload_types.MediaError as exc:
             raise ApiError(exc.status, exc.message) from None
         try:
             result = await transcription.transcribe(agents.providers[config.llm], config, data)
@@ -319,13 +319,13 @@ _QUERY = [{"name": "bucket", "in": "query", "required": True, "schema": _BUCKET}
 OPENAPI: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/agent/attachments": {"post": {
         "summary": f"Upload an attachment (at most {MAX_ATTACHMENT} bytes for the whole body): "
-                   f"{', '.join(sorted(media.BY_EXTENSION))}; the extension and the content must agree",
+                   f"{', '.join(sorted(upload_types.BY_EXTENSION))}; the extension and the content must agree",
         "requestBody": _multipart(["file"], file=_FILE, bucket={**_BUCKET, "default": DEFAULT_BUCKET},
                                   threadId={"type": "string", "maxLength": 128}),
         "responses": {"201": {"description": "stored", "content": {_JSON: {"schema": {
             "type": "object", "required": ["attachment"], "properties": {"attachment": {"type": "object", "properties": {
                 "bucket": _S, "path": {"type": "string", "description": "server-made: <owner folder>/<uuid>.<ext>"},
-                "mimeType": {"enum": list(media.ALLOWED)}, "size": {"type": "integer"},
+                "mimeType": {"enum": list(upload_types.ALLOWED)}, "size": {"type": "integer"},
                 "url": {"type": "string", "description": f"a signed URL valid {DEFAULT_TTL_S} s"},
                 "name": {"type": "string", "description": "the client's file name, for display"}}}}}}}},
             **_errors(401, 403, 413, 415, 422, e422="a malformed body, or content that is not its claimed type")}}},

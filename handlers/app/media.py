@@ -6,7 +6,7 @@ A media task is a run of an agent whose tool made a file (`generate_video`,
 events, read from the event log (a `data:` URL is answered as it is).  The `/video` and
 `/music` routes read any task of the caller's: they differ only in the command that
 `…/initialize` sends.  `DELETE …/upload/:taskId` hides a task's media from these routes by
-marking the task's state (store/media.py); the event log and the thread's messages keep them.
+marking the task's state (store/produced_files.py); the event log and the thread's messages keep them.
 """
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from handlers.app.agent import AppAgentHandler
 from handlers.errors import ApiError, native_busy
 from handlers.validation import ID, check_id
 from runs.manager import Forbidden, Invalid, RunError, StartRequest, ThreadBusy, text_message
-from store import NotFound
-from store import media as media_sql
+from store import NotFound, produced_files
 from store import tasks as tasks_sql
-from store.media import FileRow
+from store.produced_files import ProducedFile
 from store.tasks import TaskRow
 
 MAX_INFO_IDS = 50
@@ -29,16 +28,16 @@ IDS = r"([^/]+)"  # comma-separated task ids (each checked like ID)
 KINDS = ("video", "music")
 
 
-def media_json(file: FileRow) -> dict[str, Any]:
+def media_json(file: ProducedFile) -> dict[str, Any]:
     return {"url": file.url, "mediaType": file.media_type, "createdAt": file.created_at}
 
 
-def media_task_json(task: TaskRow, files: list[FileRow]) -> dict[str, Any]:
+def media_task_json(task: TaskRow, files: list[ProducedFile]) -> dict[str, Any]:
     """A task as the media routes show it: its status and the files it produced (none once hidden)."""
     return {
         "taskId": task.id, "threadId": task.thread_id, "status": task.status, "error": task.error,
         "createdAt": task.created_at, "finishedAt": task.finished_at,
-        "media": [] if media_sql.hidden(task) else [media_json(f) for f in files],
+        "media": [] if produced_files.hidden(task) else [media_json(f) for f in files],
     }
 
 
@@ -57,8 +56,8 @@ class AppMediaHandler(AppAgentHandler):
         except Forbidden:
             raise ApiError(403, "this task belongs to another user") from None
 
-    async def files_of(self, task_ids: list[str]) -> dict[str, list[FileRow]]:
-        return await self.runs.db.read(lambda c: media_sql.files_of_tasks(c, task_ids))
+    async def files_of(self, task_ids: list[str]) -> dict[str, list[ProducedFile]]:
+        return await self.runs.db.read(lambda c: produced_files.files_of_tasks(c, task_ids))
 
 
 class AppMediaTaskHandler(AppMediaHandler):
@@ -153,7 +152,7 @@ class AppMediaUploadHandler(AppMediaHandler):
     async def delete(self, task_id: str) -> None:
         """Hide the task's media from these routes (idempotent): 200 {success: true}."""
         task = await self.own_task(task_id)
-        await self.runs.db.write(lambda tx: media_sql.hide(tx, task.id))
+        await self.runs.db.write(lambda tx: produced_files.hide(tx, task.id))
         self.write_json({"success": True})
 
 
@@ -166,7 +165,7 @@ class AppVersionsHandler(AppMediaHandler):
             known = await self.runs.check_thread(thread_id, self.user_id)
         except Forbidden:
             raise ApiError(403, "this thread belongs to another user") from None
-        files = await self.runs.db.read(lambda c: media_sql.files_of_thread(c, thread_id)) if known else []
+        files = await self.runs.db.read(lambda c: produced_files.files_of_thread(c, thread_id)) if known else []
         versions = [{"taskId": f.task_id, "messageId": f.message_id, **media_json(f)} for f in files]
         self.write_json({"threadId": thread_id, "versions": versions})
 

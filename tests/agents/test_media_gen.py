@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from agents import media, media_gen
+from agents import media_gen, upload_types
 from agents.tools import BUILTIN_TOOLS, ToolEnv, ToolError, for_model
 
 ENV = ToolEnv("alice", "task", "thread")
@@ -39,7 +39,7 @@ def test_wav_header_and_duration():
     params, pcm = read_wav(data)
     assert (params.nchannels, params.sampwidth, params.framerate, params.nframes) == (1, 1, 16_000, 80_000)
     assert params.nframes / params.framerate == media_gen.MUSIC_SECONDS == 5.0
-    info = media.wav_info(data)  # what POST /transcribe would read
+    info = upload_types.wav_info(data)  # what POST /transcribe would read
     assert info.duration_s == 5.0 and info.sample_rate == 16_000
     assert len(pcm) == 80_000
 

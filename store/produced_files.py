@@ -1,4 +1,4 @@
-"""Media: the files that tasks produced (their `file` events), and the mark that hides a task's.
+"""Produced files: the files that tasks made (their `file` events), and the mark that hides a task's.
 
 A task's media are hidden by a key in its state (`HIDDEN`, when) rather than by deleting
 anything: the event log is append-only and the thread's messages keep their file parts.
@@ -19,7 +19,7 @@ HIDDEN = "media_hidden_at"  # the task state key: epoch ms of the DELETE …/upl
 
 
 @dataclass(frozen=True, slots=True)
-class FileRow:
+class ProducedFile:
     task_id: str
     message_id: str  # the task's assistant message (the one whose parts show the file)
     url: str
@@ -37,27 +37,27 @@ _FILES = (
 )
 
 
-def _rows(rows: Any) -> list[FileRow]:
+def _rows(rows: Any) -> list[ProducedFile]:
     out = []
     for task_id, message_id, data, created_at in rows:
         file = orjson.loads(data)
-        out.append(FileRow(task_id, message_id, str(file.get("url", "")), str(file.get("mediaType", "")), created_at))
+        out.append(ProducedFile(task_id, message_id, str(file.get("url", "")), str(file.get("mediaType", "")), created_at))
     return out
 
 
-async def files_of_tasks(conn: aiosqlite.Connection, task_ids: list[str]) -> dict[str, list[FileRow]]:
+async def files_of_tasks(conn: aiosqlite.Connection, task_ids: list[str]) -> dict[str, list[ProducedFile]]:
     """The files each task produced, oldest first (hidden or not: the caller has the task rows)."""
     if not task_ids:
         return {}
     marks = ", ".join("?" for _ in task_ids)
     rows = await conn.execute_fetchall(_FILES + f"e.task_id IN ({marks}) ORDER BY e.id", task_ids)
-    out: dict[str, list[FileRow]] = {}
+    out: dict[str, list[ProducedFile]] = {}
     for row in _rows(rows):
         out.setdefault(row.task_id, []).append(row)
     return out
 
 
-async def files_of_thread(conn: aiosqlite.Connection, thread_id: str) -> list[FileRow]:
+async def files_of_thread(conn: aiosqlite.Connection, thread_id: str) -> list[ProducedFile]:
     """The files that the thread's tasks produced, oldest first, leaving out those of tasks whose media are hidden."""
     rows = await conn.execute_fetchall(
         _FILES + f"e.thread_id = ? AND json_extract(t.state, '$.{HIDDEN}') IS NULL ORDER BY e.id", (thread_id,))
