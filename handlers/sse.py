@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, cast
 
+from handlers.times import iso_ms
 from runs.hub import Batch, EventHub
 from runs.manager import RunManager
 from store import Event
@@ -530,11 +530,6 @@ class StreamSlots:
 
 
 # -- the job timeline (seed 003: /api/jobs/:id/trace and /events) ---------------
-
-def iso_ms(epoch_ms: int) -> str:
-    """Epoch milliseconds as an ISO 8601 UTC time with milliseconds."""
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 class Timeline:
     """Maps canonical events to timeline entries; keeps the little state it needs (tool names)."""

@@ -25,9 +25,9 @@ from handlers.sse import (
     agent_event_frames,
     follow_task,
     follow_thread,
-    iso_ms,
 )
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
+from handlers.times import iso_ms
 from handlers.validation import ID, MAX_CONTENT, check_id
 from runs.hub import Batch
 from runs.manager import Forbidden, StartRequest

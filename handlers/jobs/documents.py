@@ -25,7 +25,7 @@ from agents import knowledge
 from auth.ratelimit import SlidingWindow, retry_after
 from handlers.errors import ApiError
 from handlers.jobs.jobs import JobsHandler
-from handlers.sse import iso_ms
+from handlers.times import iso_ms
 from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename, store_file
 from store import documents as documents_sql
 from store.db import Database

@@ -12,8 +12,9 @@ from auth.ratelimit import SlidingWindow, retry_after
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.schema import AGENT, JOB, JSON, error_responses, response
-from handlers.sse import KEEPALIVE, Timeline, follow_task, iso_ms, replay_steps
+from handlers.sse import KEEPALIVE, Timeline, follow_task, replay_steps
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
+from handlers.times import iso_ms
 from handlers.validation import ID, check_id
 from runs.hub import Batch
 from runs.manager import (
