@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 from html.parser import HTMLParser
+from typing import ClassVar
 
 from agents.sandbox import JobError
 
@@ -22,12 +23,49 @@ PDF = "application/pdf"
 
 
 class DocumentError(JobError):
-    """The upload cannot be taken: `status` 415 (type), 413 (quota) or 422 (content), with an error `code`."""
+    """The document cannot be taken; `code` names why (the job surface shows it as the error's code).
 
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message, status=status, code=code)
-        self.status = status
-        self.code = code
+    A JobError, so that it crosses the worker's process boundary: its `code` travels in the
+    details, and `from_code` makes the same kind of error again on the other side.
+    """
+
+    code: ClassVar[str] = "VALIDATION_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=self.code)
+
+    @staticmethod
+    def from_code(code: object, message: str) -> DocumentError:
+        """The error of the kind `code` names (an unreadable document for a code it does not know)."""
+        kind = next((k for k in _KINDS if k.code == code), UnreadableDocument)
+        return kind(message)
+
+
+class UnsupportedDocument(DocumentError):
+    """Not a type a document can be: the extension and the content decide, never the client's word."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class UnreadableDocument(DocumentError):
+    """Content that cannot be read as its type says (not UTF-8, a broken PDF, too many pages)."""
+
+    code = "VALIDATION_ERROR"
+
+
+class DocumentTooLong(DocumentError):
+    """More than MAX_TEXT_BYTES of text: refused, never silently cut."""
+
+    code = "DOCUMENT_TOO_LONG"
+
+
+class DocumentTooComplex(DocumentError):
+    """Beyond a safety limit of the reader: too slow, too much memory, a stream that inflates too far."""
+
+    code = "DOCUMENT_TOO_COMPLEX"
+
+
+_KINDS = (UnsupportedDocument, UnreadableDocument, DocumentTooLong, DocumentTooComplex)
 
 
 class _HTMLText(HTMLParser):
@@ -79,13 +117,13 @@ def html_to_text(html: str) -> str:
     return "".join(parser.parts)
 
 
-def _too_long() -> DocumentError:
-    return DocumentError(422, f"the document holds more than {MAX_TEXT_BYTES // (1024 * 1024)} MB of text; "
-                              "split it into smaller documents", "DOCUMENT_TOO_LONG")
+def _too_long() -> DocumentTooLong:
+    return DocumentTooLong(f"the document holds more than {MAX_TEXT_BYTES // (1024 * 1024)} MB of text; "
+                           "split it into smaller documents")
 
 
 def pdf_to_text(data: bytes) -> str:
-    """The text of a PDF's pages; DocumentError 422 for an unreadable PDF or one beyond the bounds."""
+    """The text of a PDF's pages; a DocumentError for an unreadable PDF or one beyond the bounds."""
     from pypdf import PdfReader, apply_configuration
     from pypdf.errors import LimitReachedError
 
@@ -100,7 +138,7 @@ def pdf_to_text(data: bytes) -> str:
         ):
             reader = PdfReader(io.BytesIO(data))
             if len(reader.pages) > MAX_PDF_PAGES:
-                raise DocumentError(422, f"the PDF has more than {MAX_PDF_PAGES} pages", "VALIDATION_ERROR")
+                raise UnreadableDocument(f"the PDF has more than {MAX_PDF_PAGES} pages")
             for page in reader.pages:  # pages may share one content stream: count what each yields
                 # A lone surrogate (a broken ToUnicode map) becomes "?": the text must be valid UTF-8.
                 text = (page.extract_text() or "").encode("utf-8", "replace").decode("utf-8")
@@ -111,22 +149,22 @@ def pdf_to_text(data: bytes) -> str:
     except DocumentError:
         raise
     except LimitReachedError as exc:
-        raise DocumentError(422, f"the PDF is beyond a safety limit: {exc}", "DOCUMENT_TOO_COMPLEX") from None
+        raise DocumentTooComplex(f"the PDF is beyond a safety limit: {exc}") from None
     except MemoryError:
         raise
     except Exception:  # untrusted input: any other parser failure is the file's fault
-        raise DocumentError(422, "the PDF could not be read", "VALIDATION_ERROR") from None
+        raise UnreadableDocument("the PDF could not be read") from None
     return "\n\n".join(pages)
 
 
 def extract_text(media_type: str, data: bytes) -> str:
-    """The plain text of a document of a detected type, at most MAX_TEXT_BYTES of it (else DocumentError 422)."""
+    """The plain text of a document of a detected type, at most MAX_TEXT_BYTES of it (else DocumentTooLong)."""
     if media_type == PDF:
         return pdf_to_text(data)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DocumentError(422, f"the {media_type} document is not valid UTF-8", "VALIDATION_ERROR") from None
+        raise UnreadableDocument(f"the {media_type} document is not valid UTF-8") from None
     if media_type == "text/html":
         text = html_to_text(text)
     if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:

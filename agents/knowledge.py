@@ -1,7 +1,8 @@
 """Documents as knowledge: type detection, text extraction off the event loop (agents/extraction.py
 in a sandbox worker), the per-user limits of uploads, and the `knowledge_search` tool.
 
-No HTTP here: handlers/documents.py maps `DocumentError` to its status.
+No HTTP here: the errors are DocumentError's kinds (agents/extraction.py), and
+handlers/jobs/documents.py answers each with its status.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.extraction import PDF, DocumentError
+from agents.extraction import PDF, DocumentError, DocumentTooComplex, UnsupportedDocument
 from agents.sandbox import JobError, Sandbox, SandboxFailed, SandboxTimeout
 from agents.tools import Tool, ToolEnv, ToolError
 from store import documents as documents_sql
@@ -34,26 +35,25 @@ def detect_type(filename: str, data: bytes, declared: str | None = None) -> str:
     """The media type of an upload, from its extension and its content; the client's type is only a hint.
 
     A PDF must start with `%PDF-`; a text type must not look like a known
-    binary format nor hold NUL bytes.  Anything else is 415.
+    binary format nor hold NUL bytes.  Anything else is an UnsupportedDocument.
     """
     suffix = Path(filename).suffix.lower()
     head = data[:1024].lstrip(b"\xef\xbb\xbf")
     if data.startswith(b"%PDF-"):
         if suffix in ("", ".pdf"):
             return PDF
-        raise DocumentError(415, f"the content is a PDF, which {suffix!r} files cannot be", "UNSUPPORTED_MEDIA_TYPE")
+        raise UnsupportedDocument(f"the content is a PDF, which {suffix!r} files cannot be")
     if suffix == ".pdf":
-        raise DocumentError(415, "the file is not a PDF (no %PDF- header)", "UNSUPPORTED_MEDIA_TYPE")
+        raise UnsupportedDocument("the file is not a PDF (no %PDF- header)")
     media_type = TEXT_TYPES.get(suffix)
     if media_type is None and suffix == "" and declared:
         hint = declared.split(";", 1)[0].strip().lower()
         media_type = hint if hint in TEXT_TYPES.values() else None
     if media_type is None:
         what = f"{suffix!r}" if suffix else "without a known extension"
-        raise DocumentError(415, f"unsupported file type {what}; supported: {', '.join(SUPPORTED)}",
-                            "UNSUPPORTED_MEDIA_TYPE")
+        raise UnsupportedDocument(f"unsupported file type {what}; supported: {', '.join(SUPPORTED)}")
     if head.startswith(_BINARY_MAGIC) or b"\x00" in data:
-        raise DocumentError(415, f"the content is binary, not {media_type}", "UNSUPPORTED_MEDIA_TYPE")
+        raise UnsupportedDocument(f"the content is binary, not {media_type}")
     return media_type
 
 
@@ -67,20 +67,18 @@ EXTRACTION = Sandbox("agents.extraction:extract_chunks", workers=2, memory_mb=76
 async def extract_chunks(media_type: str, data: bytes, timeout_s: float = EXTRACT_TIMEOUT_S) -> list[str]:
     """The chunks of a document's text, extracted off the event loop within `timeout_s` seconds.
 
-    DocumentError 422 for content that is unreadable, holds too much text
-    (`DOCUMENT_TOO_LONG`) or takes too much time or memory (`DOCUMENT_TOO_COMPLEX`).
+    A DocumentError for content that is unreadable (UnreadableDocument), holds too much
+    text (DocumentTooLong) or takes too much time or memory (DocumentTooComplex).
     """
     try:
         chunks = await EXTRACTION.call(timeout_s, data, media_type=media_type)
     except JobError as exc:
-        raise DocumentError(int(exc.details.get("status", 422)), exc.message,
-                            str(exc.details.get("code", "VALIDATION_ERROR"))) from None
+        raise DocumentError.from_code(exc.details.get("code"), exc.message) from None
     except SandboxTimeout:
-        raise DocumentError(422, f"reading the document took longer than {timeout_s:g} s; it was stopped",
-                            "DOCUMENT_TOO_COMPLEX") from None
+        raise DocumentTooComplex(f"reading the document took longer than {timeout_s:g} s; it was stopped") from None
     except SandboxFailed as exc:
         log.info("document extraction failed: %s", exc)
-        raise DocumentError(422, f"the document could not be read: {exc}", "DOCUMENT_TOO_COMPLEX") from None
+        raise DocumentTooComplex(f"the document could not be read: {exc}") from None
     return [str(c) for c in chunks]
 
 

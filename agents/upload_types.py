@@ -1,9 +1,10 @@
 """What an uploaded file is: its media type, from its name and its content, and a WAV file's duration.
 
-No HTTP here: handlers map `MediaError` to their surface.  A file is taken only when
-its extension (or, for a name without one, its declared type) is on the allowlist (else
-415) and its content is what that type says (else 422): the client's word alone is
-never trusted, and a type served inline (an image) is always a verified one.
+No HTTP here: handlers answer each kind of `UploadRefused` in their surface's way.  A
+file is taken only when its extension (or, for a name without one, its declared type) is
+on the allowlist (else UnsupportedType) and its content is what that type says (else
+InvalidContent): the client's word alone is never trusted, and a type served inline (an
+image) is always a verified one.
 """
 from __future__ import annotations
 
@@ -36,18 +37,25 @@ _NOT_TEXT = (b"%PDF-",)
 _TEXT_CONTROLS = frozenset("\t\n\r\f\v\x1b")
 
 
-class MediaError(Exception):
-    """The file cannot be taken: `status` 415 (a type that is not allowed) or 422 (content)."""
+class UploadRefused(Exception):
+    """The file cannot be taken; `message` says why, to the uploader."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
+
+
+class UnsupportedType(UploadRefused):
+    """A type that is not on the allowlist (or, for audio to transcribe, not WAV)."""
+
+
+class InvalidContent(UploadRefused):
+    """Content that is not what its type says: empty, another format, a malformed WAV file."""
 
 
 def claimed_type(filename: str, declared: str | None = None) -> str:
     """The allowed media type the file claims to be: its extension's, or for a name without one,
-    its declared Content-Type's.  MediaError 415 when that is not allowed."""
+    its declared Content-Type's.  UnsupportedType when that is not allowed."""
     suffix = PurePosixPath(filename).suffix.lower()
     if suffix:
         media_type = BY_EXTENSION.get(suffix)
@@ -57,24 +65,24 @@ def claimed_type(filename: str, declared: str | None = None) -> str:
         media_type = _ALIASES.get(hint, hint) if hint in (*ALLOWED, *_ALIASES) else None
         what = f"a file without an extension of type {hint!r}" if hint else "a file without an extension or a type"
     if media_type is None:
-        raise MediaError(415, f"{what} cannot be uploaded; allowed: {', '.join(sorted(BY_EXTENSION))}")
+        raise UnsupportedType(f"{what} cannot be uploaded; allowed: {', '.join(sorted(BY_EXTENSION))}")
     return media_type
 
 
 def detect(filename: str, data: bytes, declared: str | None = None) -> str:
-    """The verified media type of an upload (MediaError 415 or 422 otherwise)."""
+    """The verified media type of an upload (UnsupportedType or InvalidContent otherwise)."""
     media_type = claimed_type(filename, declared)
     verify(media_type, data)
     return media_type
 
 
 def verify(media_type: str, data: bytes) -> None:
-    """MediaError 422 unless `data` is a file of `media_type`."""
+    """InvalidContent unless `data` is a file of `media_type`."""
     if not data:
-        raise MediaError(422, "the file is empty")
+        raise InvalidContent("the file is empty")
     ok = _CHECKS[media_type](data)
     if not ok:
-        raise MediaError(422, f"the content of the file is not {media_type}")
+        raise InvalidContent(f"the content of the file is not {media_type}")
 
 
 def _png(d: bytes) -> bool:
@@ -131,7 +139,7 @@ def _json(d: bytes) -> bool:
 def _wav(d: bytes) -> bool:
     try:
         wav_info(d)
-    except MediaError:
+    except UploadRefused:
         return False
     return True
 
@@ -160,12 +168,12 @@ def is_wav(data: bytes) -> bool:
 def wav_info(data: bytes) -> WavInfo:
     """The format and duration of a WAV file, from its `fmt ` and `data` chunks.
 
-    MediaError 415 without a RIFF/WAVE header, 422 when the chunks are missing, out of
-    order, inconsistent or larger than the file (a data size of 0xFFFFFFFF, which streaming
+    UnsupportedType without a RIFF/WAVE header; InvalidContent when the chunks are missing, out
+    of order, inconsistent or larger than the file (a data size of 0xFFFFFFFF, which streaming
     recorders write, means "to the end of the file").
     """
     if not is_wav(data):
-        raise MediaError(415, "only WAV audio can be transcribed (no RIFF/WAVE header)")
+        raise UnsupportedType("only WAV audio can be transcribed (no RIFF/WAVE header)")
     riff_size = struct.unpack_from("<I", data, 4)[0]
     end = len(data) if riff_size in (0, 0xFFFFFFFF) else min(len(data), riff_size + 8)
     fmt: tuple[int, int, int, int, int, int] | None = None
@@ -175,25 +183,25 @@ def wav_info(data: bytes) -> WavInfo:
         body = pos + 8
         if chunk_id == b"fmt ":
             if size < 16 or body + size > end:
-                raise MediaError(422, "malformed WAV file: the fmt chunk is too short")
+                raise InvalidContent("malformed WAV file: the fmt chunk is too short")
             fmt = struct.unpack_from("<HHIIHH", data, body)
         elif chunk_id == b"data":
             if fmt is None:
-                raise MediaError(422, "malformed WAV file: the data chunk comes before the fmt chunk")
+                raise InvalidContent("malformed WAV file: the data chunk comes before the fmt chunk")
             if size == 0xFFFFFFFF:
                 size = end - body
             if body + size > end:
-                raise MediaError(422, "malformed WAV file: the data chunk is larger than the file")
+                raise InvalidContent("malformed WAV file: the data chunk is larger than the file")
             return _info(fmt, size)
         pos = body + size + (size & 1)
-    raise MediaError(422, f"malformed WAV file: no {'data' if fmt else 'fmt'} chunk")
+    raise InvalidContent(f"malformed WAV file: no {'data' if fmt else 'fmt'} chunk")
 
 
 def _info(fmt: tuple[int, int, int, int, int, int], data_bytes: int) -> WavInfo:
     audio_format, channels, sample_rate, byte_rate, block_align, bits = fmt
     if not 1 <= channels <= 64 or not 1 <= sample_rate <= 1_000_000 or byte_rate == 0 or block_align == 0:
-        raise MediaError(422, "malformed WAV file: impossible channels, sample rate or byte rate in the fmt chunk")
+        raise InvalidContent("malformed WAV file: impossible channels, sample rate or byte rate in the fmt chunk")
     if audio_format in (1, 3) and (bits == 0 or byte_rate != sample_rate * block_align
                                    or block_align != channels * ((bits + 7) // 8)):
-        raise MediaError(422, "malformed WAV file: the byte rate does not match the sample format")
+        raise InvalidContent("malformed WAV file: the byte rate does not match the sample format")
     return WavInfo(audio_format, channels, sample_rate, bits, data_bytes, data_bytes / byte_rate)

@@ -77,6 +77,11 @@ def check_bucket(value: str | None) -> str:
     return value
 
 
+def upload_refusal(exc: upload_types.UploadRefused) -> ApiError:
+    """A refused upload as this surface answers it: 415 for a type that is not allowed, 422 for content."""
+    return ApiError(415 if isinstance(exc, upload_types.UnsupportedType) else 422, exc.message)
+
+
 def _iso(epoch_s: int) -> str:
     return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat().replace("+00:00", "Z")
 
@@ -150,8 +155,8 @@ class AgentApiUploadHandler(AgentApiAttachmentsHandler):
         name = clean_filename(upload.filename, "attachment")
         try:
             media_type = upload_types.detect(name, data, upload.content_type)
-        except upload_types.MediaError as exc:
-            raise ApiError(exc.status, exc.message) from None
+        except upload_types.UploadRefused as exc:
+            raise upload_refusal(exc) from None
         del form, upload
         path = f"{self.signer.owner_folder(self.user_id)}/{uuid.uuid4()}.{upload_types.EXTENSION[media_type]}"
         target = disk_path(self.root, bucket, path)
@@ -274,8 +279,8 @@ class AgentApiTranscribeHandler(AgentApiAttachmentsHandler):
             raise ApiError(415, "only WAV audio (audio/wav: a RIFF/WAVE file) can be transcribed")
         try:
             info = upload_types.wav_info(data)
-        except upload_types.MediaError as exc:
-            raise ApiError(exc.status, exc.message) from None
+        except upload_types.UploadRefused as exc:
+            raise upload_refusal(exc) from None
         try:
             result = await transcription.transcribe(agents.providers[config.llm], config, data)
         except AgentError as exc:

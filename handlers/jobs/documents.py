@@ -22,6 +22,7 @@ from typing import Any, cast
 from tornado.ioloop import IOLoop
 
 from agents import knowledge
+from agents.extraction import DocumentError, UnsupportedDocument
 from auth.ratelimit import SlidingWindow, retry_after
 from handlers.errors import ApiError
 from handlers.jobs.jobs import JobsHandler
@@ -55,6 +56,11 @@ def document_settings(extra: dict[str, Any]) -> dict[str, Any]:
     (ValueError naming the key at fault)."""
     limits = knowledge.DocumentLimits.from_extra(extra)
     return {"document_limits": limits, "document_uploads": SlidingWindow(limits.uploads_per_minute)}
+
+
+def document_refusal(exc: DocumentError) -> ApiError:
+    """A refused document as this surface answers it: 415 for a type it cannot be, 422 for its content."""
+    return ApiError(415 if isinstance(exc, UnsupportedDocument) else 422, exc.message, exc.code)
 
 
 def _quota_exceeded(used: int, size: int, quota: int) -> ApiError:
@@ -121,8 +127,8 @@ class JobsDocumentUploadHandler(JobsDocumentsHandler, MultipartHandler):
         try:
             media_type = knowledge.detect_type(filename, data, upload.content_type)
             chunks = await knowledge.extract_chunks(media_type, data, self.limits.extract_timeout_s)
-        except knowledge.DocumentError as exc:
-            raise ApiError(exc.status, exc.message, exc.code) from None
+        except DocumentError as exc:
+            raise document_refusal(exc) from None
         if not chunks:
             raise ApiError(422, "the document holds no text", "VALIDATION_ERROR")
         doc_id = str(uuid.uuid4())

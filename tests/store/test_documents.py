@@ -103,7 +103,7 @@ def test_detect_type():
                  ("a.txt", b"nul\x00byte"), ("noext", b"x", "application/octet-stream"), ("a.exe", b"text")):
         with pytest.raises(knowledge.DocumentError) as err:
             d(*args)
-        assert err.value.status == 415
+        assert isinstance(err.value, extraction.UnsupportedDocument)
 
 
 def test_html_text_drops_scripts_and_styles():
@@ -118,4 +118,4 @@ def test_html_text_drops_scripts_and_styles():
 def test_invalid_utf8_is_422():
     with pytest.raises(knowledge.DocumentError) as err:
         extraction.extract_text("text/plain", b"\xff\xfe\xfa bad")
-    assert err.value.status == 422
+    assert isinstance(err.value, extraction.UnreadableDocument)
