@@ -42,6 +42,7 @@ from handlers.agent_api.attachments import transcribe_limit
 from handlers.jobs.documents import document_settings
 from handlers.jobs.jobs import job_limits
 from handlers.sse import StreamSlots
+from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
@@ -244,6 +245,7 @@ class Parley:
         self.document_settings = document_settings(config.extra)  # [documents]: a bad table fails here
         plans = PlanConfig.from_extra(config.extra, self.agents.tools)  # [plans.*], [credits]: a bad table fails here
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans)
+        self.files = Files(self.db, self.data_dir)
         self.auth: Authenticator | None = None
         self.url_signer: UrlSigner | None = None
         self.mcp_tools: McpTools | None = None
@@ -405,7 +407,7 @@ def make_app(parley: Parley) -> web.Application:
         trusted_proxies=parley.trusted_proxies,
         dev=cfg.dev,
         stream_slots=parley.streams,
-        data_dir=parley.data_dir,
+        files=parley.files,
         accounts=parley.accounts,
         job_limits=job_limits(),
         **parley.document_settings,

@@ -13,6 +13,7 @@ from tornado.ioloop import IOLoop
 
 from auth import Authenticator, AuthError, Identity
 from handlers.errors import ApiError, ExactError, error_body
+from runs.files import Files
 from runs.manager import (
     Draining,
     Forbidden,
@@ -117,6 +118,10 @@ class APIHandler(web.RequestHandler):
     @property
     def runs(self) -> RunManager:
         return cast(RunManager, self.settings["runs"])
+
+    @property
+    def files(self) -> Files:
+        return cast(Files, self.settings["files"])
 
     @property
     def authenticator(self) -> Authenticator:

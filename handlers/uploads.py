@@ -3,15 +3,13 @@
 `MultipartHandler` keeps APIHandler's streamed body: at most `max_body`
 bytes are buffered; past that the rest is discarded as it arrives and the
 answer is 413, with or without Content-Length.  `multipart_body()` parses
-what was kept.  Files are stored by `store_file` under server-made names;
+what was kept.  Files are stored under server-made names (runs/files.py);
 the client's file name is only ever shown (`clean_filename`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from tornado import httputil, web
 
@@ -32,26 +30,6 @@ def clean_filename(name: str | None, default: str = "document") -> str:
         stem, ext = os.path.splitext(base)
         base = stem[: MAX_FILENAME - len(ext[:16])] + ext[:16]
     return base or default
-
-
-def store_file(path: Path, data: bytes) -> str:
-    """Write `data` to `path` durably (a temporary file, fsync, rename); return its SHA-256 (hex).
-
-    Blocking: run it in an executor.  Fails if the temporary file exists (names are server-made).
-    """
-    digest = hashlib.sha256(data).hexdigest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return digest
 
 
 @dataclass
@@ -83,11 +61,6 @@ class MultipartHandler(APIHandler):
     """An API route whose body is multipart/form-data of at most `max_body` bytes."""
 
     max_body = MAX_UPLOAD
-
-    @property
-    def data_dir(self) -> Path:
-        configured = self.settings.get("data_dir")
-        return Path(configured) if configured is not None else self.runs.db.path.parent
 
     def multipart_body(self, fields: str, malformed_status: int = 400, code: str | None = None) -> Form:
         """The streamed body as a form: 413 when it outgrew `max_body`; 422 when it is not

@@ -7,8 +7,8 @@
 
 Uploads are limited while they stream in (handlers/uploads.py).  A file is taken
 only when its extension and its content agree on an allowed type (agents/upload_types.py),
-and is stored as data_dir/attachments/<bucket>/<path>, where `path` is server-made:
-<the owner's folder>/<uuid>.<ext>.  The owner's folder is an HMAC of the user id
+and is stored (runs/files.py) as data_dir/attachments/<bucket>/<path>, where `path` is
+server-made: <the owner's folder>/<uuid>.<ext>.  The owner's folder is an HMAC of the user id
 under a server secret (UrlSigner.owner_folder), so that a URL handed to someone else
 does not show who uploaded the file.  Files are found through their row's path, so
 those stored under an older folder name keep being served.
@@ -20,12 +20,10 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
 from tornado import iostream
-from tornado.ioloop import IOLoop
 
 from agents import transcribe as transcription
 from agents import upload_types
@@ -35,10 +33,10 @@ from auth.signed_urls import FILE_ROUTE, UrlSigner
 from handlers.agent_api.runs import AgentApiHandler
 from handlers.base import MAX_JSON_BODY
 from handlers.errors import ApiError
-from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename, store_file
+from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename
 from handlers.validation import check_id
+from runs.files import BUCKET
 from runs.manager import Forbidden
-from store import attachments as attachments_sql
 from store.attachments import Attachment
 
 log = logging.getLogger("parley.attachments")
@@ -46,8 +44,6 @@ log = logging.getLogger("parley.attachments")
 MAX_ATTACHMENT = MAX_UPLOAD  # the whole body: 5 MiB + 1 byte -> 413
 MAX_AUDIO = 10 * 1024 * 1024
 DEFAULT_BUCKET = "attachments"
-BUCKET = re.compile(r"[A-Za-z0-9_-]{1,64}")
-STORED_PATH = re.compile(r"[0-9a-f]{32}/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.[a-z0-9]{2,4}")
 MAX_PATH = 512
 DEFAULT_TTL_S = 3600
 MAX_TTL_S = 86400
@@ -59,16 +55,6 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 def transcribe_limit() -> SlidingWindow:
     """Per-user limit of POST /transcribe (SPEC section 8): 20 a minute."""
     return SlidingWindow(TRANSCRIBE_PER_MINUTE)
-
-
-def disk_path(root: Path, bucket: str, path: str) -> Path:
-    """Where a stored attachment lives; ValueError unless both names are server-made shapes under `root`."""
-    if not BUCKET.fullmatch(bucket) or not STORED_PATH.fullmatch(path):
-        raise ValueError(f"not a stored attachment: {bucket!r} {path!r}")
-    target = root / bucket / path
-    if not target.resolve().is_relative_to(root.resolve()):
-        raise ValueError(f"outside the attachments directory: {target}")
-    return target
 
 
 def check_bucket(value: str | None) -> str:
@@ -128,13 +114,6 @@ class AgentApiAttachmentsHandler(AgentApiHandler, MultipartHandler):
     def signer(self) -> UrlSigner:
         return cast(UrlSigner, self.settings["url_signer"])
 
-    @property
-    def root(self) -> Path:
-        return self.data_dir / "attachments"
-
-    async def find(self, bucket: str, path: str) -> Attachment | None:
-        return await self.runs.db.read(lambda c: attachments_sql.get(c, bucket, path))
-
 
 class AgentApiUploadHandler(AgentApiAttachmentsHandler):
     max_body = MAX_ATTACHMENT
@@ -159,14 +138,7 @@ class AgentApiUploadHandler(AgentApiAttachmentsHandler):
             raise upload_refusal(exc) from None
         del form, upload
         path = f"{self.signer.owner_folder(self.user_id)}/{uuid.uuid4()}.{upload_types.EXTENSION[media_type]}"
-        target = disk_path(self.root, bucket, path)
-        digest = await IOLoop.current().run_in_executor(None, store_file, target, data)
-        try:
-            await self.runs.db.write(lambda tx: attachments_sql.insert(
-                tx, bucket, path, self.user_id, name, media_type, len(data), digest, thread_id))
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+        await self.files.save_attachment(bucket, path, self.user_id, name, media_type, data, thread_id)
         url, _ = self.signer.url(bucket, path, DEFAULT_TTL_S)
         # seed 002's shape ({attachment: {bucket, path, mimeType, size, url}}) plus the display name
         self.write_json({"attachment": {"bucket": bucket, "path": path, "mimeType": media_type, "size": len(data),
@@ -187,7 +159,7 @@ class AgentApiSignedUrlHandler(AgentApiAttachmentsHandler):
             ttl = 0
         if not 1 <= ttl <= MAX_TTL_S:
             raise ApiError(422, f"expires_in must be a whole number of seconds from 1 to {MAX_TTL_S}")
-        row = await self.find(bucket, path)
+        row = await self.files.attachment_at(bucket, path)
         if row is None:
             raise ApiError(404, "no such attachment")
         if row.user_id != self.user_id:
@@ -213,11 +185,11 @@ class AgentApiFileHandler(AgentApiAttachmentsHandler):
         remaining = exp - int(time.time())
         if remaining <= 0:
             raise ApiError(403, "this URL has expired")
-        row = await self.find(bucket, path)
+        row = await self.files.attachment_at(bucket, path)
         if row is None:
             raise ApiError(404, "no such attachment")
         try:
-            data = await IOLoop.current().run_in_executor(None, disk_path(self.root, bucket, path).read_bytes)
+            data = await self.files.attachment_bytes(bucket, path)
         except FileNotFoundError:
             raise ApiError(404, "the attachment's file is gone") from None
         await self.send_file(row, data, remaining)

@@ -18,9 +18,8 @@ from handlers.app.agent import AppAgentHandler
 from handlers.errors import ApiError, native_busy
 from handlers.validation import ID, check_id
 from runs.manager import Forbidden, Invalid, RunError, StartRequest, ThreadBusy, text_message
-from store import NotFound, produced_files
-from store import tasks as tasks_sql
-from store.produced_files import ProducedFile
+from store import NotFound
+from store.produced_files import ProducedFile, hidden
 from store.tasks import TaskRow
 
 MAX_INFO_IDS = 50
@@ -37,7 +36,7 @@ def media_task_json(task: TaskRow, files: list[ProducedFile]) -> dict[str, Any]:
     return {
         "taskId": task.id, "threadId": task.thread_id, "status": task.status, "error": task.error,
         "createdAt": task.created_at, "finishedAt": task.finished_at,
-        "media": [] if produced_files.hidden(task) else [media_json(f) for f in files],
+        "media": [] if hidden(task) else [media_json(f) for f in files],
     }
 
 
@@ -56,15 +55,12 @@ class AppMediaHandler(AppAgentHandler):
         except Forbidden:
             raise ApiError(403, "this task belongs to another user") from None
 
-    async def files_of(self, task_ids: list[str]) -> dict[str, list[ProducedFile]]:
-        return await self.runs.db.read(lambda c: produced_files.files_of_tasks(c, task_ids))
-
 
 class AppMediaTaskHandler(AppMediaHandler):
     async def get(self, task_id: str) -> None:
         """{taskId, threadId, status, error, createdAt, finishedAt, media: [{url, mediaType, createdAt}]}."""
         task = await self.own_task(task_id)
-        files = await self.files_of([task.id])
+        files = await self.files.produced_files([task.id])
         self.write_json(media_task_json(task, files.get(task.id, [])))
 
 
@@ -87,11 +83,9 @@ class AppMediaInfoHandler(AppMediaHandler):
     async def get(self, ids_text: str) -> None:
         """{tasks: [the media task of each id, in the order asked], missing: [ids unknown or not the caller's]}."""
         ids = parse_ids(ids_text)
-        rows = await self.runs.db.read(lambda c: tasks_sql.get_many(c, ids))
-        own = {t.id: t for t in rows if t.user_id == self.user_id}
-        files = await self.files_of(list(own))
+        own = await self.files.media_tasks(ids, self.user_id)
         self.write_json({
-            "tasks": [media_task_json(own[i], files.get(i, [])) for i in ids if i in own],
+            "tasks": [media_task_json(*own[i]) for i in ids if i in own],
             "missing": [i for i in ids if i not in own],
         })
 
@@ -152,7 +146,7 @@ class AppMediaUploadHandler(AppMediaHandler):
     async def delete(self, task_id: str) -> None:
         """Hide the task's media from these routes (idempotent): 200 {success: true}."""
         task = await self.own_task(task_id)
-        await self.runs.db.write(lambda tx: produced_files.hide(tx, task.id))
+        await self.files.hide_produced_files(task.id)
         self.write_json({"success": True})
 
 
@@ -165,7 +159,7 @@ class AppVersionsHandler(AppMediaHandler):
             known = await self.runs.check_thread(thread_id, self.user_id)
         except Forbidden:
             raise ApiError(403, "this thread belongs to another user") from None
-        files = await self.runs.db.read(lambda c: produced_files.files_of_thread(c, thread_id)) if known else []
+        files = await self.files.produced_files_of_thread(thread_id) if known else []
         versions = [{"taskId": f.task_id, "messageId": f.message_id, **media_json(f)} for f in files]
         self.write_json({"threadId": thread_id, "versions": versions})
 

@@ -6,7 +6,7 @@ without Content-Length: the rest is discarded, never buffered, and the
 answer is 413).  The type is decided from the file's extension and its
 content, never from the client's Content-Type alone.  The text is
 extracted in a sandbox worker with a time limit (agents/knowledge.py).
-The original file is kept as data_dir/documents/<server-made uuid>.
+The original file is kept as data_dir/documents/<server-made uuid> (runs/files.py).
 
 Per user (the config's `[documents]` table, agents/knowledge.DocumentLimits):
 uploads are rate-limited (30 a minute: 429 RATE_LIMITED with Retry-After), and
@@ -15,11 +15,7 @@ QUOTA_EXCEEDED); deleting a document frees its share.
 """
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
 from typing import Any, cast
-
-from tornado.ioloop import IOLoop
 
 from agents import knowledge
 from agents.extraction import DocumentError, UnsupportedDocument
@@ -27,9 +23,8 @@ from auth.ratelimit import SlidingWindow, retry_after
 from handlers.errors import ApiError
 from handlers.jobs.jobs import JobsHandler
 from handlers.times import iso_ms
-from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename, store_file
-from store import documents as documents_sql
-from store.db import Database
+from handlers.uploads import MAX_UPLOAD, MultipartHandler, clean_filename
+from store.documents import QuotaExceeded
 
 MAX_KNOWLEDGE_ID = 128
 
@@ -72,15 +67,6 @@ def _quota_exceeded(used: int, size: int, quota: int) -> ApiError:
 
 class JobsDocumentsHandler(JobsHandler):
     @property
-    def db(self) -> Database:
-        return self.runs.db
-
-    @property
-    def data_dir(self) -> Path:
-        configured = self.settings.get("data_dir")
-        return Path(configured) if configured is not None else self.db.path.parent
-
-    @property
     def limits(self) -> knowledge.DocumentLimits:
         return cast(knowledge.DocumentLimits, self._document_settings["document_limits"])
 
@@ -121,7 +107,7 @@ class JobsDocumentUploadHandler(JobsDocumentsHandler, MultipartHandler):
         if len(data) > MAX_UPLOAD:  # cannot happen under max_body; kept for a larger max_body
             raise self._payload_too_large()
         quota, user_id = self.limits.quota_bytes, self.user_id
-        used = await self.db.read(lambda c: documents_sql.usage(c, user_id))
+        used = await self.files.document_usage(user_id)
         if used + len(data) > quota:  # before spending a worker on it; the insert checks again
             raise _quota_exceeded(used, len(data), quota)
         try:
@@ -131,20 +117,11 @@ class JobsDocumentUploadHandler(JobsDocumentsHandler, MultipartHandler):
             raise document_refusal(exc) from None
         if not chunks:
             raise ApiError(422, "the document holds no text", "VALIDATION_ERROR")
-        doc_id = str(uuid.uuid4())
-        path = self.data_dir / "documents" / doc_id
-        await IOLoop.current().run_in_executor(None, store_file, path, data)
-        doc = {"id": doc_id, "user_id": user_id, "knowledge_id": knowledge_id, "filename": filename,
-               "media_type": media_type, "size": len(data)}
         try:
-            row = await self.db.write(lambda tx: documents_sql.insert(tx, doc, chunks, quota))
-        except documents_sql.QuotaExceeded as exc:
-            path.unlink(missing_ok=True)
+            row = await self.files.save_document(user_id, knowledge_id, filename, media_type, data, chunks, quota)
+        except QuotaExceeded as exc:
             raise _quota_exceeded(exc.used, exc.size, exc.quota) from None
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        self.set_header("Location", f"/api/documents/{doc_id}")
+        self.set_header("Location", f"/api/documents/{row['id']}")
         self.write_json(public(row), 201)
 
 
@@ -152,22 +129,19 @@ class JobsDocumentListHandler(JobsDocumentsHandler):
     async def get(self) -> None:
         """{documents: [...]} of the user, of one knowledge base with ?knowledge_id=."""
         knowledge_id = check_knowledge_id(self.get_query_argument("knowledge_id", None), required=False)
-        user_id = self.user_id
-        docs = await self.db.read(lambda c: documents_sql.list_for(c, user_id, knowledge_id))
+        docs = await self.files.documents_of(self.user_id, knowledge_id)
         self.write_json({"documents": [public(d) for d in docs]})
 
 
 class JobsDocumentHandler(JobsDocumentsHandler):
     async def delete(self, document_id: str) -> None:
         """204: the document, its chunks and its file are gone, and its bytes no longer count against the quota."""
-        doc = await self.db.read(lambda c: documents_sql.get(c, document_id))
+        doc = await self.files.document(document_id)
         if doc is None:
             raise ApiError(404, f"document {document_id} not found", "DOCUMENT_NOT_FOUND")
         if doc["user_id"] != self.user_id:
             raise ApiError(403, "this document belongs to another user", "FORBIDDEN")
-        await self.db.write(lambda tx: documents_sql.delete(tx, document_id))
-        path = self.data_dir / "documents" / document_id
-        await IOLoop.current().run_in_executor(None, lambda: path.unlink(missing_ok=True))
+        await self.files.delete_document(document_id)
         self.set_status(204)
         self.finish()
 

@@ -17,7 +17,7 @@ from tornado.tcpclient import TCPClient
 from tornado.testing import bind_unused_port
 
 from agents.images import render_png
-from handlers.agent_api.attachments import STORED_PATH
+from runs.files import STORED_PATH
 from server import Config, Parley
 from store import attachments as attachments_sql
 from tests.handlers.test_documents import make_pdf
