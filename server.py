@@ -41,7 +41,7 @@ from handlers import base as base_handlers
 from handlers.agent_api.attachments import transcribe_limit
 from handlers.jobs.documents import document_settings
 from handlers.jobs.jobs import job_limits
-from handlers.sse import StreamSlots
+from handlers.streaming import StreamSlots
 from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager

@@ -1,12 +1,18 @@
-"""Base of the SSE routes: a stream slot per user, the headers, clean-up on disconnect."""
+"""Base of the SSE routes: a stream slot per user, the headers, the one pump
+(follow the log -> render -> send), clean-up on disconnect."""
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
+
+from tornado import iostream
 
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.sse import StreamSlots
-from runs.hub import EventHub, Subscription
+from handlers.sse import KEEPALIVE, RETRY
+from runs.follow import follow_task, follow_thread
+from runs.hub import Batch, EventHub, Subscription
 
 # Query spellings of the resume cursor, besides the header: seed 002's own name, then the common one.
 CURSOR_QUERY_NAMES = ("Last-Event-ID", "lastEventId")
@@ -14,10 +20,57 @@ CURSOR_PARAMETERS: list[dict[str, object]] = [
     {"name": name, "in": where, "schema": {"type": "string"}}
     for name, where in [("Last-Event-ID", "header"), *((n, "query") for n in CURSOR_QUERY_NAMES)]
 ]
+_KEEPALIVE_FRAMES = [KEEPALIVE]
+_RETRY_FRAMES = [RETRY]
+
+
+class StreamSlots:
+    """Open streams: a cap per user, and a wake-up when the last one ends (drain)."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._open: dict[str, int] = {}
+        self._total = 0
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def acquire(self, user_id: str) -> bool:
+        held = self._open.get(user_id, 0)
+        if held >= self.per_user:
+            return False
+        self._open[user_id] = held + 1
+        self._total += 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        held = self._open.get(user_id, 0) - 1
+        if held > 0:
+            self._open[user_id] = held
+        else:
+            self._open.pop(user_id, None)
+        self._total -= 1
+        if self._total == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no stream is open (True) or `timeout` passes (False)."""
+        if self._total == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._idle = None
 
 
 class EventStreamHandler(APIHandler):
-    """Mixed into a surface's handler: `open_stream()`, `send()`, `end()`.
+    """Mixed into a surface's handler: `open_stream()`, then `pump()` a followed log in its dialect.
 
     Frames are written one at a time, each followed by an awaited flush, so
     a slow reader holds at most one frame in server memory.  A client that
@@ -85,6 +138,45 @@ class EventStreamHandler(APIHandler):
         for frame in frames:
             self.write(frame)
             await self.flush()
+
+    def task_batches(self, task_id: str, cursor: int = 0) -> AsyncIterator[Batch | None]:
+        """The task's batches after `cursor` (runs.follow.follow_task); a client that goes away ends them."""
+        return follow_task(self.runs, self.hub, task_id, cursor, self.settings["keepalive_s"], self.keep)
+
+    def thread_batches(self, thread_id: str, cursor: int, *, active: bool, idle_limit_s: float) -> AsyncIterator[Batch | None]:
+        """The thread's batches after `cursor` (runs.follow.follow_thread); a client that goes away ends them."""
+        return follow_thread(self.runs, self.hub, thread_id, cursor, active=active, idle_limit_s=idle_limit_s,
+                             keepalive_s=self.settings["keepalive_s"], on_subscribed=self.keep)
+
+    async def pump(
+        self,
+        follow: AsyncIterator[Batch | None],
+        render: Callable[[Batch], list[bytes]],
+        *,
+        retry: bool = False,
+        admits: Callable[[Batch], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Send each followed batch as `render` frames it (a keep-alive for None), then end the response.
+
+        `retry`: a `retry:` frame first.  `admits(batch)`: False ends the stream
+        before that batch.  A client that goes away ends the pump quietly.
+        """
+        try:
+            if retry:
+                await self.send(_RETRY_FRAMES)
+            async for batch in follow:
+                if batch is None:
+                    frames = _KEEPALIVE_FRAMES
+                elif admits is not None and not await admits(batch):
+                    break
+                else:
+                    frames = render(batch)
+                del batch  # an idle stream keeps no events alive
+                await self.send(frames)
+                del frames
+        except iostream.StreamClosedError:
+            return
+        self.end()
 
     def end(self) -> None:
         """End the response (the chunked terminator) unless the client is already gone."""

@@ -55,6 +55,7 @@ from handlers.sse import follow_task
 from handlers.validation import check_id
 from runs.hub import Batch, EventHub
 from runs.manager import Forbidden, PlanRefused, RunError, StartRequest, text_message
+from store import health
 
 MAX_MESSAGE = 8000
 DEFAULT_TIMEOUT_S = 300.0
@@ -111,6 +112,7 @@ class ChatEvents:
 
 class AccountsAgentChatsHandler(APIHandler):
     surface = "accounts"
+    starts_runs = True
     # ThreadBusy comes only after the owner check: the live run named is this user's own.
     busy_message, busy_code, busy_id_key = "this session already has a run in progress", "SESSION_BUSY", "run_id"
 
@@ -118,7 +120,6 @@ class AccountsAgentChatsHandler(APIHandler):
         if isinstance(exc, Forbidden) and not isinstance(exc, PlanRefused):
             return ApiError(403, "this session belongs to another user", "FORBIDDEN")
         return super().run_refusal(exc)
-    starts_runs = True
 
     @property
     def hub(self) -> EventHub:
@@ -170,8 +171,8 @@ class AccountsInfraHealthHandler(APIHandler):
         healthy = True
         read_ms = write_ms = None
         try:
-            read_ms = await timed(db.read(lambda c: c.execute_fetchall("SELECT 1")))
-            write_ms = await timed(db.write(lambda tx: tx.fetchone("SELECT 1")))
+            read_ms = await timed(db.read(health.read_probe))
+            write_ms = await timed(db.write(health.write_probe))
         except Exception:
             healthy = False
         status = "healthy" if healthy else "unhealthy"

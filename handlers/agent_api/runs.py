@@ -14,18 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from tornado import iostream
-
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.sse import (
-    KEEPALIVE,
-    RETRY_MS,
-    AgUiRun,
-    agent_event_frames,
-    follow_task,
-    follow_thread,
-)
+from handlers.sse import AgUiRun, agent_event_frames
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
 from handlers.times import iso_ms
 from handlers.validation import ID, MAX_CONTENT, check_id
@@ -227,25 +218,10 @@ class AgentApiRunEventsHandler(EventStreamHandler, AgentApiHandler):
         live = await self.runs.current_task(thread_id, self.user_id)
         run_ids: dict[str, str] = {}
         self.open_stream()
-        try:
-            await self.send([b"retry: %d\n\n" % RETRY_MS])
-            async for batch in follow_thread(
-                self.runs, self.hub, thread_id, cursor,
-                active=live is not None and live.status in ("pending", "running"),
-                idle_limit_s=idle_limit, keepalive_s=self.settings["keepalive_s"], on_subscribed=self.keep,
-            ):
-                if batch is None:
-                    frames = [KEEPALIVE]
-                elif not await self.learn_runs(batch, run_ids):
-                    break
-                else:
-                    frames = agent_event_frames(batch, run_ids)
-                del batch  # an idle stream keeps no events alive
-                await self.send(frames)
-                del frames
-        except iostream.StreamClosedError:
-            return
-        self.end()
+        follow = self.thread_batches(thread_id, cursor, active=live is not None and live.status in ("pending", "running"),
+                                     idle_limit_s=idle_limit)
+        await self.pump(follow, lambda batch: agent_event_frames(batch, run_ids), retry=True,
+                        admits=lambda batch: self.learn_runs(batch, run_ids))
 
     async def learn_runs(self, batch: Batch, run_ids: dict[str, str]) -> bool:
         """Note the runId of each new task in the batch; False if one is not this user's."""
@@ -305,16 +281,7 @@ class AgentApiAgUiHandler(EventStreamHandler, AgentApiHandler):
         run = parse_run_input(self.json_body(), self.settings["default_agent"])
         self.open_stream()  # the slot first: a 429 must not leave a run behind
         task = await self.start(run)
-        renderer = AgUiRun(task.thread_id, run.run_id)
-        try:
-            async for batch in follow_task(self.runs, self.hub, task.id, 0, self.settings["keepalive_s"], self.keep):
-                frames = [KEEPALIVE] if batch is None else renderer.frames(batch)
-                del batch
-                await self.send(frames)
-                del frames
-        except iostream.StreamClosedError:
-            return
-        self.end()
+        await self.pump(self.task_batches(task.id), AgUiRun(task.thread_id, run.run_id).frames)
 
 
 _S = {"type": "string"}

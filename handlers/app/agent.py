@@ -11,11 +11,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tornado import iostream
-
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.sse import AI_SDK_HEADER, KEEPALIVE, ai_sdk_frames, follow_task
+from handlers.sse import AI_SDK_HEADER, ai_sdk_frames
 from handlers.streaming import EventStreamHandler
 from handlers.validation import ID, check_id, user_message_from
 from runs.manager import Forbidden, StartRequest
@@ -53,15 +51,8 @@ class AppAgentStreamHandler(EventStreamHandler, AppAgentHandler):
     async def stream_run(self, task_id: str) -> None:
         self.stream_headers()
         self.set_header(*AI_SDK_HEADER)
-        try:
-            async for batch in follow_task(self.runs, self.hub, task_id, 0, self.settings["keepalive_s"], self.keep):
-                frames = [KEEPALIVE] if batch is None else ai_sdk_frames(batch)
-                del batch  # an idle stream keeps no events alive
-                await self.send(frames)
-                del frames
-        except iostream.StreamClosedError:
-            return  # the run goes on; only POST /agent/task/:threadId/stop ends it
-        self.end()
+        # A client that goes away ends the stream, not the run: only POST /agent/task/:threadId/stop ends it.
+        await self.pump(self.task_batches(task_id), ai_sdk_frames)
 
 
 def _find(history: list[dict[str, Any]], client_id: str) -> int | None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from tornado import iostream
-
 from agents import AGENT_TYPES, AgentDef
 from agents.replay import Recording
 from auth.ratelimit import SlidingWindow, retry_after
 from handlers.base import APIHandler
 from handlers.errors import ApiError
+from handlers.jobs.timeline import Timeline, replay_steps
 from handlers.schema import AGENT, JOB, JSON, error_responses, response
-from handlers.sse import KEEPALIVE, Timeline, follow_task, replay_steps
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
 from handlers.times import iso_ms
 from handlers.validation import ID, check_id
@@ -207,12 +205,7 @@ class JobsEventsHandler(EventStreamHandler, JobsHandler):
         if cursor:  # learn the tool names of calls that started before the cursor
             timeline.frames(Batch(await self.runs.task_events(task.id, limit=100_000)))
         self.open_stream()
-        try:
-            async for batch in follow_task(self.runs, self.hub, task.id, cursor, self.settings["keepalive_s"], self.keep):
-                await self.send([KEEPALIVE] if batch is None else timeline.frames(batch))
-        except iostream.StreamClosedError:
-            return
-        self.end()
+        await self.pump(self.task_batches(task.id, cursor), timeline.frames)
 
 
 MAX_INSTRUCTIONS = 20_000

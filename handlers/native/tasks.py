@@ -4,13 +4,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tornado import iostream
-
 from auth import AuthError
 from handlers.base import APIHandler
 from handlers.errors import ApiError, native_busy
 from handlers.schema import JSON, TASK_INFO, error_responses, response
-from handlers.sse import KEEPALIVE, RETRY_MS, follow_task, native_frames, native_terminal_frame
+from handlers.sse import native_frames, native_terminal_frame
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
 from handlers.validation import ID, check_id, user_message_from
 from runs.manager import Forbidden, RunError, StartRequest, ThreadBusy
@@ -110,16 +108,7 @@ class NativeStreamHandler(EventStreamHandler, NativeHandler):
                 self.finish(native_terminal_frame(last))
                 return
         self.open_stream()
-        try:
-            await self.send([b"retry: %d\n\n" % RETRY_MS])
-            async for batch in follow_task(self.runs, self.hub, task.id, cursor, self.settings["keepalive_s"], self.keep):
-                frames = [KEEPALIVE] if batch is None else native_frames(batch)
-                del batch  # an idle stream keeps no events alive
-                await self.send(frames)
-                del frames
-        except iostream.StreamClosedError:
-            return
-        self.end()
+        await self.pump(self.task_batches(task.id, cursor), native_frames, retry=True)
 
 
 class NativeCurrentTaskHandler(NativeHandler):
