@@ -30,17 +30,35 @@ def user_message_from(body: dict[str, Any]) -> dict[str, Any]:
     if (content is None) == (message is None):
         raise ApiError(422, "give exactly one of 'content' (a string) or 'message' (a UIMessage)")
     if content is not None:
-        if not isinstance(content, str) or not content.strip():
-            raise ApiError(422, "content must be a non-empty string")
-        if len(content) > MAX_CONTENT:
-            raise ApiError(422, f"content longer than {MAX_CONTENT} characters")
-        return text_message(content)
+        return _from_content(content)
+    return _from_ui_message(message)
+
+
+def _from_content(content: Any) -> dict[str, Any]:
+    """A text message of `content`: a non-empty string of at most MAX_CONTENT characters (422 otherwise)."""
+    if not isinstance(content, str) or not content.strip():
+        raise ApiError(422, "content must be a non-empty string")
+    if len(content) > MAX_CONTENT:
+        raise ApiError(422, f"content longer than {MAX_CONTENT} characters")
+    return text_message(content)
+
+
+def _from_ui_message(message: Any) -> dict[str, Any]:
+    """The user's UIMessage as it is kept: its id (one is made when it has none), parts and metadata (422 when invalid)."""
     if not isinstance(message, dict):
         raise ApiError(422, "message must be a UIMessage object")
     if message.get("role", "user") != "user":
         raise ApiError(422, "message.role must be 'user'")
     msg_id = check_id(message.get("id"), "message.id", required=False) or f"msg_{uuid.uuid4().hex}"
-    parts = message.get("parts")
+    parts = _checked_parts(message.get("parts"))
+    out: dict[str, Any] = {"id": msg_id, "role": "user", "parts": parts}
+    if isinstance(message.get("metadata"), dict):
+        out["metadata"] = message["metadata"]
+    return out
+
+
+def _checked_parts(parts: Any) -> list[Any]:
+    """`parts` when it is a list of 1 to MAX_PARTS typed parts whose text is at most MAX_CONTENT characters (422 otherwise)."""
     if not isinstance(parts, list) or not parts or len(parts) > MAX_PARTS:
         raise ApiError(422, f"message.parts must be a list of 1 to {MAX_PARTS} parts")
     size = 0
@@ -53,7 +71,4 @@ def user_message_from(body: dict[str, Any]) -> dict[str, Any]:
             size += len(part["text"])
     if size > MAX_CONTENT:
         raise ApiError(422, f"message text longer than {MAX_CONTENT} characters")
-    out: dict[str, Any] = {"id": msg_id, "role": "user", "parts": parts}
-    if isinstance(message.get("metadata"), dict):
-        out["metadata"] = message["metadata"]
-    return out
+    return parts

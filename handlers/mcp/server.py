@@ -22,7 +22,6 @@ import orjson
 from agents.tools import InsufficientCredits, Tool, ToolEnv, ToolError, for_model
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from runs.manager import RunManager
 
 # Newest first; the SDK's `initialize` handshake accepts these.
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
@@ -123,6 +122,55 @@ class _RpcError(Exception):
         self.status = status
 
 
+class _Refused(_RpcError):
+    """A message answered at once with an error for `msg_id`: 400 when it is malformed, 404 for an unknown session."""
+
+    def __init__(self, msg_id: Any, code: int, message: str, status: int = 400) -> None:
+        super().__init__(code, message, status)
+        self.msg_id = msg_id
+
+
+@dataclass(frozen=True)
+class Call:
+    """A JSON-RPC request (`has_id`: it is answered) or notification (it is not)."""
+
+    method: str
+    params: dict[str, Any]
+    msg_id: str | int | None
+    has_id: bool
+
+
+def json_rpc_message(body: bytes) -> dict[str, Any]:
+    """The body as one JSON-RPC 2.0 message; _Refused (400, no id) otherwise, batches included."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _Refused(None, PARSE_ERROR, "parse error: the body is not valid JSON") from None
+    if isinstance(message, list):
+        raise _Refused(None, INVALID_REQUEST, "batches are not supported (protocol revisions 2025-06-18 and later)")
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        raise _Refused(None, INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 message")
+    return message
+
+
+def call_of(message: dict[str, Any]) -> Call | None:
+    """The request or notification a message holds; None for a response (to a server request:
+    none are sent, so it is accepted and ignored); _Refused (400) when it is neither."""
+    method, has_id, msg_id = message.get("method"), "id" in message, message.get("id")
+    if method is None:
+        if has_id and ("result" in message or "error" in message):
+            return None
+        raise _Refused(msg_id, INVALID_REQUEST, "invalid request: no method")
+    if not isinstance(method, str) or (has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)))):
+        raise _Refused(None, INVALID_REQUEST, "invalid request: bad method or id")
+    params = message.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise _Refused(msg_id, INVALID_REQUEST, "invalid request: params must be an object")
+    return Call(method, params, msg_id, has_id)
+
+
 def exposed_tools(tools: dict[str, Tool]) -> list[Tool]:
     """The tools an MCP client may call: every tool that runs at once (a call cannot park)."""
     return [t for t in tools.values() if not t.parks and t.run is not None]
@@ -160,7 +208,7 @@ class McpHandler(APIHandler):
 
     @property
     def registry_tools(self) -> dict[str, Tool]:
-        return cast(RunManager, self.settings["runs"]).agents.tools
+        return self.runs.agents.tools
 
     def _rpc(self, msg_id: Any, *, result: Any = None, error: _RpcError | None = None) -> dict[str, Any]:
         if error is not None:
@@ -189,54 +237,31 @@ class McpHandler(APIHandler):
         if self._too_large:
             raise self._payload_too_large()
         try:
-            message = orjson.loads(bytes(self._body))
-        except orjson.JSONDecodeError:
-            self.write_json(self._rpc(None, error=_RpcError(PARSE_ERROR, "parse error: the body is not valid JSON")), 400)
+            call = call_of(json_rpc_message(bytes(self._body)))
+            if call is not None and call.method != "initialize":
+                self._check_session(call.msg_id)
+        except _Refused as refused:
+            self.write_json(self._rpc(refused.msg_id, error=refused), refused.status)
             return
-        if isinstance(message, list):
-            err = _RpcError(INVALID_REQUEST, "batches are not supported (protocol revisions 2025-06-18 and later)")
-            self.write_json(self._rpc(None, error=err), 400)
-            return
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            self.write_json(self._rpc(None, error=_RpcError(INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 message")), 400)
-            return
-        method = message.get("method")
-        has_id = "id" in message
-        msg_id = message.get("id")
-        if method is None:
-            if has_id and ("result" in message or "error" in message):
-                self._accepted()  # a response to a server request (none are sent): accepted and ignored
-                return
-            self.write_json(self._rpc(msg_id if has_id else None, error=_RpcError(INVALID_REQUEST, "invalid request: no method")), 400)
-            return
-        if not isinstance(method, str) or (has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)))):
-            self.write_json(self._rpc(None, error=_RpcError(INVALID_REQUEST, "invalid request: bad method or id")), 400)
-            return
-        params = message.get("params", {})
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            self.write_json(self._rpc(msg_id, error=_RpcError(INVALID_REQUEST, "invalid request: params must be an object")), 400)
-            return
-        if method != "initialize":
-            version = self.request.headers.get(VERSION_HEADER)
-            if version is not None and version not in PROTOCOL_VERSIONS:
-                err = _RpcError(INVALID_REQUEST, f"unsupported {VERSION_HEADER}: {version}")
-                self.write_json(self._rpc(msg_id if has_id else None, error=err), 400)
-                return
-            sid = self.request.headers.get(SESSION_HEADER)
-            if sid and not self.sessions.owned(sid, self.user_id):
-                self.write_json(self._rpc(msg_id if has_id else None, error=_RpcError(INVALID_REQUEST, "session not found")), 404)
-                return
-        if not has_id:
-            self._accepted()  # notifications/initialized, notifications/cancelled, ...
+        if call is None or not call.has_id:
+            self._accepted()  # a response (none are asked for), or a notification: notifications/initialized, ...
             return
         try:
-            result = await self._dispatch(method, params)
+            result = await self._dispatch(call.method, call.params)
         except _RpcError as err:
-            self.write_json(self._rpc(msg_id, error=err), err.status)
+            self.write_json(self._rpc(call.msg_id, error=err), err.status)
             return
-        self.write_json(self._rpc(msg_id, result=result))
+        self.write_json(self._rpc(call.msg_id, result=result))
+
+    def _check_session(self, msg_id: Any) -> None:
+        """_Refused unless the protocol version asked for (if any) is served here and the session
+        named (if any) is a live one of the caller's (404: the client initializes again)."""
+        version = self.request.headers.get(VERSION_HEADER)
+        if version is not None and version not in PROTOCOL_VERSIONS:
+            raise _Refused(msg_id, INVALID_REQUEST, f"unsupported {VERSION_HEADER}: {version}")
+        sid = self.request.headers.get(SESSION_HEADER)
+        if sid and not self.sessions.owned(sid, self.user_id):
+            raise _Refused(msg_id, INVALID_REQUEST, "session not found", 404)
 
     def _accepted(self) -> None:
         self.set_status(202)
