@@ -51,8 +51,8 @@ import orjson
 
 from handlers.base import APIHandler
 from handlers.errors import ApiError
-from handlers.sse import follow_task
 from handlers.validation import check_id
+from runs.follow import follow_task
 from runs.hub import Batch, EventHub
 from runs.manager import Forbidden, PlanRefused, RunError, StartRequest, text_message
 from store import health
