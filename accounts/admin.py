@@ -18,11 +18,14 @@ import argparse
 import secrets
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from accounts.checks import check_email, check_password, check_username
 from accounts.passwords import Passwords
-from accounts.service import check_email, check_password, check_username, iso
+from accounts.users import iso, user_by
 from runs.plans import PlanConfig, Plans
 from store import accounts as sql
 from store.db import Database, WriteTx, now_ms
@@ -58,14 +61,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _password(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> str:
-    if args.password_stdin:
-        return stdin.readline().rstrip("\r\n")
-    password = secrets.token_urlsafe(12)
-    print(f"password: {password}", file=out)
-    return password
-
-
 async def admin_main(argv: list[str], data_dir: Path, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
                      passwords: Passwords | None = None, plans: PlanConfig | None = None) -> int:
     """Run one admin command; 0 on success, 1 on a refused command (message on stderr-like `stdout`).
@@ -77,95 +72,126 @@ async def admin_main(argv: list[str], data_dir: Path, stdin: IO[str] | None = No
     await db.open()
     pw = passwords or Passwords()
     try:
-        return await _run(args, db, pw, stdin or sys.stdin, out, Plans(db, plans))
+        return await AdminCommand(args, db, pw, Plans(db, plans), stdin or sys.stdin, out).run()
     finally:
         if passwords is None:
             pw.close()
         await db.close()
 
 
-async def _find(db: Database, key: str) -> dict[str, Any] | None:
-    for column, value in (("id", key), ("email", key.lower()), ("username", key)):
-        user = await _user_by(db, column, value)
-        if user is not None:
-            return user
-    return None
+@dataclass
+class AdminCommand:
+    """One command line of `server.py admin`, with what it works on and the terminal it talks to."""
 
+    args: argparse.Namespace
+    db: Database
+    passwords: Passwords
+    plans: Plans
+    stdin: IO[str]
+    out: IO[str]
 
-async def _user_by(db: Database, column: str, value: str) -> dict[str, Any] | None:
-    return await db.read(lambda conn: sql.user_by(conn, column, value))
+    async def run(self) -> int:
+        """Run the command: 0 on success, 1 when it is refused."""
+        commands: dict[str, Callable[[], Awaitable[int]]] = {
+            "create-user": self.create_user, "reset-password": self.reset_password, "set-plan": self.set_plan,
+            "grant-credits": self.grant_credits, "list-users": self.list_users,
+        }
+        return await commands[self.args.command]()
 
+    def say(self, text: str) -> None:
+        print(text, file=self.out)
 
-async def _user_id(db: Database, key: str, out: IO[str]) -> tuple[str, dict[str, Any] | None]:
-    """The user id that `key` names: a local account's (by id, email or username), or `key` itself."""
-    found = await _find(db, key)
-    if found is None:
-        print(f"no local account matches {key!r}: taken as a user id", file=out)
-        return key, None
-    return found["id"], found
-
-
-async def _run(args: argparse.Namespace, db: Database, pw: Passwords, stdin: IO[str], out: IO[str],
-               plans: Plans) -> int:
-    errors: list[dict[str, str]] = []
-    if args.command == "create-user":
-        email = check_email(args.email, errors)
-        username = check_username(args.username, errors)
-        password = _password(args, stdin, out)
+    async def create_user(self) -> int:
+        errors: list[dict[str, str]] = []
+        email = check_email(self.args.email, errors)
+        username = check_username(self.args.username, errors)
+        password = self._password()
         check_password(password, errors)
         if errors:
-            print("; ".join(f"{e['field']}: {e['message']}" for e in errors), file=out)
+            self.say("; ".join(f"{e['field']}: {e['message']}" for e in errors))
             return 1
         user: dict[str, Any] = {"id": str(uuid.uuid4()), "email": email, "username": username,
-                "password_hash": await pw.hash(password), "created_at": now_ms(), "email_confirmed_at": now_ms()}
+                                "password_hash": await self.passwords.hash(password), "created_at": now_ms(),
+                                "email_confirmed_at": now_ms()}
         try:
-            await db.write(lambda tx: sql.insert_user(tx, user))
+            await self.db.write(lambda tx: sql.insert_user(tx, user))
         except Conflict as exc:
-            print(f"refused: {exc}", file=out)
+            self.say(f"refused: {exc}")
             return 1
-        print(f"created {user['id']} {email} {username}", file=out)
+        self.say(f"created {user['id']} {email} {username}")
         return 0
-    if args.command == "reset-password":
-        found = await _find(db, args.email)
+
+    async def reset_password(self) -> int:
+        found = await self._find(self.args.email)
         if found is None:
-            print("no such user", file=out)
+            self.say("no such user")
             return 1
-        password = _password(args, stdin, out)
+        password = self._password()
+        errors: list[dict[str, str]] = []
         if not check_password(password, errors):
-            print(errors[0]["message"], file=out)
+            self.say(errors[0]["message"])
             return 1
-        new_hash = await pw.hash(password)
+        new_hash = await self.passwords.hash(password)
         user_id: str = found["id"]
 
         def reset(tx: WriteTx) -> int:
             sql.update_user(tx, user_id, {"password_hash": new_hash})
             return sql.revoke_user(tx, user_id)
 
-        revoked = await db.write(reset)
-        print(f"password reset for {found['email']}; {revoked} session token(s) revoked", file=out)
+        revoked = await self.db.write(reset)
+        self.say(f"password reset for {found['email']}; {revoked} session token(s) revoked")
         return 0
-    if args.command == "set-plan":
-        if args.plan not in plans.config.plans:
-            print(f"no plan {args.plan!r} in the config (plans: {', '.join(sorted(plans.config.plans))})", file=out)
+
+    async def set_plan(self) -> int:
+        plan = self.args.plan
+        if plan not in self.plans.config.plans:
+            self.say(f"no plan {plan!r} in the config (plans: {', '.join(sorted(self.plans.config.plans))})")
             return 1
-        plan_user, account = await _user_id(db, args.user, out)
-        await plans.set_plan(plan_user, args.plan, ACTOR)
+        user_id, account = await self._user_id(self.args.user)
+        await self.plans.set_plan(user_id, plan, ACTOR)
         if account is not None:  # the accounts table keeps a copy for older readers
-            await db.write(lambda tx: sql.update_user(tx, plan_user, {"plan": args.plan}))
-        usage = await plans.usage(plan_user)
-        print(f"plan of {account['email'] if account else plan_user} is now {args.plan} ({usage.credits} credits)", file=out)
+            await self.db.write(lambda tx: sql.update_user(tx, user_id, {"plan": plan}))
+        usage = await self.plans.usage(user_id)
+        self.say(f"plan of {account['email'] if account else user_id} is now {plan} ({usage.credits} credits)")
         return 0
-    if args.command == "grant-credits":
-        credit_user, account = await _user_id(db, args.user, out)
-        old, new = await plans.grant(credit_user, args.amount, ACTOR)
-        print(f"credits of {account['email'] if account else credit_user}: {old} -> {new}", file=out)
+
+    async def grant_credits(self) -> int:
+        user_id, account = await self._user_id(self.args.user)
+        old, new = await self.plans.grant(user_id, self.args.amount, ACTOR)
+        self.say(f"credits of {account['email'] if account else user_id}: {old} -> {new}")
         return 0
-    users = await db.read(sql.all_users)
-    print("id\temail\tusername\tplan\tcredits\tcreated_at", file=out)
-    for u in users:
-        usage = await plans.usage(u["id"])
-        plan = usage.plan.name
-        if usage.plan_set not in (None, plan):
-            plan += f" ({usage.plan_set} is not in the config)"
-        print(f"{u['id']}\t{u['email']}\t{u['username']}\t{plan}\t{usage.credits}\t{iso(u['created_at'])}", file=out)
-    return 0
+
+    async def list_users(self) -> int:
+        users = await self.db.read(sql.all_users)
+        self.say("id\temail\tusername\tplan\tcredits\tcreated_at")
+        for u in users:
+            usage = await self.plans.usage(u["id"])
+            plan = usage.plan.name
+            if usage.plan_set not in (None, plan):
+                plan += f" ({usage.plan_set} is not in the config)"
+            self.say(f"{u['id']}\t{u['email']}\t{u['username']}\t{plan}\t{usage.credits}\t{iso(u['created_at'])}")
+        return 0
+
+    def _password(self) -> str:
+        """The password read from stdin (--password-stdin), else a random one, printed once."""
+        if self.args.password_stdin:
+            return self.stdin.readline().rstrip("\r\n")
+        password = secrets.token_urlsafe(12)
+        self.say(f"password: {password}")
+        return password
+
+    async def _find(self, key: str) -> dict[str, Any] | None:
+        """The local account whose id, email or username is `key`."""
+        for column, value in (("id", key), ("email", key.lower()), ("username", key)):
+            user = await user_by(self.db, column, value)
+            if user is not None:
+                return user
+        return None
+
+    async def _user_id(self, key: str) -> tuple[str, dict[str, Any] | None]:
+        """The user id that `key` names: a local account's (by id, email or username), or `key` itself."""
+        found = await self._find(key)
+        if found is None:
+            self.say(f"no local account matches {key!r}: taken as a user id")
+            return key, None
+        return found["id"], found

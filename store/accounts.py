@@ -95,6 +95,16 @@ def delete_pending(tx: WriteTx, email: str) -> None:
     tx.execute("DELETE FROM pending_signups WHERE email = ?", (email,))
 
 
+def count_wrong_code(tx: WriteTx, email: str) -> None:
+    """One more wrong try at the pending sign-up's code."""
+    tx.execute("UPDATE pending_signups SET attempts = attempts + 1 WHERE email = ?", (email,))
+
+
+def lift_mail_cooldown(tx: WriteTx, email: str, code_hash: str) -> None:
+    """Let the next sign-up or resend mail a code at once (only while `code_hash` is still the pending one)."""
+    tx.execute("UPDATE pending_signups SET last_sent_at = 0 WHERE email = ? AND code_hash = ?", (email, code_hash))
+
+
 # -- refresh tokens -----------------------------------------------------------
 
 def insert_refresh(tx: WriteTx, token_hash: str, user_id: str, family_id: str, parent_hash: str | None,

@@ -11,18 +11,27 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, cast
 
-from accounts.service import AccountError, Accounts, check_email, invalid
+from accounts import AccountError, Accounts
+from accounts.checks import check_email
+from accounts.errors import invalid
+from handlers.accounts.problems import problem
 from handlers.base import FORWARDING_HEADERS, APIHandler
+from handlers.errors import ApiError
 
 PREFIX = "/api/v1"
 
 
 class AccountsHandler(APIHandler):
+    """A route of the accounts service, whose refusals are answered with the status of `problems.STATUS`."""
+
     surface = "accounts"
 
     @property
     def accounts(self) -> Accounts:
         return cast(Accounts, self.settings["accounts"])
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        super()._handle_request_exception(problem(e) if isinstance(e, AccountError) else e)
 
     def no_content(self) -> None:
         self.set_status(204)
@@ -37,8 +46,8 @@ class AccountsPublicHandler(AccountsHandler):
 
     async def prepare(self) -> None:
         if self.request.method != "OPTIONS" and not self.host_allowed:
-            raise AccountError(421, "this server does not answer for this Host; see --allowed-host",
-                               "MISDIRECTED_REQUEST", title="Misdirected Request")
+            raise ApiError(421, "this server does not answer for this Host; see --allowed-host",
+                           "MISDIRECTED_REQUEST", title="Misdirected Request")
         await super().prepare()
 
 
@@ -93,18 +102,18 @@ class AccountsDevCodeHandler(AccountsPublicHandler):
 
     def get(self) -> None:
         if not self.settings.get("dev"):
-            raise AccountError(404, "no such route", "NOT_FOUND")
+            raise ApiError(404, "no such route", "NOT_FOUND")
         direct = not any(h in self.request.headers for h in FORWARDING_HEADERS)
         if self.accounts.mail_delivery != "outbox" or not direct or not is_loopback(self.request.remote_ip):
-            raise AccountError(403, "codes are shown only in dev mode (no [smtp]) to a browser on the server's machine",
-                               "FORBIDDEN")
+            raise ApiError(403, "codes are shown only in dev mode (no [smtp]) to a browser on the server's machine",
+                           "FORBIDDEN")
         errors: list[dict[str, str]] = []
         email = check_email(self.get_query_argument("email", None), errors)
         if errors:
             raise invalid(errors)
         code = self.accounts.dev_code(email)
         if code is None:
-            raise AccountError(404, "no code was written to the outbox for this email", "NOT_FOUND")
+            raise ApiError(404, "no code was written to the outbox for this email", "NOT_FOUND")
         self.write_json({"email": email, "code": code})
 
 
