@@ -5,14 +5,13 @@
 Terminal states never change again; a thread has at most one live task; every task's log starts
 with `run.started` and ends with exactly one of `run.finished` / `run.error`.
 
-The agents are test-only (conftest.ScriptedAgents) and wait at checkpoints the test releases,
+The agents are test-only (tests/runs/harness.py) and wait at checkpoints the test releases,
 so every transition happens when the test says.  A crash is an agent raising GeneratorExit, what
 the runner lets through untouched when the process goes down: the task stays as the store has it.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from agents.context import AgentError, RunContext
 from runs.manager import Draining, RunManager, SignalRefused, StartRequest, ThreadBusy
 from store import NotFound
 from store import tasks as tasks_sql
+from store.tasks import TaskRow
 from tests.runs.harness import (
     TERMINAL_EVENTS,
     AgentFn,
@@ -97,6 +97,10 @@ def asks_then_dies_once_resumed(checkpoint: Checkpoint) -> AgentFn:
     return agent
 
 
+async def dies_at_once(ctx: RunContext) -> None:
+    raise GeneratorExit
+
+
 # -- what every test checks --------------------------------------------------------------------------
 
 async def one_life(runs: RunManager, task_id: str, last: str) -> list[str]:
@@ -108,7 +112,7 @@ async def one_life(runs: RunManager, task_id: str, last: str) -> list[str]:
     return types
 
 
-async def ended_as(runs: RunManager, watch: TaskWatch, status: str, error: dict[str, str] | None = None) -> Any:
+async def ended_as(runs: RunManager, watch: TaskWatch, status: str, error: dict[str, str] | None = None) -> TaskRow:
     """Wait for the task's terminal event; check it, the row and the log agree on `status` (and `error`)."""
     event = await watch.ended()
     task = await runs.get_task(watch.task_id)
@@ -171,7 +175,6 @@ async def test_a_run_goes_pending_running_completed_and_frees_its_thread(runs, s
 
 async def test_an_agent_error_ends_the_run_failed_with_its_reason(runs, scripted):
     watch = await start(runs, "t1", scripted.script("fails", fails))
-    _ = watch.task_id
     await ended_as(runs, watch, "failed",
                    {"status": "failed", "reason": "test_failure", "message": "The test agent gave up."})
     assert await reply_text(runs, "t1") == "trying"
@@ -330,10 +333,13 @@ async def test_abort_of_a_running_task_ends_it_cancelled_and_frees_the_thread(ru
     await ended_as(runs, again_watch, "completed")
 
 
-async def test_abort_of_a_parked_task_ends_it_cancelled(runs, scripted):
+@pytest.mark.parametrize("long_parked", [False, True], ids=["while-its-runner-unwinds", "long-parked"])
+async def test_abort_of_a_parked_task_ends_it_cancelled(runs, scripted, long_parked):
     watch = await start(runs, "t1", scripted.script("asks", asks(1)))
     task_id = watch.task_id
     await watch.parked()
+    if long_parked:
+        await settled(runs)
     await runs.abort(task_id)
     await ended_as(runs, watch, "cancelled", CANCELLED)
     with pytest.raises(SignalRefused) as refused:
@@ -372,8 +378,7 @@ async def test_an_ended_task_is_never_ended_again(runs):
 
 # -- recovery after a crash --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("left", ["running", "pending"])
-async def test_recover_ends_a_task_left_live_failed_interrupted(runs, scripted, open_runs, left):
+async def test_recover_ends_a_task_left_running_failed_interrupted(runs, scripted, open_runs):
     done_watch = await start(runs, "t-done", "demo", "hello")
     done_id = done_watch.task_id
     await ended_as(runs, done_watch, "completed")
@@ -383,8 +388,6 @@ async def test_recover_ends_a_task_left_live_failed_interrupted(runs, scripted, 
     gate.release()
     await settled(runs)  # the process went down: no runner, the store says running
     assert (await runs.get_task(task_id)).status == "running"
-    if left == "pending":  # what a crash between the start's commit and the runner's first one leaves
-        await runs.db.write(lambda tx: tasks_sql.update(tx, task_id, status="pending", started_at=None))
     await runs.db.close()
 
     after = await open_runs()
@@ -396,6 +399,20 @@ async def test_recover_ends_a_task_left_live_failed_interrupted(runs, scripted, 
     await one_life(after, done_id, "run.finished")
     again_watch = await start(after, "t1", "demo", "hello again", "m2")
     await ended_as(after, again_watch, "completed")
+
+
+async def test_recover_ends_a_task_left_pending_failed_interrupted(runs, scripted, open_runs):
+    task_id = (await start(runs, "t1", scripted.script("dies", dies_at_once))).task_id
+    await settled(runs)
+    # What a crash between the start's commit and its runner's first one leaves.
+    await runs.db.write(lambda tx: tasks_sql.update(tx, task_id, status="pending", started_at=None))
+    await runs.db.close()
+
+    after = await open_runs()
+    watch = TaskWatch(after.hub, task_id)
+    assert await after.recover() == 1
+    await ended_as(after, watch, "failed", INTERRUPTED)
+    assert [e.type for e in await after.task_events(task_id)] == ["run.started", "run.error"]
 
 
 async def test_recover_leaves_a_parked_task_parked_and_its_signal_resumes_it(runs, scripted, open_runs):
