@@ -345,6 +345,14 @@ class RunManager:
     async def list_threads(self, user_id: str) -> list[threads_sql.ThreadRow]:
         return await self.db.read(lambda c: threads_sql.for_user(c, user_id))
 
+    async def threads_page(self, user_id: str, offset: int, limit: int) -> list[threads_sql.ThreadRow]:
+        """The user's threads, most recently active first: `limit` of them after the first `offset`."""
+        return await self.db.read(lambda c: threads_sql.page_for_user(c, user_id, offset, limit))
+
+    async def last_messages(self, thread_ids: list[str], per_thread: int) -> dict[str, list[dict[str, Any]]]:
+        """The last `per_thread` messages in force of each thread, oldest first (threads without any are absent)."""
+        return await self.db.read(lambda c: messages_sql.last_for_threads(c, thread_ids, per_thread))
+
     async def delete_thread(self, thread_id: str, user_id: str) -> None:
         """Soft-delete the user's thread, stopping its live run first (NotFound, Forbidden)."""
         thread = await self.db.read(lambda c: threads_sql.get(c, thread_id))

@@ -10,8 +10,6 @@ from handlers.errors import ApiError
 from handlers.validation import ID, check_id
 from runs.manager import Forbidden
 from store import Conflict, NotFound
-from store import messages as messages_sql
-from store import threads as threads_sql
 from store.threads import ThreadRow
 
 MAX_TITLE = 200
@@ -93,12 +91,9 @@ class AppTimelinesHandler(ThreadDeletion):
         if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 100_000:
             raise ApiError(400, "page must be an integer from 1")
         page = int(raw)
-        user_id = self.user_id
-        rows = await self.runs.db.read(
-            lambda c: threads_sql.page_for_user(c, user_id, (page - 1) * TIMELINE_PAGE, TIMELINE_PAGE + 1))
+        rows = await self.runs.threads_page(self.user_id, (page - 1) * TIMELINE_PAGE, TIMELINE_PAGE + 1)
         shown = rows[:TIMELINE_PAGE]
-        ids = [t.id for t in shown]
-        last = await self.runs.db.read(lambda c: messages_sql.last_for_threads(c, ids, TIMELINE_MESSAGES))
+        last = await self.runs.last_messages([t.id for t in shown], TIMELINE_MESSAGES)
         threads = [{**thread_json(t), "lastMessages": [_summary(m) for m in last.get(t.id, [])]} for t in shown]
         self.write_json({"threads": threads, "page": page, "hasMore": len(rows) > TIMELINE_PAGE})
 
