@@ -28,6 +28,7 @@ from runs.plans import PlanConfig, Plans
 from store import Conflict, Database, NotFound, WriteTx
 from store import agents as agents_sql
 from store import events as events_sql
+from store import health as health_sql
 from store import messages as messages_sql
 from store import tasks as tasks_sql
 from store import threads as threads_sql
@@ -341,6 +342,14 @@ class RunManager:
                             title_source: str = "message") -> threads_sql.ThreadRow:
         """A new thread of the user's (Conflict when the id is taken); a `given` title is never replaced."""
         return await self.db.write(lambda tx: threads_sql.create(tx, thread_id, user_id, title, title_source))
+
+    async def probe_read(self) -> None:
+        """One trivial read of the store (a health check)."""
+        await self.db.read(health_sql.read_probe)
+
+    async def probe_write(self) -> None:
+        """One trivial write transaction of the store, committed (a health check)."""
+        await self.db.write(health_sql.write_probe)
 
     async def list_threads(self, user_id: str) -> list[threads_sql.ThreadRow]:
         return await self.db.read(lambda c: threads_sql.for_user(c, user_id))

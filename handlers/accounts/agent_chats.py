@@ -55,7 +55,6 @@ from handlers.validation import check_id
 from runs.follow import follow_task
 from runs.hub import Batch, EventHub
 from runs.manager import Forbidden, PlanRefused, RunError, StartRequest, text_message
-from store import health
 
 MAX_MESSAGE = 8000
 DEFAULT_TIMEOUT_S = 300.0
@@ -161,8 +160,6 @@ class AccountsInfraHealthHandler(APIHandler):
     auth = "none"
 
     async def get(self) -> None:
-        db = self.runs.db
-
         async def timed(op: Any) -> float:
             t0 = time.perf_counter()
             await asyncio.wait_for(op, HEALTH_TIMEOUT_S)
@@ -171,8 +168,8 @@ class AccountsInfraHealthHandler(APIHandler):
         healthy = True
         read_ms = write_ms = None
         try:
-            read_ms = await timed(db.read(health.read_probe))
-            write_ms = await timed(db.write(health.write_probe))
+            read_ms = await timed(self.runs.probe_read())
+            write_ms = await timed(self.runs.probe_write())
         except Exception:
             healthy = False
         status = "healthy" if healthy else "unhealthy"
