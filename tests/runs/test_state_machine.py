@@ -87,12 +87,13 @@ def asks_then_dies_once_resumed(checkpoint: Checkpoint) -> AgentFn:
     async def agent(ctx: RunContext) -> None:
         nonlocal woken
         if ctx.resume is None:
-            ctx.park("approve", "May I?", {})
-        woken += 1
-        await ctx.say(f"woken {woken} with {ctx.resume.payload}")
-        if woken == 1:
-            await checkpoint.pass_through()
-            raise GeneratorExit
+            ctx.park("approve", "May I?", {})  # raises Parked
+        else:
+            woken += 1
+            await ctx.say(f"woken {woken} with {ctx.resume.payload}")
+            if woken == 1:
+                await checkpoint.pass_through()
+                raise GeneratorExit
 
     return agent
 
