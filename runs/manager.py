@@ -129,6 +129,7 @@ class Runner:
         self.assembler = MessageAssembler()
         self.abort_as: tuple[str, str, str] | None = None
         self.future: asyncio.Future[None] | None = None
+        self.park_write: asyncio.Future[TaskRow | None] | None = None  # the committing park, once started
         self._started = False
         self._db = manager.db
 
@@ -204,6 +205,11 @@ class Runner:
         except asyncio.CancelledError:
             if self.abort_as is None:
                 raise
+            if self.abort_as[1] == "shutdown" and self.park_write is not None:
+                # A drain leaves parked runs parked (SPEC 6): the park is being written (shielded),
+                # so the run ends only if a signal taken with the park woke it again.
+                if await self.park_write is None:
+                    return None
             return self.abort_as  # aborted while parking: the park is written (shielded), end it as asked
         except Exception:
             log.exception("parking task %s failed", self.task.id)
@@ -594,7 +600,8 @@ class RunManager:
             messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts_now, task.id)
             return None
 
-        woken = await asyncio.shield(self.db.write(_park))
+        runner.park_write = asyncio.ensure_future(self.db.write(_park))
+        woken = await asyncio.shield(runner.park_write)
         if woken is not None:
             self._resume(woken)
 

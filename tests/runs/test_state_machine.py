@@ -490,8 +490,6 @@ async def test_drain_ends_runs_past_the_deadline_failed_shutdown_and_leaves_park
     assert parked.status == "parked" and parked.parked["correlationKey"] == f"approval-{parked_id}-1"
 
 
-@pytest.mark.xfail(strict=True, reason="runs/manager.py: drain cancels the runner of a task whose park is already "
-                                       "committed (its runner has not unwound yet), and Runner._park ends it as asked")
 async def test_drain_right_after_a_park_is_committed_leaves_the_task_parked(runs, scripted):
     watch = await start(runs, "t1", scripted.script("asks", asks(1)))
     task_id = watch.task_id
