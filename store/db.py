@@ -1,17 +1,13 @@
-"""Connections, PRAGMAs, migrations, and the single writer with group commit.
+"""The SQLite store: connections, PRAGMAs, migrations, and how a batch of the single writer commits.
 
-Every write goes through one connection owned by one task (`_writer`).
-Writes queue up while a transaction is being committed and the next
-transaction takes all of them at once: many events, one fsync.  Events
-are handed to `on_commit` only after their transaction committed, so no
-reader can ever see an event that a crash could lose.
+The queue and the writer task with group commit are store/writer.py's; here
+every write goes through one connection, and the whole batch is one call
+into that connection's thread.  Readers have their own connections (WAL).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from itertools import cycle
@@ -24,20 +20,16 @@ import orjson
 from store import events as events_sql
 from store.errors import Conflict
 from store.events import Event
+from store.writer import BatchResults, GroupCommitStore, Job, now_ms
 
 log = logging.getLogger("parley.store")
 T = TypeVar("T")
-WriteFn = Callable[["WriteTx"], Any]
 
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA busy_timeout = 5000",
 )
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class WriteTx:
@@ -68,35 +60,20 @@ class WriteTx:
         return self.conn.execute(sql, params).fetchall()
 
 
-class _Job:
-    __slots__ = ("fn", "future")
-
-    def __init__(self, fn: WriteFn, future: asyncio.Future[Any] | None) -> None:
-        self.fn = fn
-        self.future = future
-
-
-class Database:
+class Database(GroupCommitStore):
     """The embedded store.  `open()` it, `write()`/`append()` to it, `read()` from it."""
 
+    dialect = "sqlite"
+
     def __init__(self, path: Path, readers: int = 3) -> None:
+        super().__init__()
         self.path = path
         self._reader_count = readers
         self._writer_conn: aiosqlite.Connection | None = None
         self._sync_conn: sqlite3.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._reader_cycle: Any = None
-        self._queue: list[Event | _Job] = []
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closing = False
         self._next_id = 0
-        self._commit_waiters: list[asyncio.Future[None]] = []
-        self.on_commit: Callable[[list[Event]], None] = lambda events: None
-        self.commits = 0
-        self.events_written = 0
 
     # -- life cycle -------------------------------------------------------
 
@@ -118,16 +95,12 @@ class Database:
             await r.execute("PRAGMA query_only = ON")
             self._readers.append(r)
         self._reader_cycle = cycle(self._readers)
-        self._writer_task = asyncio.ensure_future(self._writer())
+        self._start_writer()
 
     async def close(self) -> None:
         """Commit everything queued, then close every connection."""
-        if self._writer_task is None:
+        if not await self._stop_writer():
             return
-        self._closing = True
-        self._wake.set()
-        await self._writer_task
-        self._writer_task = None
         for r in self._readers:
             await r.close()
         self._readers.clear()
@@ -174,113 +147,13 @@ class Database:
         self._next_id += 1
         return self._next_id
 
-    def append(self, task_id: str, thread_id: str, type: str, data: dict[str, Any],
-               data_text: str | None = None) -> Event:
-        """Queue one event for the next group commit and return it (not yet visible).
-
-        Its id is given when its transaction runs, so ids always rise in
-        commit order, whatever mix of events and jobs is queued.  The data is
-        encoded here (or given encoded, as `data_text`): data that cannot be
-        encoded raises to the caller and never enters a batch.
-        """
-        ev = Event(0, task_id, thread_id, type, data, now_ms(), data_text)
-        self._queue.append(ev)
-        self._wake.set()
-        return ev
-
-    @property
-    def backlog(self) -> int:
-        """Number of queued writes not yet taken by a transaction."""
-        return len(self._queue)
-
-    def submit(self, fn: WriteFn) -> asyncio.Future[Any]:
-        """Queue `fn(tx)` for the next transaction; the future gets its result once committed."""
-        if self._closing and self._writer_task is None:
-            raise RuntimeError("database is closed")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(fn, fut))
-        self._wake.set()
-        return fut
-
-    async def write(self, fn: Callable[[WriteTx], T]) -> T:
-        """Run `fn(tx)` inside the next group transaction; return once it is committed."""
-        result: T = await self.submit(fn)
-        return result
-
-    async def committed(self) -> None:
-        """Wait until everything queued before this call is committed."""
-        if not self._queue and self._idle.is_set():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._commit_waiters.append(fut)
-        self._wake.set()
-        await fut
-
-    async def _writer(self) -> None:
-        conn = self._writer_conn
-        assert conn is not None
-        while True:
-            if not self._queue:
-                # Nothing queued: whatever a waiter waited for is committed.
-                self._release(self._commit_waiters)
-                self._commit_waiters = []
-                if self._closing:
-                    break
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, self._queue = self._queue, []
-            waiters, self._commit_waiters = self._commit_waiters, []
-            self._idle.clear()
-            try:
-                await self._commit_batch(conn, batch)
-            except Exception:
-                log.exception("group commit failed; %d writes dropped", len(batch))
-            finally:
-                self._idle.set()
-                self._release(waiters)
-
-    @staticmethod
-    def _release(waiters: list[asyncio.Future[None]]) -> None:
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
-
-    async def _commit_batch(self, conn: aiosqlite.Connection, batch: list[Event | _Job]) -> None:
+    async def _run_batch(self, batch: list[Event | Job]) -> BatchResults:
         # The whole batch is one call into the connection's thread: a round
         # trip per statement would cap the writer at a few hundred runs/s.
-        try:
-            try:
-                published, results = await in_connection_thread(conn, self._commit_sync, batch)
-            except Exception:
-                # The batch failed as a whole (not one job: each has its savepoint), e.g. an I/O
-                # error or a lock held past busy_timeout.  It rolled back and nothing of it was
-                # published, so it runs once more before every write in it fails: one fault must
-                # not fail the writes of every run that happened to share the batch.
-                log.warning("group commit of %d writes failed; trying it once more", len(batch), exc_info=True)
-                published, results = await in_connection_thread(conn, self._commit_sync, batch)
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-            for item in batch:
-                if isinstance(item, _Job) and item.future is not None and not item.future.done():
-                    item.future.set_exception(error)
-            raise
-        self.commits += 1
-        self.events_written += len(published)
-        if published:
-            try:
-                self.on_commit(published)
-            except Exception:
-                log.exception("on_commit hook failed")
-        for fut, value, job_error in results:
-            if fut is None or fut.done():
-                continue
-            if job_error is not None:
-                fut.set_exception(job_error)
-            else:
-                fut.set_result(value)
+        assert self._writer_conn is not None
+        return await in_connection_thread(self._writer_conn, self._commit_sync, batch)
 
-    def _commit_sync(self, batch: list[Event | _Job]) -> tuple[list[Event], list[tuple[Any, Any, Exception | None]]]:
+    def _commit_sync(self, batch: list[Event | Job]) -> BatchResults:
         """Runs in the writer's thread: one transaction for the whole batch, a savepoint per job."""
         conn = self._sync_conn
         assert conn is not None

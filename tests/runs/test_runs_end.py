@@ -15,7 +15,7 @@ import pytest
 from agents import AgentDef
 from agents.context import RunContext
 from agents.tools import Tool
-from store.db import _Job
+from store.writer import Job
 from tests.helpers import text_of
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -169,7 +169,7 @@ def fail_commits(parley, monkeypatch, job_name, times):
     failed = []
 
     def commit(batch):
-        if len(failed) < times and any(isinstance(i, _Job) and getattr(i.fn, "__name__", "") == job_name
+        if len(failed) < times and any(isinstance(i, Job) and getattr(i.fn, "__name__", "") == job_name
                                        for i in batch):
             failed.append(len(batch))
             raise sqlite3.OperationalError("disk I/O error (injected)")
