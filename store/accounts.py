@@ -72,6 +72,7 @@ async def all_users(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
 # -- pending sign-ups ---------------------------------------------------------
 
 PENDING_COLUMNS = "email, username, password_hash, code_hash, expires_at, attempts, last_sent_at, redirect_to, created_at"
+_PENDING_FIELDS = [c.strip() for c in PENDING_COLUMNS.split(",")]
 
 
 def pending_row(row: Any) -> dict[str, Any]:
@@ -85,7 +86,8 @@ def tx_pending(tx: WriteTx, email: str) -> dict[str, Any] | None:
 
 def upsert_pending(tx: WriteTx, p: dict[str, Any]) -> None:
     tx.execute(
-        f"INSERT OR REPLACE INTO pending_signups ({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO pending_signups ({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (email) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _PENDING_FIELDS[1:]),
         (p["email"], p["username"], p["password_hash"], p["code_hash"], p["expires_at"], p.get("attempts", 0),
          p["last_sent_at"], p.get("redirect_to"), p.get("created_at", now_ms())),
     )

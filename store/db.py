@@ -32,12 +32,21 @@ _PRAGMAS = (
 )
 
 
+def dialect(conn_or_tx: Any) -> str:
+    """The SQL dialect a read connection or a write transaction speaks: "sqlite" or "postgresql".
+
+    The store modules' SQL is shared by both stores; the few statements that differ ask this."""
+    return str(getattr(conn_or_tx, "dialect", "sqlite"))
+
+
 class WriteTx:
     """The open write transaction, as seen by one queued write function.
 
     Write functions run in the writer connection's own thread, inside the
     batch's transaction: plain `sqlite3`, no awaiting, one trip per batch.
     """
+
+    dialect = "sqlite"
 
     def __init__(self, db: Database, conn: sqlite3.Connection) -> None:
         self.db = db

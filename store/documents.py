@@ -6,7 +6,7 @@ from typing import Any
 
 import aiosqlite
 
-from store.db import WriteTx, now_ms
+from store.db import WriteTx, dialect, now_ms
 
 _COLUMNS = "id, user_id, knowledge_id, filename, media_type, size, chunks, created_at"
 MAX_TERMS = 32
@@ -52,13 +52,15 @@ def insert(tx: WriteTx, doc: dict[str, Any], chunks: list[str], quota: int | Non
     )
     for seq, text in enumerate(chunks):
         cur = tx.execute("INSERT INTO document_chunks (document_id, seq, text) VALUES (?, ?, ?)", (doc["id"], seq, text))
-        tx.execute("INSERT INTO document_chunks_fts (rowid, text) VALUES (?, ?)", (cur.lastrowid, text))
+        if dialect(tx) == "sqlite":  # PostgreSQL's index is a generated tsvector column
+            tx.execute("INSERT INTO document_chunks_fts (rowid, text) VALUES (?, ?)", (cur.lastrowid, text))
     return {**doc, "chunks": len(chunks), "created_at": created_at}
 
 
 def delete(tx: WriteTx, document_id: str) -> None:
     """Remove a document, its chunks and their index entries."""
-    for rowid, text in tx.fetchall("SELECT id, text FROM document_chunks WHERE document_id = ?", (document_id,)):
+    rows = tx.fetchall("SELECT id, text FROM document_chunks WHERE document_id = ?", (document_id,)) if dialect(tx) == "sqlite" else []
+    for rowid, text in rows:
         tx.execute("INSERT INTO document_chunks_fts (document_chunks_fts, rowid, text) VALUES ('delete', ?, ?)", (rowid, text))
     tx.execute("DELETE FROM document_chunks WHERE document_id = ?", (document_id,))
     tx.execute("DELETE FROM documents WHERE id = ?", (document_id,))
@@ -133,13 +135,45 @@ async def search(conn: aiosqlite.Connection, user_id: str, match: str, knowledge
 
     `score` is -bm25 of the best chunk: higher is more relevant.
     """
+    postgres = dialect(conn) == "postgresql"
+    template, query = (_SEARCH_PG, _tsquery(match)) if postgres else (_SEARCH, match)
     params: tuple[Any, ...]
     if knowledge_id is None:
-        sql, params = _SEARCH.format(scope=""), (match, user_id, limit)
+        sql, params = template.format(scope=""), (query, user_id, limit)
     else:
-        sql, params = _SEARCH.format(scope="AND d.knowledge_id = ?"), (match, user_id, knowledge_id, limit)
+        sql, params = template.format(scope="AND d.knowledge_id = ?"), (query, user_id, knowledge_id, limit)
     rows = await conn.execute_fetchall(sql, params)
     return [
         {"document_id": r[0], "filename": r[1], "knowledge_id": r[2], "score": round(-float(r[3]), 6), "snippet": r[4]}
         for r in rows
     ]
+
+
+# PostgreSQL: its own full-text search.  `rank` is minus ts_rank (lower is better, as bm25), so
+# the ranking SQL and the score are the same for both stores.
+_SEARCH_PG = """
+WITH q AS (SELECT to_tsquery('english', ?) AS query),
+hits AS (
+    SELECT c.document_id AS document_id,
+           -ts_rank(c.tsv, q.query) AS rank,
+           ts_headline('english', c.text, q.query,
+                       'StartSel=**, StopSel=**, MaxWords=16, MinWords=4, ShortWord=0, HighlightAll=false') AS snippet
+    FROM document_chunks c CROSS JOIN q
+    JOIN documents d ON d.id = c.document_id
+    WHERE c.tsv @@ q.query AND d.user_id = ? {scope}
+), best AS (
+    SELECT document_id, rank, snippet,
+           row_number() OVER (PARTITION BY document_id ORDER BY rank) AS n
+    FROM hits
+)
+SELECT d.id, d.filename, d.knowledge_id, b.rank, b.snippet
+FROM best b JOIN documents d ON d.id = b.document_id
+WHERE b.n = 1
+ORDER BY b.rank, d.created_at
+LIMIT ?
+"""
+
+
+def _tsquery(match: str) -> str:
+    """The terms of a `match_expression` as a tsquery where any may match; they are \\w+ words only."""
+    return " | ".join(t for t in re.findall(r'"((?:[^"]|"")*)"', match))

@@ -12,7 +12,7 @@ import aiosqlite
 import orjson
 
 from store import tasks as tasks_sql
-from store.db import WriteTx, now_ms
+from store.db import WriteTx, dialect, now_ms
 from store.tasks import TaskRow
 
 HIDDEN = "media_hidden_at"  # the task state key: epoch ms of the DELETE …/upload/:taskId that hid its media
@@ -59,8 +59,8 @@ async def files_of_tasks(conn: aiosqlite.Connection, task_ids: list[str]) -> dic
 
 async def files_of_thread(conn: aiosqlite.Connection, thread_id: str) -> list[ProducedFile]:
     """The files that the thread's tasks produced, oldest first, leaving out those of tasks whose media are hidden."""
-    rows = await conn.execute_fetchall(
-        _FILES + f"e.thread_id = ? AND json_extract(t.state, '$.{HIDDEN}') IS NULL ORDER BY e.id", (thread_id,))
+    shown = f"(t.state::jsonb -> '{HIDDEN}') IS NULL" if dialect(conn) == "postgresql" else f"json_extract(t.state, '$.{HIDDEN}') IS NULL"
+    rows = await conn.execute_fetchall(_FILES + f"e.thread_id = ? AND {shown} ORDER BY e.id", (thread_id,))
     return _rows(rows)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import aiosqlite
 
-from store.db import WriteTx, now_ms
+from store.db import WriteTx, dialect, now_ms
 from store.errors import Conflict
 
 _COLUMNS = "id, user_id, title, created_at, updated_at, deleted_at, title_source"
@@ -97,9 +97,10 @@ def soft_delete(tx: WriteTx, thread_id: str) -> None:
 
 async def page_for_user(conn: aiosqlite.Connection, user_id: str, offset: int, limit: int) -> list[ThreadRow]:
     """One page of the user's threads that are not deleted, most recently active first (ties: newest row first)."""
+    newest = "rowid DESC" if dialect(conn) == "sqlite" else "created_at DESC, id DESC"
     rows = await conn.execute_fetchall(
         f"SELECT {_COLUMNS} FROM threads WHERE user_id = ? AND deleted_at IS NULL"
-        " ORDER BY updated_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        f" ORDER BY updated_at DESC, {newest} LIMIT ? OFFSET ?",
         (user_id, limit, offset),
     )
     return [ThreadRow.from_row(r) for r in rows]
