@@ -46,7 +46,8 @@ from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
-from store import Database
+from store import Database, Store
+from store.postgres import PostgresDatabase
 
 VERSION = "0.1.0"
 STREAM_GRACE_S = 5.0
@@ -77,6 +78,8 @@ class Config:
     public_url: str | None = field(default=None, metadata={"help": "URL people reach the server at, for links in mail and the own origin (default: http://HOST:PORT of the listener)"})
     allowed_host: list[str] = field(default_factory=list, metadata={"help": "Host name the unauthenticated account routes accept (repeatable; others get 421); always: the public URL's host, localhost, 127.0.0.1, [::1], the listener's host"})
     trusted_proxy: list[str] = field(default_factory=list, metadata={"help": "CIDR of a reverse proxy whose X-Forwarded-For gives the client address for rate limits and logs (repeatable); default: none, forwarding headers are ignored"})
+    store: str = field(default="sqlite", metadata={"help": "the store: sqlite (data-dir/parley.db), or postgresql://user:password@host:port/dbname for any number of instances on one database"})
+    workers: int = field(default=1, metadata={"help": "processes of this instance sharing the port (PostgreSQL store only)"})
     config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles], [transcribe], [plans.*], [credits])"})
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
 
@@ -136,6 +139,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             doc = tomllib.load(fh)
         for key, value in doc.items():
             name = key.replace("-", "_")
+            if name == "store" and isinstance(value, dict):  # [store] url = "postgresql://…"
+                value = value.get("url", "sqlite")
             if name in _FIELDS and name != "config":
                 values[name] = value
             else:
@@ -169,7 +174,39 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             check_jwks_location(location)
         except ValueError as exc:
             parser.error(f"--jwks: {exc}")
+    if store_kind(cfg.store) is None:
+        parser.error(f"--store must be sqlite or a postgresql:// URL, not {redacted(cfg.store)!r}")
+    if cfg.workers < 1:
+        parser.error("--workers must be 1 or more")
+    if cfg.workers > 1 and store_kind(cfg.store) == "sqlite":
+        parser.error("--workers needs the PostgreSQL store (--store postgresql://…): SQLite has one writer, "
+                     "in one process; run one process per data dir")
     return cfg
+
+
+def store_kind(store: str) -> str | None:
+    """"sqlite" or "postgresql" for a valid `--store`, else None."""
+    if store == "sqlite":
+        return "sqlite"
+    if urlsplit(store).scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    return None
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def open_store(cfg: Config, data_dir: Path) -> Store:
+    """The store `--store` names (not yet opened)."""
+    if store_kind(cfg.store) == "postgresql":
+        return PostgresDatabase(cfg.store)
+    return Database(data_dir / "parley.db")
 
 
 def normal_public_url(url: str) -> str:
@@ -236,7 +273,7 @@ class Parley:
         self.config = config
         self.data_dir = config.data_dir.resolve()
         self.trusted_proxies = base_handlers.proxy_networks(config.trusted_proxy)
-        self.db = Database(self.data_dir / "parley.db")
+        self.db = open_store(config, self.data_dir)
         self.hub = EventHub()
         self.streams = StreamSlots(config.max_streams_per_user)
         self.agents = AgentRegistry()
@@ -290,6 +327,8 @@ class Parley:
         Parley writes 0600; SQLite gives the -wal and -shm files the mode of parley.db.
         """
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not isinstance(self.db, Database):
+            return
         try:
             os.close(os.open(self.db.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
@@ -320,6 +359,12 @@ class Parley:
             max_header_size=64 * 1024,
         )
         self.server.add_sockets(self._sockets)
+
+    @property
+    def store_description(self) -> str:
+        if isinstance(self.db, Database):
+            return f"sqlite (WAL) {self.db.path}"
+        return f"postgresql {redacted(self.config.store)}"
 
     @property
     def url(self) -> str:
@@ -457,7 +502,7 @@ async def serve(cfg: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     print(
-        f"Parley {VERSION} · data {parley.data_dir} · store sqlite (WAL) {parley.db.path} · "
+        f"Parley {VERSION} · data {parley.data_dir} · store {parley.store_description} · "
         f"open {parley.url}/ui/",
         flush=True,
     )

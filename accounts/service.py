@@ -24,7 +24,7 @@ from accounts.signup import Signups
 from accounts.users import Users, user_by
 from auth import Authenticator
 from auth.keys import load_or_create_secret
-from store.db import Database
+from store import Store
 
 DEFAULT_REDIRECT_ORIGINS = ("http://localhost:3000",)
 
@@ -32,7 +32,7 @@ DEFAULT_REDIRECT_ORIGINS = ("http://localhost:3000",)
 class Accounts:
     """Everything behind the accounts routes; the handlers only parse and render."""
 
-    def __init__(self, db: Database, auth: Authenticator, data_dir: Path, smtp: dict[str, Any] | None = None,
+    def __init__(self, db: Store, auth: Authenticator, data_dir: Path, smtp: dict[str, Any] | None = None,
                  admins: list[str] | None = None, *, hasher: PasswordHasher | None = None,
                  argon2: dict[str, Any] | None = None, mailer: Mailer | None = None,
                  public_url: str | None = None, redirect_origins: list[str] | None = None) -> None:

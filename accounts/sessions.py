@@ -20,8 +20,9 @@ from accounts.limits import Limits
 from accounts.passwords import Passwords
 from accounts.users import user_by
 from auth import Authenticator
+from store import Store
 from store import accounts as sql
-from store.db import Database, WriteTx, now_ms
+from store.db import WriteTx, now_ms
 
 log = logging.getLogger("parley.accounts")
 
@@ -37,7 +38,7 @@ def token_hash(token: str) -> str:
 class Sessions:
     """Sign-in, refresh-token families and sign-out."""
 
-    def __init__(self, db: Database, auth: Authenticator, passwords: Passwords, limits: Limits) -> None:
+    def __init__(self, db: Store, auth: Authenticator, passwords: Passwords, limits: Limits) -> None:
         self.db = db
         self.auth = auth
         self.passwords = passwords

@@ -35,8 +35,9 @@ from accounts.mail import Mailer, MailRefused
 from accounts.passwords import Passwords
 from accounts.sessions import Sessions
 from accounts.users import user_by
+from store import Store
 from store import accounts as sql
-from store.db import Database, WriteTx, now_ms
+from store.db import WriteTx, now_ms
 
 log = logging.getLogger("parley.accounts")
 
@@ -49,7 +50,7 @@ KEEP_NOTICES = 10_000  # emails whose last "you already have an account" time is
 class Signups:
     """Pending sign-ups and their codes, until a right code creates the account and signs it in."""
 
-    def __init__(self, db: Database, passwords: Passwords, mailer: Mailer, sessions: Sessions, limits: Limits,
+    def __init__(self, db: Store, passwords: Passwords, mailer: Mailer, sessions: Sessions, limits: Limits,
                  pepper: bytes, public_url: str | None, redirect_origins: set[str]) -> None:
         self.db = db
         self.passwords = passwords

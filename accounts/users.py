@@ -6,8 +6,8 @@ from typing import Any
 
 from accounts.checks import check_avatar_url, check_bio, check_email, check_username
 from accounts.errors import FORBIDDEN, USER_NOT_FOUND, USERNAME_TAKEN, AccountError, invalid
+from store import Store
 from store import accounts as sql
-from store.db import Database
 from store.errors import Conflict
 
 PROFILE_FIELDS = {"username", "avatar_url", "bio"}
@@ -25,7 +25,7 @@ def profile(user: dict[str, Any]) -> dict[str, Any]:
     return {"id": user["id"], "username": user["username"], "avatar_url": user["avatar_url"], "bio": user["bio"]}
 
 
-async def user_by(db: Database, column: str, value: str) -> dict[str, Any] | None:
+async def user_by(db: Store, column: str, value: str) -> dict[str, Any] | None:
     """The account whose `column` (id, email or username) is `value`, or None."""
     return await db.read(lambda conn: sql.user_by(conn, column, value))
 
@@ -33,7 +33,7 @@ async def user_by(db: Database, column: str, value: str) -> dict[str, Any] | Non
 class Users:
     """The users routes: `admins` (ids or emails) may look up anyone."""
 
-    def __init__(self, db: Database, admins: set[str]) -> None:
+    def __init__(self, db: Store, admins: set[str]) -> None:
         self.db = db
         self.admins = admins
 

@@ -14,8 +14,8 @@ from typing import Any
 from agents.extraction import PDF, DocumentError, DocumentTooComplex, UnsupportedDocument
 from agents.sandbox import JobError, Sandbox, SandboxFailed, SandboxTimeout
 from agents.tools import Tool, ToolEnv, ToolError
+from store import Store
 from store import documents as documents_sql
-from store.db import Database
 
 log = logging.getLogger("parley.knowledge")
 
@@ -117,7 +117,7 @@ class DocumentLimits:
 
 @dataclass(frozen=True)
 class _Search:
-    db: Database
+    db: Store
     data_dir: Path
 
     async def __call__(self, args: dict[str, Any], env: ToolEnv) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class _Search:
         return {"results": results}
 
 
-def make_tool(db: Database, data_dir: Path) -> Tool:
+def make_tool(db: Store, data_dir: Path) -> Tool:
     """The `knowledge_search` tool over the documents of the user a run belongs to."""
     return Tool(
         "knowledge_search",

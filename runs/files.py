@@ -20,12 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from store import Store, produced_files
 from store import attachments as attachments_sql
 from store import documents as documents_sql
-from store import produced_files
 from store import tasks as tasks_sql
 from store.attachments import Attachment
-from store.db import Database
 from store.produced_files import ProducedFile
 from store.tasks import TaskRow
 
@@ -72,7 +71,7 @@ async def _off_loop(work: Callable[..., T], *args: Any) -> T:
 class Files:
     """The attachments, documents and produced files of every user, for the handlers."""
 
-    def __init__(self, db: Database, data_dir: Path) -> None:
+    def __init__(self, db: Store, data_dir: Path) -> None:
         self.db = db
         self.attachments_dir = data_dir / "attachments"
         self.documents_dir = data_dir / "documents"

@@ -25,7 +25,7 @@ from agents.replay import Recording
 from runs.assemble import MessageAssembler
 from runs.hub import EventHub
 from runs.plans import PlanConfig, Plans
-from store import Conflict, Database, NotFound, WriteTx
+from store import Conflict, NotFound, Store, WriteTx
 from store import agents as agents_sql
 from store import events as events_sql
 from store import health as health_sql
@@ -247,7 +247,7 @@ class Runner:
 
 
 class RunManager:
-    def __init__(self, db: Database, hub: EventHub, agents: AgentRegistry, *, demo_delay_ms: float = 15.0,
+    def __init__(self, db: Store, hub: EventHub, agents: AgentRegistry, *, demo_delay_ms: float = 15.0,
                  plans: PlanConfig | None = None) -> None:
         self.db = db
         self.hub = hub

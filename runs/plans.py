@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.tools import InsufficientCredits, ToolEnv
+from store import Store
 from store import plans as plans_sql
 from store import tasks as tasks_sql
-from store.db import Database, WriteTx, now_ms
+from store.db import WriteTx, now_ms
 
 PLAN_KEYS = ("runs_per_day", "max_running", "agents", "credits")
 
@@ -158,7 +159,7 @@ class Plans:
     Every write goes through the store's single writer.
     """
 
-    def __init__(self, db: Database, config: PlanConfig | None = None) -> None:
+    def __init__(self, db: Store, config: PlanConfig | None = None) -> None:
         self.db = db
         self.config = config or PlanConfig()
 

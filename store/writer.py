@@ -54,6 +54,14 @@ class GroupCommitStore:
 
     # -- what a store provides ----------------------------------------------
 
+    dialect = "sqlite"  # the SQL dialect its connections speak (store.db.dialect)
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
     async def _run_batch(self, batch: list[Event | Job]) -> BatchResults:
         """Commit `batch` as one transaction (off the event loop); its events and each job's outcome."""
         raise NotImplementedError
