@@ -28,15 +28,15 @@ def _custom_data(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 # The AI SDK v5 UI message chunk of each event type (fields that ai@5.0.0's strict schema accepts).
 _UI_CHUNKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "text.delta": lambda d: {"type": "text-delta", "id": d["partId"], "delta": d["delta"]},
     "run.started": lambda d: {"type": "start", "messageId": d["messageId"]},
     "step.started": lambda d: {"type": "start-step"},
     "step.finished": lambda d: {"type": "finish-step"},
     "text.start": _part("text-start"),
-    "reasoning.start": _part("reasoning-start"),
+    "text.delta": lambda d: {"type": "text-delta", "id": d["partId"], "delta": d["delta"]},
     "text.end": _part("text-end"),
-    "reasoning.end": _part("reasoning-end"),
+    "reasoning.start": _part("reasoning-start"),
     "reasoning.delta": lambda d: {"type": "reasoning-delta", "id": d["partId"], "delta": d["delta"]},
+    "reasoning.end": _part("reasoning-end"),
     "tool.call.start": lambda d: {"type": "tool-input-start", "toolCallId": d["toolCallId"], "toolName": d["toolName"]},
     "tool.call.args": lambda d: {"type": "tool-input-delta", "toolCallId": d["toolCallId"], "inputTextDelta": d["delta"]},
     "tool.call.end": lambda d: {"type": "tool-input-available", "toolCallId": d["toolCallId"], "toolName": d["toolName"],
@@ -233,10 +233,10 @@ class AgUiRun:
 
     def events(self, ev: Event) -> list[dict[str, Any]]:
         """The AG-UI events of one canonical event, closing what AG-UI needs closed first."""
-        step = self._STEPS.get(ev.type)
-        return step(self, ev) if step is not None else []
+        render = self._RENDER_BY_TYPE.get(ev.type)
+        return render(self, ev) if render is not None else []
 
-    # -- one step per family of canonical events ------------------------------------
+    # -- one method per family of canonical events ----------------------------------
 
     def _run_started(self, ev: Event) -> list[dict[str, Any]]:
         self.message_id = ev.data.get("messageId") or ev.task_id
@@ -295,7 +295,8 @@ class AgUiRun:
 
     def _tool_call_end(self, ev: Event) -> list[dict[str, Any]]:
         call_id = ev.data["toolCallId"]
-        out = [] if call_id in self._tools else self._start_tool(call_id, ev.data["toolName"])  # announced whole, without a start
+        # A call announced whole, without a start, is started here.
+        out = [] if call_id in self._tools else self._start_tool(call_id, ev.data["toolName"])
         return out + self._end_tool(call_id, ev.data.get("input"))
 
     def _tool_outcome(self, ev: Event) -> list[dict[str, Any]]:
@@ -328,7 +329,7 @@ class AgUiRun:
             error["code"] = str(ev.data["reason"])
         return [error]
 
-    _STEPS: ClassVar[dict[str, Callable[[AgUiRun, Event], list[dict[str, Any]]]]] = {
+    _RENDER_BY_TYPE: ClassVar[dict[str, Callable[[AgUiRun, Event], list[dict[str, Any]]]]] = {
         "run.started": _run_started,
         "step.started": _step_started,
         "step.finished": _step_finished,

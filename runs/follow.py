@@ -54,28 +54,28 @@ class Follower:
     def _note(self, events: list[Event]) -> None:
         """Learn from events about to be handed out (whether the stream ends with them, when it went idle)."""
 
-    async def ended(self) -> bool:
+    async def _ended(self) -> bool:
         """Whether the stream ends once the log is replayed: its last event is out."""
         return self.finished
 
-    def wait_s(self, sub: Subscription) -> float | None:
+    def _wait_s(self, sub: Subscription) -> float | None:
         """How long to wait for a commit before a keep-alive; None: the stream ends now
         (its subscription was closed, and everything queued is out)."""
         return None if sub.closed else self.keepalive_s
 
-    def idle_over(self) -> bool:
+    def _idle_over(self) -> bool:
         """After a wait that saw no commit: whether the stream ends instead of keeping alive."""
         return False
 
     # -- the one loop ---------------------------------------------------------------
 
-    def subscribe(self, on_subscribed: Callable[[Subscription], None] | None) -> Subscription:
+    def _open(self, on_subscribed: Callable[[Subscription], None] | None) -> Subscription:
         sub = self._subscribe()
         if on_subscribed is not None:
             on_subscribed(sub)
         return sub
 
-    async def page(self) -> list[Event]:
+    async def _page(self) -> list[Event]:
         """The next page of the log: [] once caught up, or once the stream's last event is out."""
         if self.finished:
             return []
@@ -84,7 +84,7 @@ class Follower:
             self._hand_out(page)
         return page
 
-    def fresh(self, batches: list[Batch]) -> Iterator[Batch]:
+    def _fresh(self, batches: list[Batch]) -> Iterator[Batch]:
         """The live batches' events not handed out yet, up to the stream's last one."""
         for queued in batches:
             batch = unseen(queued, self.cursor)
@@ -106,18 +106,18 @@ class Follower:
         closed and everything queued is out.  `on_subscribed(sub)` lets the
         caller close the subscription (a client that went away).
         """
-        sub = self.subscribe(on_subscribed)
+        sub = self._open(on_subscribed)
         try:
             while True:  # a turn: replay the log from the cursor, then follow live commits until the reader lags
                 # The first page is read right after subscribing: the log and the subscription
                 # together hold every committed event.
-                while page := await self.page():
+                while page := await self._page():
                     yield Batch(page)
-                if await self.ended():
+                if await self._ended():
                     return
                 while not sub.lagged:
                     batches = sub.take()
-                    for batch in self.fresh(batches):
+                    for batch in self._fresh(batches):
                         yield batch
                         del batch  # an idle stream keeps no events alive
                     if self.finished:
@@ -125,11 +125,11 @@ class Follower:
                     if batches:
                         del batches
                         continue
-                    wait = self.wait_s(sub)
+                    wait = self._wait_s(sub)
                     if wait is None:
                         return
                     if not await sub.wait(wait):
-                        if self.idle_over():
+                        if self._idle_over():
                             return
                         yield None
                 sub.lagged = False  # it fell behind: its queue was dropped, catch up from the log
@@ -159,7 +159,7 @@ class TaskFollower(Follower):
     def _note(self, events: list[Event]) -> None:
         self.finished = events[-1].terminal
 
-    async def ended(self) -> bool:
+    async def _ended(self) -> bool:
         """Also when the stream resumed at or after the end of a run that is over: nothing will follow."""
         if self.finished:
             return True
@@ -201,15 +201,15 @@ class ThreadFollower(Follower):
             elif ev.terminal or ev.type == "job.parked":
                 self.idle_since = self._loop.time()
 
-    def wait_s(self, sub: Subscription) -> float | None:
+    def _wait_s(self, sub: Subscription) -> float | None:
         """Also None once the thread has been idle too long; never a wait past that moment."""
-        wait = super().wait_s(sub)
+        wait = super()._wait_s(sub)
         if wait is None or self.idle_since is None:
             return wait
         left = self.idle_since + self.idle_limit_s - self._loop.time()
         return min(wait, left) if left > 0 else None
 
-    def idle_over(self) -> bool:
+    def _idle_over(self) -> bool:
         return self.idle_since is not None and self._loop.time() >= self.idle_since + self.idle_limit_s
 
 

@@ -68,7 +68,7 @@ class _StepRecord:
         self._step: dict[str, Any] | None = None
 
     def add(self, ev: Event) -> None:
-        record = self._RECORDS.get(ev.type)
+        record = self._RECORD_BY_TYPE.get(ev.type)
         if record is not None:
             record(self, ev)
 
@@ -108,7 +108,7 @@ class _StepRecord:
     def _parked(self, ev: Event) -> None:
         self._current()["parked"] = {"correlation_key": ev.data.get("correlationKey"), "prompt": ev.data.get("prompt")}
 
-    _RECORDS: ClassVar[dict[str, Callable[[_StepRecord, Event], None]]] = {
+    _RECORD_BY_TYPE: ClassVar[dict[str, Callable[[_StepRecord, Event], None]]] = {
         "step.started": _step_started,
         "step.finished": _step_finished,
         "text.delta": _text_delta,
