@@ -46,8 +46,7 @@ from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
-from store import Database, Store
-from store.postgres import PostgresDatabase
+from store import Database, make_store
 
 VERSION = "0.1.0"
 STREAM_GRACE_S = 5.0
@@ -202,12 +201,6 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def open_store(cfg: Config, data_dir: Path) -> Store:
-    """The store `--store` names (not yet opened)."""
-    if store_kind(cfg.store) == "postgresql":
-        return PostgresDatabase(cfg.store)
-    return Database(data_dir / "parley.db")
-
 
 def normal_public_url(url: str) -> str:
     """`--public-url` as `scheme://host[:port][/path]`, no trailing slash; refused unless http(s) with a host."""
@@ -273,7 +266,7 @@ class Parley:
         self.config = config
         self.data_dir = config.data_dir.resolve()
         self.trusted_proxies = base_handlers.proxy_networks(config.trusted_proxy)
-        self.db = open_store(config, self.data_dir)
+        self.db = make_store(config.store, self.data_dir)
         self.hub = EventHub()
         self.streams = StreamSlots(config.max_streams_per_user)
         self.agents = AgentRegistry()
@@ -522,7 +515,7 @@ def admin(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:  # a missing or bad config file
         print(f"server.py admin: error: config: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(admin_main(argv, cfg.data_dir, plans=plans))
+    return asyncio.run(admin_main(argv, cfg.data_dir, plans=plans, store=cfg.store))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,8 +27,9 @@ from accounts.checks import check_email, check_password, check_username
 from accounts.passwords import Passwords
 from accounts.users import iso, user_by
 from runs.plans import PlanConfig, Plans
+from store import Store, make_store
 from store import accounts as sql
-from store.db import Database, WriteTx, now_ms
+from store.db import WriteTx, now_ms
 from store.errors import Conflict
 
 ACTOR = "admin-cli"  # who changed a balance or a plan, in the ledger
@@ -62,13 +63,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def admin_main(argv: list[str], data_dir: Path, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
-                     passwords: Passwords | None = None, plans: PlanConfig | None = None) -> int:
+                     passwords: Passwords | None = None, plans: PlanConfig | None = None, store: str = "sqlite") -> int:
     """Run one admin command; 0 on success, 1 on a refused command (message on stderr-like `stdout`).
 
-    `data_dir` and `plans` come from the server's settings (server.py reads `--config`)."""
+    `data_dir`, `plans` and `store` come from the server's settings (server.py reads `--config`)."""
     out = stdout or sys.stdout
     args = parser().parse_args(argv)
-    db = Database(getattr(args, "data_dir", data_dir).resolve() / "parley.db")
+    db = make_store(store, getattr(args, "data_dir", data_dir).resolve())
     await db.open()
     pw = passwords or Passwords()
     try:
@@ -84,7 +85,7 @@ class AdminCommand:
     """One command line of `server.py admin`, with what it works on and the terminal it talks to."""
 
     args: argparse.Namespace
-    db: Database
+    db: Store
     passwords: Passwords
     plans: Plans
     stdin: IO[str]

@@ -152,11 +152,11 @@ async def search(conn: aiosqlite.Connection, user_id: str, match: str, knowledge
 # PostgreSQL: its own full-text search.  `rank` is minus ts_rank (lower is better, as bm25), so
 # the ranking SQL and the score are the same for both stores.
 _SEARCH_PG = """
-WITH q AS (SELECT to_tsquery('english', ?) AS query),
+WITH q AS (SELECT to_tsquery('parley', ?) AS query),
 hits AS (
     SELECT c.document_id AS document_id,
            -ts_rank(c.tsv, q.query) AS rank,
-           ts_headline('english', c.text, q.query,
+           ts_headline('parley', c.text, q.query,
                        'StartSel=**, StopSel=**, MaxWords=16, MinWords=4, ShortWord=0, HighlightAll=false') AS snippet
     FROM document_chunks c CROSS JOIN q
     JOIN documents d ON d.id = c.document_id

@@ -81,7 +81,7 @@ async def get(conn: aiosqlite.Connection, thread_id: str, message_id: str,
     that `task_id` stored when given, else the live one, else the latest one superseded."""
     rows = list(await conn.execute_fetchall(
         "SELECT id, role, parts, metadata, created_at, task_id FROM messages WHERE thread_id = ? AND id = ?"
-        " ORDER BY task_id IS ? DESC, superseded, seq DESC LIMIT 1",
+        " ORDER BY CASE WHEN task_id = ? THEN 0 ELSE 1 END, superseded, seq DESC LIMIT 1",
         (thread_id, message_id, task_id),
     ))
     return _ui(rows[0]) if rows else None
@@ -96,7 +96,7 @@ async def last_for_threads(conn: aiosqlite.Connection, thread_ids: list[str], pe
         "SELECT id, role, parts, metadata, created_at, task_id, thread_id FROM ("
         "  SELECT *, ROW_NUMBER() OVER (PARTITION BY thread_id ORDER BY seq DESC) AS n FROM messages"
         f"  WHERE thread_id IN ({marks}) AND superseded = 0"
-        ") WHERE n <= ? ORDER BY thread_id, seq",
+        ") AS recent WHERE n <= ? ORDER BY thread_id, seq",
         (*thread_ids, per_thread),
     )
     out: dict[str, list[dict[str, Any]]] = {}

@@ -99,7 +99,7 @@ def running_for_user_tx(tx: WriteTx, user_id: str, cap: int) -> int:
     """How many of the user's tasks are pending or running (parked ones are not), counted up to `cap`."""
     row = tx.fetchone(
         "SELECT COUNT(*) FROM (SELECT 1 FROM tasks"
-        " WHERE user_id = ? AND status IN ('pending', 'running') LIMIT ?)", (user_id, cap))
+        " WHERE user_id = ? AND status IN ('pending', 'running') LIMIT ?) AS going", (user_id, cap))
     return int(row[0])
 
 

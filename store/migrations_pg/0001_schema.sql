@@ -2,6 +2,12 @@
 -- in PostgreSQL's types.  Times are epoch milliseconds (BIGINT), JSON is stored as text as on SQLite
 -- (the store encodes it once, with orjson), flags are 0/1 integers so that the same SQL serves both.
 CREATE EXTENSION IF NOT EXISTS citext;
+CREATE EXTENSION IF NOT EXISTS unaccent;
+
+-- Full-text search as SQLite's FTS5 tokenizer does it (`porter unicode61 remove_diacritics 2`):
+-- English stems, accents removed (café matches cafe).
+CREATE TEXT SEARCH CONFIGURATION parley (COPY = english);
+ALTER TEXT SEARCH CONFIGURATION parley ALTER MAPPING FOR hword, hword_part, word WITH unaccent, english_stem;
 
 CREATE TABLE threads (
     id           TEXT PRIMARY KEY,
@@ -107,7 +113,7 @@ CREATE TABLE document_chunks (
     document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     seq         INTEGER NOT NULL,
     text        TEXT NOT NULL,
-    tsv         tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
+    tsv         tsvector GENERATED ALWAYS AS (to_tsvector('parley', text)) STORED,
     UNIQUE (document_id, seq)
 );
 CREATE INDEX document_chunks_tsv ON document_chunks USING GIN (tsv);

@@ -115,17 +115,17 @@ async def test_admin_cli(parley, anon, accounts):
     out = io.StringIO()
     # the CLI opens its own Database on the same file (WAL)
     rc = await admin_main(["create-user", "Root@Example.com", "root", "--password-stdin"], parley.data_dir,
-                          stdin=io.StringIO("s3cret-pass\n"), stdout=out, passwords=accounts.passwords)
+                          stdin=io.StringIO("s3cret-pass\n"), stdout=out, passwords=accounts.passwords, store=parley.config.store)
     assert rc == 0, out.getvalue()
     r = await anon.request("POST", "/api/v1/auth/sessions", {"email": "root@example.com", "password": "s3cret-pass"})
     assert r.code == 200
     refresh = body(r)["refresh_token"]
     rc = await admin_main(["create-user", "root@example.com", "root2", "--password-stdin"], parley.data_dir,
-                          stdin=io.StringIO("s3cret-pass\n"), stdout=out, passwords=accounts.passwords)
+                          stdin=io.StringIO("s3cret-pass\n"), stdout=out, passwords=accounts.passwords, store=parley.config.store)
     assert rc == 1
     out = io.StringIO()
     rc = await admin_main(["reset-password", "root@example.com"], parley.data_dir, stdout=out,
-                          passwords=accounts.passwords)
+                          passwords=accounts.passwords, store=parley.config.store)
     assert rc == 0
     new_password = out.getvalue().split("password: ", 1)[1].split()[0]
     r = await anon.request("POST", "/api/v1/auth/sessions/refresh", {"refresh_token": refresh})
@@ -134,13 +134,14 @@ async def test_admin_cli(parley, anon, accounts):
     assert r.code == 200
     plans = PlanConfig.from_extra({"plans": {"pro": {"credits": 500}}}, ())
     assert await admin_main(["set-plan", "root", "pro"], parley.data_dir, stdout=io.StringIO(),
-                            passwords=accounts.passwords) == 1  # the default config has no plan pro
+                            passwords=accounts.passwords, store=parley.config.store) == 1  # the default config has no plan pro
     assert await admin_main(["set-plan", "root", "pro"], parley.data_dir, stdout=io.StringIO(),
-                            passwords=accounts.passwords, plans=plans) == 0
+                            passwords=accounts.passwords, plans=plans, store=parley.config.store) == 0
     assert (await accounts.user("username", "root"))["plan"] == "pro"
     assert await admin_main(["set-plan", "root", "gold"], parley.data_dir, stdout=io.StringIO(),
-                            passwords=accounts.passwords, plans=plans) == 1
+                            passwords=accounts.passwords, plans=plans, store=parley.config.store) == 1
     out = io.StringIO()
-    assert await admin_main(["list-users"], parley.data_dir, stdout=out, passwords=accounts.passwords, plans=plans) == 0
+    assert await admin_main(["list-users"], parley.data_dir, stdout=out, passwords=accounts.passwords, plans=plans,
+                            store=parley.config.store) == 0
     assert "root@example.com\troot\tpro\t500\t" in out.getvalue()
     assert code_for is not None

@@ -46,7 +46,7 @@ async def test_a_configured_agent_wins_over_a_stored_one_at_start(parley_config,
     is the one everybody runs, and the stored one is left out with a warning."""
     resp = await alice.request("POST", "/api/agents", {"id": "assistant", "name": "Alice's", "type": "demo"})
     assert resp.code == 201
-    restarted = Parley(Config(data_dir=parley_config.data_dir, internal_key=INTERNAL_KEY, demo_delay_ms=0,
+    restarted = Parley(Config(data_dir=parley_config.data_dir, store=parley_config.store, internal_key=INTERNAL_KEY, demo_delay_ms=0,
                               extra=copy.deepcopy(ASSISTANT)))
     await restarted.db.open()
     try:

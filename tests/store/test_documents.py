@@ -1,15 +1,16 @@
-"""Documents in the store: chunking, FTS5 search scoped per user, BM25 ranking, safe queries."""
+"""Documents in the store: chunking, full-text search scoped per user (SQLite FTS5 and BM25, PostgreSQL
+tsvector and ts_rank: the same ranking tests for both), safe queries."""
 import pytest
 
 from agents import extraction, knowledge
 from agents.tools import ToolEnv, ToolError
-from store import Database
 from store import documents as documents_sql
+from store import make_store
 
 
 @pytest.fixture
-def db(io_loop, tmp_path):
-    database = Database(tmp_path / "p.db")
+def db(io_loop, tmp_path, store):
+    database = make_store(store, tmp_path)
     io_loop.run_sync(database.open)
     yield database
     io_loop.run_sync(database.close)
