@@ -54,12 +54,17 @@ class Subscription:
         if self.closed:
             return
         if self.queued + len(batch.events) > self._limit:
-            self.batches.clear()
-            self.queued = 0
-            self.lagged = True
-        else:
-            self.batches.append(batch)
-            self.queued += len(batch.events)
+            self.fall_behind()
+            return
+        self.batches.append(batch)
+        self.queued += len(batch.events)
+        self._wake()
+
+    def fall_behind(self) -> None:
+        """Drop what is queued: the reader catches up from the log (`lagged`)."""
+        self.batches.clear()
+        self.queued = 0
+        self.lagged = True
         self._wake()
 
     def close(self) -> None:
@@ -189,6 +194,15 @@ class EventHub:
             batch = Batch(evs)
             for sub in tuple(self._by_thread.get(key, ())):
                 sub.push(batch)
+
+    def resync(self) -> None:
+        """Some committed events may never have been published here (the event bus lost them):
+        forget the in-memory logs and send every reader back to the store's log."""
+        self.recent = RecentLogs(self.recent.per_task, self.recent.total)
+        for index in (self._by_task, self._by_thread):
+            for subs in index.values():
+                for sub in tuple(subs):
+                    sub.fall_behind()
 
     def close_all(self) -> None:
         """Ends every subscription (used at the end of a drain)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from agents.llm import ChatModel
 from agents.replay import Recording
 from runs.assemble import MessageAssembler
 from runs.hub import EventHub
+from runs.leases import LEASE_S, SWEEP_S, Leases
 from runs.plans import PlanConfig, Plans
 from store import Conflict, NotFound, Store, WriteTx
 from store import agents as agents_sql
@@ -258,7 +260,10 @@ class RunManager:
         self._runners: dict[str, Runner] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._titles: dict[str, asyncio.Future[None]] = {}  # thread id -> its title request
+        self.leases = Leases(db, self.end_expired)
         db.on_commit = hub.publish
+        db.on_gap = hub.resync
+        db.on_control = self._on_control
 
     # -- reads ------------------------------------------------------------
 
@@ -487,6 +492,7 @@ class RunManager:
                 assistant_seq=seq + 1, client_run_id=req.client_run_id,
             )
             tasks_sql.insert(tx, task)
+            self.leases.claim(tx, task_id)
             tx.event(task_id, req.thread_id, "run.started", {"messageId": task.assistant_message_id, "agentId": agent.id})
             return task
 
@@ -525,7 +531,8 @@ class RunManager:
     # -- ending ---------------------------------------------------------------
 
     async def finish(
-        self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None
+        self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None,
+        only_if: Callable[[WriteTx], bool] | None = None,
     ) -> bool:
         """End the task with its one terminal event; False when it had already ended.
 
@@ -534,12 +541,12 @@ class RunManager:
         reply rebuilt from the events that did commit when the parts were at fault.
         """
         try:
-            ended = await self._write_end(task, status, reason, message, parts)
+            ended = await self._write_end(task, status, reason, message, parts, only_if)
         except Exception:
             log.exception("ending task %s failed; trying once more", task.id)
             if not _encodable(parts):
                 parts = await self._reply_from_log(task.id)
-            ended = await self._write_end(task, status, reason, message, parts)
+            ended = await self._write_end(task, status, reason, message, parts, only_if)
         if ended and status == "completed":
             self._name_thread_after(task, parts or [])
         return ended
@@ -552,9 +559,12 @@ class RunManager:
             return None
 
     async def _write_end(
-        self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None
+        self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None,
+        only_if: Callable[[WriteTx], bool] | None = None,
     ) -> bool:
         def _finish(tx: WriteTx) -> bool:
+            if only_if is not None and not only_if(tx):
+                return False
             error = None if status == "completed" else {"reason": reason, "message": message}
             if not tasks_sql.update_if(
                 tx, task.id, LIVE, status=status, finished_at=now_ms(), error=error, parked=None
@@ -615,8 +625,57 @@ class RunManager:
                 await asyncio.wait([runner.future], timeout=10)
             return
         task = await self.get_task(task_id)
-        if task.live:
+        if task.live and not await self._abort_elsewhere(task, status, reason, message):
             await self.finish(task, status, reason, message, None)
+
+    async def _abort_elsewhere(self, task: TaskRow, status: str, reason: str, message: str) -> bool:
+        """A task another instance is running: ask it to stop the run (its runner writes the end,
+        so nothing it emits can follow the terminal event) and wait for the end.  False when no
+        live instance holds it: the caller ends it here."""
+        if not self.db.shared or task.status not in ("pending", "running"):
+            return False
+        owner, lease_until = await self.db.read(lambda c: tasks_sql.owner_of(c, task.id))
+        if owner in (None, self.db.instance) or (lease_until or 0) < now_ms():
+            return False
+        sub = self.hub.subscribe_task(task.id)
+        try:
+            await self.db.send_control({"abort": task.id, "status": status, "reason": reason, "message": message})
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LEASE_S + SWEEP_S
+            while loop.time() < deadline:
+                if (await self.get_task(task.id)).terminal:
+                    return True
+                await sub.wait(min(1.0, deadline - loop.time()))
+                sub.take()
+            return (await self.get_task(task.id)).terminal
+        finally:
+            self.hub.unsubscribe(sub)
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        """A request from an instance sharing the store: stop a run this instance is running."""
+        task_id = message.get("abort")
+        runner = self._runners.get(task_id) if isinstance(task_id, str) else None
+        if runner is not None:
+            runner.cancel(str(message.get("status", "cancelled")), str(message.get("reason", "cancelled")),
+                          str(message.get("message", "The run was cancelled.")))
+
+    async def end_expired(self) -> int:
+        """End the live tasks whose lease ran out (their instance is gone): `failed`/`interrupted`."""
+        now = now_ms()
+        expired = await self.db.read(lambda c: tasks_sql.expired(c, now))
+        ended = 0
+        for task in expired:
+            parts = MessageAssembler().apply_all(await self.task_events(task.id)).parts
+
+            def still_expired(tx: WriteTx, task_id: str = task.id) -> bool:  # not renewed since it was read
+                return tasks_sql.lease_expired_tx(tx, task_id, now_ms())
+
+            if await self.finish(task, "failed", "interrupted", "The instance running the task stopped.", parts,
+                                 only_if=still_expired):
+                ended += 1
+        if ended:
+            log.info("ended %d task(s) of instances that stopped", ended)
+        return ended
 
     # -- titles ------------------------------------------------------------------
 
@@ -754,6 +813,7 @@ class RunManager:
             state["taken"] = [*taken, correlation_key]
             state["resume"] = {"correlationKey": correlation_key, "payload": payload}
             tasks_sql.update(tx, task_id, status="running", parked=None, state=state)
+            self.leases.claim(tx, task_id)
             tx.event(task_id, task.thread_id, "job.signal", {"correlationKey": correlation_key, "payload": payload})
             task.status, task.parked, task.state = "running", None, state
             return task, True
@@ -775,7 +835,13 @@ class RunManager:
     # -- recovery and drain -----------------------------------------------------
 
     async def recover(self) -> int:
-        """After a crash: tasks left pending/running end `failed`/`interrupted`; parked ones stay."""
+        """After a crash: tasks left pending/running end `failed`/`interrupted`; parked ones stay.
+
+        On a store that other instances share, only the tasks whose lease ran out are this
+        instance's to end (the others are running elsewhere); the leases' sweep starts here."""
+        if self.db.shared:
+            self.leases.start()
+            return await self.end_expired()
         stale = await self.db.read(lambda c: tasks_sql.with_status(c, ("pending", "running")))
         for task in stale:
             events = await self.task_events(task.id)
@@ -808,6 +874,7 @@ class RunManager:
         leftovers = [r.future for r in self._runners.values() if r.future is not None]
         if leftovers:
             await asyncio.wait(leftovers, timeout=10)
+        await self.leases.stop()
         await self.db.committed()
 
 

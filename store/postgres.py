@@ -35,6 +35,7 @@ log = logging.getLogger("parley.store")
 T = TypeVar("T")
 
 CHANNEL = "parley_events"
+CONTROL = "parley_control"  # requests between instances, e.g. "stop the run you are running"
 NOTIFY_LIMIT = 7000  # bytes of a notification's payload (PostgreSQL's limit is 8000)
 MIGRATION_LOCK = 0x7061726C6579  # pg_advisory_lock key: "parley"
 _COLUMNS = "id, task_id, thread_id, type, data, created_at"
@@ -116,9 +117,16 @@ class PgReader:
 
 
 class PostgresDatabase(GroupCommitStore):
-    """The store on a PostgreSQL server.  `open()` it, `write()`/`append()` to it, `read()` from it."""
+    """The store on a PostgreSQL server.  `open()` it, `write()`/`append()` to it, `read()` from it.
+
+    Committed events reach `on_commit` from the event bus only, this instance's own too: every
+    instance sees every commit in the one commit order, so a stream never gets a later event
+    before an earlier one that another instance committed first.
+    """
 
     dialect = "postgresql"
+    shared = True
+    publishes_at_commit = False
 
     def __init__(self, url: str, readers: int = 8) -> None:
         super().__init__()
@@ -132,13 +140,13 @@ class PostgresDatabase(GroupCommitStore):
         # The writer's connection lives in this one thread, as SQLite's lives in aiosqlite's.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-pg-writer")
         self._last_id = 0
+        self._seen = 0  # the last event id the bus delivered
 
     # -- life cycle -------------------------------------------------------
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._thread, self._connect_writer)
-        self._last_id = await loop.run_in_executor(self._thread, self._read_counter)
         self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._readers, open=False,
                                          kwargs={"autocommit": True})
         await self._pool.open(wait=True)
@@ -155,12 +163,6 @@ class PostgresDatabase(GroupCommitStore):
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
         conn.autocommit = False
         return conn
-
-    def _read_counter(self) -> int:
-        assert self._conn is not None
-        row = self._conn.execute("SELECT last_id FROM event_counter").fetchone()
-        self._conn.commit()
-        return int(row[0]) if row else 0
 
     async def close(self) -> None:
         """Commit everything queued, then close every connection."""
@@ -240,34 +242,70 @@ class PostgresDatabase(GroupCommitStore):
     # -- the event bus ------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Hand other instances' committed events to `on_commit`, in commit order."""
+        """Hand every committed event to `on_commit`, in commit order; control messages to `on_control`.
+
+        Commits notify in commit order and their ids follow on from each other, so a notification
+        that does not start right after the last one seen means some were lost (the connection
+        dropped): `on_gap` tells the readers to catch up from the log."""
+        reconnecting = False
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {CONTROL}")
+                    # Read after LISTEN: a commit is either counted here or notified (or both: skipped then).
+                    self._seen = await self._counter(conn)
+                    self._last_id = max(self._last_id, self._seen)
+                    if reconnecting:
+                        self.on_gap()
                     self._listening.set()
                     async for note in conn.notifies():
-                        await self._received(note.payload)
+                        if note.channel == CONTROL:
+                            self._control(note.payload)
+                        else:
+                            await self._received(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                reconnecting = True
                 await asyncio.sleep(0.5)
+
+    @staticmethod
+    async def _counter(conn: psycopg.AsyncConnection[Any]) -> int:
+        cur = await conn.execute("SELECT last_id FROM event_counter")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def _received(self, payload: str) -> None:
         msg = orjson.loads(payload)
-        if msg["o"] == self.instance:
-            return  # published locally at commit
+        first, last = int(msg["f"]), int(msg["l"])
+        if last <= self._seen:
+            return  # committed before this instance started listening
+        if first != self._seen + 1:
+            log.warning("event bus: events %d-%d arrived after %d; readers catch up from the log", first, last, self._seen)
+            self.on_gap()
+        self._seen = last
         if "e" in msg:
             events = [Event.from_row(r) for r in msg["e"]]
         else:
-            events = await self.read(lambda c: events_in_range(c, msg["f"], msg["l"]))
-        if events:
-            self._last_id = max(self._last_id, events[-1].id)
-            try:
-                self.on_commit(events)
-            except Exception:
-                log.exception("on_commit hook failed for events %d-%d", msg["f"], msg["l"])
+            events = await self.read(lambda c: events_in_range(c, first, last))
+        self._last_id = max(self._last_id, last)
+        try:
+            self.on_commit(events)
+        except Exception:
+            log.exception("on_commit hook failed for events %d-%d", first, last)
+
+    def _control(self, payload: str) -> None:
+        try:
+            self.on_control(orjson.loads(payload))
+        except Exception:
+            log.exception("control message %r failed", payload[:200])
+
+    async def send_control(self, message: dict[str, Any]) -> None:
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CONTROL, orjson.dumps(message).decode()))
 
     # -- reading ----------------------------------------------------------
 

@@ -142,3 +142,36 @@ async def counts_for_agent(conn: aiosqlite.Connection, agent_id: str, user_id: s
         "SELECT status, COUNT(*) FROM tasks WHERE agent_id = ? AND user_id = ? GROUP BY status", (agent_id, user_id)
     )
     return {r[0]: r[1] for r in rows}
+
+
+# -- leases (many instances on one store, SPEC section 14) ---------------------------------------
+
+def claim(tx: WriteTx, task_id: str, owner: str, until_ms: int) -> None:
+    """`owner` runs the task now, with a lease until `until_ms`."""
+    tx.execute("UPDATE tasks SET owner = ?, lease_until = ? WHERE id = ?", (owner, until_ms, task_id))
+
+
+def renew(tx: WriteTx, owner: str, until_ms: int) -> int:
+    """Extend the leases of the live tasks `owner` runs; how many there are."""
+    cur = tx.execute("UPDATE tasks SET lease_until = ? WHERE owner = ? AND status IN ('pending', 'running')",
+                     (until_ms, owner))
+    return int(cur.rowcount)
+
+
+async def expired(conn: aiosqlite.Connection, now: int) -> list[TaskRow]:
+    """Live (not parked) tasks whose lease ran out: their instance is gone."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('pending', 'running') AND lease_until < ?", (now,))
+    return [TaskRow.from_row(r) for r in rows]
+
+
+def lease_expired_tx(tx: WriteTx, task_id: str, now: int) -> bool:
+    row = tx.fetchone("SELECT lease_until FROM tasks WHERE id = ?", (task_id,))
+    return row is not None and row[0] is not None and int(row[0]) < now
+
+
+async def owner_of(conn: aiosqlite.Connection, task_id: str) -> tuple[str | None, int | None]:
+    """The instance running the task and the end of its lease (None, None when nobody holds it)."""
+    rows = list(await conn.execute_fetchall("SELECT owner, lease_until FROM tasks WHERE id = ?", (task_id,)))
+    return (rows[0][0], rows[0][1]) if rows else (None, None)
+

@@ -49,12 +49,17 @@ class GroupCommitStore:
         self._closing = False
         self._commit_waiters: list[asyncio.Future[None]] = []
         self.on_commit: Callable[[list[Event]], None] = lambda events: None
+        self.on_control: Callable[[dict[str, Any]], None] = lambda message: None
+        self.on_gap: Callable[[], None] = lambda: None  # events may have been missed: catch up from the log
         self.commits = 0
         self.events_written = 0
 
     # -- what a store provides ----------------------------------------------
 
     dialect = "sqlite"  # the SQL dialect its connections speak (store.db.dialect)
+    shared = False  # whether other instances use the same store (leases, the control channel)
+    instance = "local"  # this instance's name among those that share the store
+    publishes_at_commit = True  # False: committed events reach on_commit from the event bus, in commit order
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -73,6 +78,9 @@ class GroupCommitStore:
     def last_event_id(self) -> int:
         """The highest event id handed out so far: no event with a smaller id can still appear."""
         raise NotImplementedError
+
+    async def send_control(self, message: dict[str, Any]) -> None:
+        """Tell every instance sharing the store (`on_control`); a store of one process has none."""
 
     # -- writing --------------------------------------------------------------
 
@@ -171,7 +179,7 @@ class GroupCommitStore:
             raise
         self.commits += 1
         self.events_written += len(published)
-        if published:
+        if published and self.publishes_at_commit:
             try:
                 self.on_commit(published)
             except Exception:

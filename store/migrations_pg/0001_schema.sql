@@ -51,7 +51,9 @@ CREATE TABLE tasks (
     user_message_id      TEXT,
     assistant_message_id TEXT NOT NULL,
     assistant_seq        INTEGER NOT NULL,
-    client_run_id        TEXT
+    client_run_id        TEXT,
+    owner                TEXT,    -- the instance running it (store/tasks.py `claim`) ...
+    lease_until          BIGINT   -- ... until then, unless its heartbeat renews the lease
 );
 -- The dedup lock: at most one live task per thread, enforced by the store itself.
 CREATE UNIQUE INDEX tasks_live_per_thread ON tasks(thread_id) WHERE status IN ('pending', 'running', 'parked');
@@ -60,6 +62,7 @@ CREATE INDEX tasks_by_status ON tasks(status);
 CREATE INDEX tasks_by_agent ON tasks(agent_id, user_id, created_at);
 CREATE INDEX tasks_by_user ON tasks(user_id, created_at);
 CREATE INDEX tasks_running_by_user ON tasks(user_id) WHERE status IN ('pending', 'running');
+CREATE INDEX tasks_leases ON tasks(lease_until) WHERE status IN ('pending', 'running');
 
 -- The event log.  Ids come from event_counter, taken inside the committing transaction (store/postgres.py):
 -- the row lock orders the committing transactions, so ids rise in commit order on every instance.
