@@ -78,6 +78,7 @@ class Config:
     allowed_host: list[str] = field(default_factory=list, metadata={"help": "Host name the unauthenticated account routes accept (repeatable; others get 421); always: the public URL's host, localhost, 127.0.0.1, [::1], the listener's host"})
     trusted_proxy: list[str] = field(default_factory=list, metadata={"help": "CIDR of a reverse proxy whose X-Forwarded-For gives the client address for rate limits and logs (repeatable); default: none, forwarding headers are ignored"})
     store: str = field(default="sqlite", metadata={"help": "the store: sqlite (data-dir/parley.db), or postgresql://user:password@host:port/dbname for any number of instances on one database"})
+    lease_s: float = field(default=15.0, metadata={"help": "seconds a run's lease lasts on a shared store: the runs of an instance that died end within this and a third more"})
     workers: int = field(default=1, metadata={"help": "processes of this instance sharing the port (PostgreSQL store only)"})
     config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles], [transcribe], [plans.*], [credits])"})
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
@@ -175,6 +176,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             parser.error(f"--jwks: {exc}")
     if store_kind(cfg.store) is None:
         parser.error(f"--store must be sqlite or a postgresql:// URL, not {redacted(cfg.store)!r}")
+    if cfg.lease_s < 1:
+        parser.error("--lease-s must be at least 1 second")
     if cfg.workers < 1:
         parser.error("--workers must be 1 or more")
     if cfg.workers > 1 and store_kind(cfg.store) == "sqlite":
@@ -274,7 +277,8 @@ class Parley:
         self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
         self.document_settings = document_settings(config.extra)  # [documents]: a bad table fails here
         plans = PlanConfig.from_extra(config.extra, self.agents.tools)  # [plans.*], [credits]: a bad table fails here
-        self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans)
+        self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans,
+                               lease_s=config.lease_s)
         self.files = Files(self.db, self.data_dir)
         self.auth: Authenticator | None = None
         self.url_signer: UrlSigner | None = None

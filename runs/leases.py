@@ -1,11 +1,11 @@
 """Leases: which instance runs which task, when many instances share one store (SPEC section 14).
 
 The instance that starts (or wakes) a task claims it in the same transaction, with a lease of
-LEASE_S seconds; its heartbeat renews the leases of all the tasks it runs every HEARTBEAT_S.  Every
-instance sweeps every SWEEP_S for live (not parked) tasks whose lease ran out and ends them
-`failed`/`interrupted`, so the runs of an instance that died (kill -9, a lost host) end within
-LEASE_S + SWEEP_S, their streams get their terminal event on every instance and their threads are
-free.  Parked tasks belong to no instance.  A store of one process (SQLite) needs none of this:
+`lease_s` seconds (15 by default); its heartbeat renews the leases of all the tasks it runs every
+third of that.  Every instance sweeps as often for live (not parked) tasks whose lease ran out and
+ends them `failed`/`interrupted`, so the runs of an instance that died (kill -9, a lost host) end
+within lease + a third, their streams get their terminal event on every instance and their
+threads are free.  Parked tasks belong to no instance.  A store of one process (SQLite) needs none of this:
 it ends what it left running when it starts again (RunManager.recover).
 """
 from __future__ import annotations
@@ -21,22 +21,21 @@ from store.db import now_ms
 log = logging.getLogger("parley.runs")
 
 LEASE_S = 15.0
-HEARTBEAT_S = 5.0
-SWEEP_S = 5.0
 
 
 class Leases:
     """The heartbeat and the sweep of one instance (started only on a shared store)."""
 
-    def __init__(self, db: Store, end_expired: Callable[[], Awaitable[int]]) -> None:
+    def __init__(self, db: Store, end_expired: Callable[[], Awaitable[int]], lease_s: float = LEASE_S) -> None:
         self.db = db
+        self.lease_s = lease_s
+        self.every_s = lease_s / 3  # heartbeat and sweep: a lease outlives two missed heartbeats
         self._end_expired = end_expired
         self._loops: list[asyncio.Task[None]] = []
 
-    @staticmethod
-    def until() -> int:
+    def until(self) -> int:
         """The end of a lease taken or renewed now (epoch ms)."""
-        return now_ms() + int(LEASE_S * 1000)
+        return now_ms() + int(self.lease_s * 1000)
 
     def claim(self, tx: WriteTx, task_id: str) -> None:
         """This instance runs the task from now on (inside the start's or the wake-up's transaction)."""
@@ -45,8 +44,8 @@ class Leases:
 
     def start(self) -> None:
         if self.db.shared and not self._loops:
-            self._loops = [asyncio.ensure_future(self._every(HEARTBEAT_S, self._renew, "heartbeat")),
-                           asyncio.ensure_future(self._every(SWEEP_S, self._end_expired, "lease sweep"))]
+            self._loops = [asyncio.ensure_future(self._every(self.every_s, self._renew, "heartbeat")),
+                           asyncio.ensure_future(self._every(self.every_s, self._end_expired, "lease sweep"))]
 
     async def stop(self) -> None:
         for loop in self._loops:

@@ -25,7 +25,7 @@ from agents.llm import ChatModel
 from agents.replay import Recording
 from runs.assemble import MessageAssembler
 from runs.hub import EventHub
-from runs.leases import LEASE_S, SWEEP_S, Leases
+from runs.leases import LEASE_S, Leases
 from runs.plans import PlanConfig, Plans
 from store import Conflict, NotFound, Store, WriteTx
 from store import agents as agents_sql
@@ -250,7 +250,7 @@ class Runner:
 
 class RunManager:
     def __init__(self, db: Store, hub: EventHub, agents: AgentRegistry, *, demo_delay_ms: float = 15.0,
-                 plans: PlanConfig | None = None) -> None:
+                 plans: PlanConfig | None = None, lease_s: float = LEASE_S) -> None:
         self.db = db
         self.hub = hub
         self.agents = agents
@@ -260,7 +260,7 @@ class RunManager:
         self._runners: dict[str, Runner] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._titles: dict[str, asyncio.Future[None]] = {}  # thread id -> its title request
-        self.leases = Leases(db, self.end_expired)
+        self.leases = Leases(db, self.end_expired, lease_s)
         db.on_commit = hub.publish
         db.on_gap = hub.resync
         db.on_control = self._on_control
@@ -641,7 +641,7 @@ class RunManager:
         try:
             await self.db.send_control({"abort": task.id, "status": status, "reason": reason, "message": message})
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + LEASE_S + SWEEP_S
+            deadline = loop.time() + self.leases.lease_s + self.leases.every_s
             while loop.time() < deadline:
                 if (await self.get_task(task.id)).terminal:
                     return True
