@@ -100,7 +100,7 @@ class EventStreamHandler(APIHandler):
                 return value
         return None
 
-    def cursor(self, malformed_status: int = 400, beyond_ok: bool = False) -> int:
+    async def cursor(self, malformed_status: int = 400, beyond_ok: bool = False) -> int:
         """The event id to resume after (0: from the start).
 
         Not an integer → `malformed_status`; above the last id the log has
@@ -115,7 +115,7 @@ class EventStreamHandler(APIHandler):
             value = max(0, int(raw.strip()))
         except ValueError:
             raise ApiError(malformed_status, "Last-Event-ID must be an event id (an integer)") from None
-        if value > self.runs.last_event_id and not beyond_ok:
+        if not beyond_ok and not await self.runs.in_log(value):
             raise ApiError(400, "Last-Event-ID is beyond the last event of the log")
         return value
 

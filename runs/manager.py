@@ -329,8 +329,17 @@ class RunManager:
 
     @property
     def last_event_id(self) -> int:
-        """The highest event id of the whole log so far (a resume cursor above it is no cursor)."""
+        """The highest event id of the whole log so far, as far as this instance knows."""
         return self.db.last_event_id
+
+    async def in_log(self, event_id: int) -> bool:
+        """Whether the log has handed out `event_id` (a resume cursor above the log is no cursor).
+        Another instance may have committed ids this one has not heard of yet: the store is asked."""
+        if event_id <= self.db.last_event_id:
+            return True
+        if not self.db.shared or event_id >= 2**63:
+            return False
+        return event_id <= await self.db.read(events_sql.highest_id)
 
     async def last_event(self, task_id: str) -> Any:
         return await self.db.read(lambda c: events_sql.last_for_task(c, task_id))

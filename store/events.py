@@ -102,3 +102,10 @@ async def last_run_start(conn: aiosqlite.Connection, thread_id: str) -> int | No
 async def last_for_task(conn: aiosqlite.Connection, task_id: str) -> Event | None:
     rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM events WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,)))
     return Event.from_row(rows[0]) if rows else None
+
+
+async def highest_id(conn: aiosqlite.Connection) -> int:
+    """The highest id handed out, on a store that numbers events with `event_counter` (PostgreSQL)."""
+    rows = list(await conn.execute_fetchall("SELECT last_id FROM event_counter"))
+    return int(rows[0][0]) if rows else 0
+

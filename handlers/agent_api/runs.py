@@ -189,8 +189,8 @@ class AgentApiRunsHandler(AgentApiHandler):
 class AgentApiRunEventsHandler(EventStreamHandler, AgentApiHandler):
     """GET /runs/:threadId/events — every task of the thread, resumable, open while the thread is busy."""
 
-    def explicit_cursor(self) -> int | None:
-        return None if self.raw_cursor() is None else self.cursor(malformed_status=422)
+    async def explicit_cursor(self) -> int | None:
+        return None if self.raw_cursor() is None else await self.cursor(malformed_status=422)
 
     def idle_limit(self) -> int:
         raw = self.get_query_argument("idle_limit", None)
@@ -206,7 +206,7 @@ class AgentApiRunEventsHandler(EventStreamHandler, AgentApiHandler):
 
     async def get(self, thread_id: str) -> None:
         idle_limit = self.idle_limit()
-        cursor = self.explicit_cursor()
+        cursor = await self.explicit_cursor()
         try:
             if not await self.runs.check_thread(thread_id, self.user_id):
                 raise ApiError(404, "thread not found")

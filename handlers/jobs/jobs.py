@@ -200,7 +200,7 @@ class JobsEventsHandler(EventStreamHandler, JobsHandler):
 
     async def get(self, job_id: str) -> None:
         task = await self.own_job(job_id)
-        cursor = self.cursor()
+        cursor = await self.cursor()
         timeline = Timeline()
         if cursor:  # learn the tool names of calls that started before the cursor
             timeline.frames(Batch(await self.runs.task_events(task.id, limit=100_000)))

@@ -95,7 +95,7 @@ class NativeStreamHandler(EventStreamHandler, NativeHandler):
 
     async def get(self, task_id: str) -> None:
         task = await self.own_task(task_id, fresh=False)  # a live task's row is in memory
-        cursor = self.cursor(beyond_ok=task.terminal)  # an ended run answers any later cursor with its last frame
+        cursor = await self.cursor(beyond_ok=task.terminal)  # an ended run answers any later cursor with its last frame
         if task.terminal:
             last = await self.runs.last_event(task.id)
             if last is not None and last.terminal and cursor >= last.id:
