@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--data-root", default=None, help="where the servers' temp data dirs go (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (server logs, parley.db)")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="postgresql: the scale-out table instead (SQLite vs PostgreSQL: one instance, two, --workers 2)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -39,6 +41,17 @@ async def run_all(names: list[str], args: argparse.Namespace) -> tuple[list[Metr
     metrics: list[Metric] = []
     errors: list[tuple[str, str]] = []
     timings: dict[str, float] = {}
+    if args.store == "postgresql":
+        from bench.scale import run_scale
+
+        t0 = time.perf_counter()
+        try:
+            metrics = await run_scale(sizes, args.data_root, args.keep)
+        except Exception as exc:
+            errors.append(("scale", f"{type(exc).__name__}: {exc}"))
+            traceback.print_exc()
+        timings["scale"] = round(time.perf_counter() - t0, 2)
+        return metrics, errors, timings
     for name in names:
         t0 = time.perf_counter()
         if not args.json:

@@ -69,6 +69,37 @@ def _stop_leftovers() -> None:
         proc.stop()
 
 
+def _process_tree(pid: int) -> list[int]:
+    """The process and its descendants (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def parley_argv(port: int, workdir: Path, config: Path, name: str = "data", extra: list[str] | None = None) -> list[str]:
+    """The command line of a benchmarked Parley on `port` (its data dir `workdir/name`)."""
+    return [
+        sys.executable, str(ROOT / "server.py"),
+        "--host", HOST, "--port", str(port),
+        "--data-dir", str(workdir / name),
+        "--internal-key", INTERNAL_KEY,
+        "--demo-delay-ms", "0",
+        "--max-streams-per-user", "20000",
+        "--log-level", "warning",
+        "--drain-timeout", "1",
+        "--config", str(config),
+        *(extra or []),
+    ]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -135,11 +166,18 @@ class ServerProcess:
         raise RuntimeError("no VmRSS")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
-        with open(f"/proc/{self.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
+        """User + system CPU time of the server process so far, its live child processes
+        included (the workers of `--workers N`, the tool sandbox)."""
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        total = 0
+        for pid in _process_tree(self.pid):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / ticks
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -175,22 +213,7 @@ class Servers:
         pport, bport = free_port(), free_port()
         while bport == pport:
             bport = free_port()
-        self.parley = ServerProcess(
-            "parley",
-            [
-                py, str(ROOT / "server.py"),
-                "--host", HOST, "--port", str(pport),
-                "--data-dir", str(self.workdir / "data"),
-                "--internal-key", INTERNAL_KEY,
-                "--demo-delay-ms", "0",
-                "--max-streams-per-user", "20000",
-                "--log-level", "warning",
-                "--drain-timeout", "1",
-                "--config", str(config),
-            ],
-            pport,
-            self.workdir,
-        )
+        self.parley = ServerProcess("parley", parley_argv(pport, self.workdir, config), pport, self.workdir)
         self.baseline = ServerProcess(
             "baseline",
             [py, str(ROOT / "bench" / "baseline.py"), "--host", HOST, "--port", str(bport)],

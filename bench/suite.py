@@ -102,15 +102,17 @@ def _swallow(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-async def closed_loop(server: ServerProcess, clients: int, warmup: float, duration: float,
+async def closed_loop(server: ServerProcess | list[ServerProcess], clients: int, warmup: float, duration: float,
                       op: Callable[[Connection, int, int], Awaitable[bool]]) -> dict[str, Any]:
-    """`clients` workers, each on its own keep-alive connection, run `op` back to back.
+    """`clients` workers, each on its own keep-alive connection, run `op` back to back; with
+    several servers (instances of one Parley), worker w talks to server w mod n.
 
     Counts the operations that complete inside the measured window (after
     `warmup`); a failed operation counts as an error, never as throughput.
     """
-    port = server.port
-    conns = await open_conns(port, clients)
+    servers = server if isinstance(server, list) else [server]
+    ports = [servers[w % len(servers)].port for w in range(clients)]
+    conns = list(await asyncio.gather(*(Connection.open(HOST, port) for port in ports)))
     stop = False
     measuring = False
     done = 0
@@ -138,17 +140,17 @@ async def closed_loop(server: ServerProcess, clients: int, warmup: float, durati
                     errors += 1
                     first_error = first_error or err
             if conn.closed:
-                conn = conns[w] = await Connection.open(HOST, port)
+                conn = conns[w] = await Connection.open(HOST, ports[w])
 
     workers = [asyncio.create_task(worker(w)) for w in range(clients)]
     await asyncio.sleep(warmup)
     measuring = True
-    t0, c0, s0 = time.perf_counter(), time.process_time(), server.cpu_seconds()
+    t0, c0, s0 = time.perf_counter(), time.process_time(), sum(s.cpu_seconds() for s in servers)
     await asyncio.sleep(duration)
     measuring = False
     elapsed = time.perf_counter() - t0
     client_cpu = (time.process_time() - c0) / elapsed
-    server_cpu = (server.cpu_seconds() - s0) / elapsed
+    server_cpu = (sum(s.cpu_seconds() for s in servers) - s0) / elapsed
     stop = True
     await asyncio.wait(workers, timeout=30)
     for w in workers:
@@ -206,21 +208,27 @@ async def bench_starts(ctx: Ctx) -> list[Metric]:
 
 # -- completed short runs ------------------------------------------------------------
 
+async def bench_short_runs_on(servers: list[ServerProcess], sz: Sizes, tag: str) -> dict[str, Any]:
+    """The closed loop of short runs on Parley (instances of one Parley: each client on one of them)."""
+
+    async def parley_op(conn: Connection, w: int, i: int) -> bool:
+        task_id = await start_task(conn, f"sr-{tag}-{w}-{i}", "hi")
+        resp, r = await read_sse(conn, f"/stream/{task_id}")
+        return resp.status == 200 and r.done and r.deltas > 0
+
+    return await closed_loop(servers, sz.clients, sz.warmup_s, sz.duration_s, parley_op)
+
+
 async def bench_short_runs(ctx: Ctx) -> list[Metric]:
     """POST /task `hi`, then GET /stream to `event: done`, 32 clients back to back."""
     sz = ctx.sizes
-
-    async def parley_op(conn: Connection, w: int, i: int) -> bool:
-        task_id = await start_task(conn, f"sr-{ctx.tag}-{w}-{i}", "hi")
-        resp, r = await read_sse(conn, f"/stream/{task_id}")
-        return resp.status == 200 and r.done and r.deltas > 0
 
     async def base_op(conn: Connection, w: int, i: int) -> bool:
         await start_task(conn, f"sr-{ctx.tag}-{w}-{i}", "hi")
         resp, r = await read_sse(conn, "/stream?n=3&per=6&prefix=3")
         return resp.status == 200 and r.done and r.deltas == 3
 
-    p = await closed_loop(ctx.parley, sz.clients, sz.warmup_s, sz.duration_s, parley_op)
+    p = await bench_short_runs_on([ctx.parley], sz, ctx.tag)
     b = await closed_loop(ctx.baseline, sz.clients, sz.warmup_s, sz.duration_s, base_op)
     note = _loop_note(p, b)
     return [
@@ -233,15 +241,22 @@ async def bench_short_runs(ctx: Ctx) -> list[Metric]:
 
 # -- event throughput ----------------------------------------------------------------
 
-async def fanout(server: ServerProcess, n: int, readers: int, content: str, path_template: str, thread_id: str) -> dict[str, Any]:
-    """Start a run, then `readers` concurrent GET /stream to the end; time from before the POST."""
+async def fanout(server: ServerProcess, n: int, readers: int, content: str, path_template: str, thread_id: str,
+                 readers_on: list[ServerProcess] | None = None) -> dict[str, Any]:
+    """Start a run on `server`, then `readers` concurrent GET /stream to the end (reader i on
+    `readers_on[i mod n]` when given: other instances of one Parley); time from before the POST."""
     port = server.port
     post_conn = await Connection.open(HOST, port)
-    conns = await open_conns(port, readers)
+    if readers_on:
+        conns = list(await asyncio.gather(*(Connection.open(HOST, readers_on[i % len(readers_on)].port)
+                                             for i in range(readers))))
+    else:
+        conns = await open_conns(port, readers)
     # Reader 0 counts frames and chunks too; every reader counts its text-deltas.
     rs = [SSEReader(detail=(i == 0)) for i in range(readers)]
     try:
-        t0, c0, s0 = time.perf_counter(), time.process_time(), server.cpu_seconds()
+        everyone = [server, *[r for r in (readers_on or []) if r is not server]]
+        t0, c0, s0 = time.perf_counter(), time.process_time(), sum(x.cpu_seconds() for x in everyone)
         task_id = await start_task(post_conn, thread_id, content)
         path = path_template.format(task_id=task_id)
         futs = [c.send("GET", path, AUTH, on_body=r.feed) for c, r in zip(conns, rs, strict=True)]
@@ -251,7 +266,7 @@ async def fanout(server: ServerProcess, n: int, readers: int, content: str, path
         elapsed = time.perf_counter() - t0
         # /proc CPU times tick every 10 ms: meaningless for a very short run.
         client_cpu = (time.process_time() - c0) / elapsed if elapsed >= 0.1 else None
-        server_cpu = (server.cpu_seconds() - s0) / elapsed if elapsed >= 0.1 else None
+        server_cpu = (sum(x.cpu_seconds() for x in everyone) - s0) / elapsed if elapsed >= 0.1 else None
     finally:
         post_conn.close()
         for c in conns:
@@ -345,11 +360,12 @@ async def bench_throughput(ctx: Ctx) -> list[Metric]:
 
 # -- first chunk latency ---------------------------------------------------------------
 
-async def first_chunk_series(port: int, iters: int, parley: bool, tag: str) -> tuple[list[float], list[float]]:
-    """POST then at once GET the stream; seconds from before the POST to the first `data:` frame
-    (and, second list, to the POST's answer)."""
+async def first_chunk_series(port: int, iters: int, parley: bool, tag: str,
+                             stream_port: int | None = None) -> tuple[list[float], list[float]]:
+    """POST then at once GET the stream (on `stream_port` when given: another instance); seconds
+    from before the POST to the first `data:` frame (and, second list, to the POST's answer)."""
     post_conn = await Connection.open(HOST, port)
-    stream_conn = await Connection.open(HOST, port)
+    stream_conn = await Connection.open(HOST, stream_port or port)
     out: list[float] = []
     posts: list[float] = []
     try:
