@@ -1,14 +1,10 @@
-"""Parley: options, environment and config file -> make_app -> listen; drain on SIGTERM.
+"""Parley: the settings (config.py) -> make_app -> listen; drain on SIGTERM.
 
     python server.py [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...
-
-Every flag also reads `PARLEY_<FLAG>` from the environment (lists comma
-separated) and the same key from the TOML file named by `--config`;
-flags win over the environment, the environment over the file.
+    python server.py admin …
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -17,11 +13,8 @@ import signal
 import socket
 import sys
 import time
-import tomllib
-from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 from tornado import web
@@ -32,9 +25,9 @@ from accounts import Accounts
 from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
-from auth.jwks import check_location as check_jwks_location
 from auth.keys import SigningKey, load_or_create_secret
 from auth.signed_urls import UrlSigner
+from config import Config, parse_config, redacted
 from handlers import accounts as account_routes
 from handlers import agent_api, app, jobs, mcp, native, openapi, page
 from handlers import base as base_handlers
@@ -51,169 +44,6 @@ from store import Database, make_store
 VERSION = "0.1.0"
 STREAM_GRACE_S = 5.0
 log = logging.getLogger("parley")
-
-
-@dataclass
-class Config:
-    """Every setting, with its default; the help text is the field's metadata."""
-
-    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=8090, metadata={"help": "port to listen on (0: any free port)"})
-    data_dir: Path = field(default=Path("./data"), metadata={"help": "directory holding everything the server owns"})
-    internal_key: str | None = field(default=None, metadata={"help": "key for X-Internal-Key (server to server); unset: refused"})
-    jwks: list[str] = field(default_factory=list, metadata={"help": "JWKS https:// URL or local file to trust for Bearer JWTs (repeatable; no redirects, 256 KB at most)"})
-    jwt_audience: str = field(default="authenticated", metadata={"help": "required JWT `aud`"})
-    jwt_issuer: str | None = field(default=None, metadata={"help": "required JWT `iss` of external tokens (checked exactly when set)"})
-    drain_timeout: float = field(default=30.0, metadata={"help": "seconds in-flight runs get to finish on SIGTERM"})
-    cors_origin: list[str] = field(default_factory=list, metadata={"help": "allowed CORS origin, `*` wildcards allowed (repeatable); default: own origin and http://localhost:3000"})
-    demo_delay_ms: float = field(default=15.0, metadata={"help": "delay between the demo agent's words"})
-    default_agent: str = field(default="demo", metadata={"help": "agent of runs that name none"})
-    log_format: str = field(default="text", metadata={"help": "request log format: text or json"})
-    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
-    max_streams_per_user: int = field(default=100, metadata={"help": "open SSE streams one user may hold (429 beyond)"})
-    keepalive_s: float = field(default=15.0, metadata={"help": "seconds between SSE keep-alive comments"})
-    idle_timeout: float = field(default=75.0, metadata={"help": "seconds before an idle keep-alive connection is closed"})
-    dev: bool = field(default=False, metadata={"help": "development mode: GET /api/v1/auth/dev-code shows outbox codes to a browser on this machine"})
-    public_url: str | None = field(default=None, metadata={"help": "URL people reach the server at, for links in mail and the own origin (default: http://HOST:PORT of the listener)"})
-    allowed_host: list[str] = field(default_factory=list, metadata={"help": "Host name the unauthenticated account routes accept (repeatable; others get 421); always: the public URL's host, localhost, 127.0.0.1, [::1], the listener's host"})
-    trusted_proxy: list[str] = field(default_factory=list, metadata={"help": "CIDR of a reverse proxy whose X-Forwarded-For gives the client address for rate limits and logs (repeatable); default: none, forwarding headers are ignored"})
-    store: str = field(default="sqlite", metadata={"help": "the store: sqlite (data-dir/parley.db), or postgresql://user:password@host:port/dbname for any number of instances on one database"})
-    lease_s: float = field(default=15.0, metadata={"help": "seconds a run's lease lasts on a shared store: the runs of an instance that died end within this and a third more"})
-    workers: int = field(default=1, metadata={"help": "processes of this instance sharing the port (PostgreSQL store only)"})
-    config: Path | None = field(default=None, metadata={"help": "TOML config file (same keys as the flags, plus [llm.*], [[agents]], [[mcp_servers]], [titles], [transcribe], [plans.*], [credits])"})
-    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
-
-
-_LIST_FIELDS = {"jwks", "cors_origin", "allowed_host", "trusted_proxy"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-_FIELDS = {f.name: f for f in fields(Config) if f.name != "extra"}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    kind = str(_FIELDS[name].type)
-    if name in _LIST_FIELDS:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return [str(v) for v in value]
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text not in _TRUE | _FALSE:
-            raise ValueError(f"not a boolean: {value!r}")
-        return text in _TRUE
-    if kind.startswith("Path"):
-        return Path(value)
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    return str(value)
-
-
-def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
-    environ = dict(os.environ if environ is None else environ)
-    parser = argparse.ArgumentParser(
-        prog="server.py",
-        description="Parley: a self-hosted agent run server. Every flag also reads PARLEY_<FLAG> "
-        "(e.g. PARLEY_INTERNAL_KEY; lists comma-separated) and the same key in the --config TOML file; "
-        "flags win over the environment, the environment over the file.",
-    )
-    for f in _FIELDS.values():
-        flag = "--" + f.name.replace("_", "-")
-        env = "PARLEY_" + f.name.upper()
-        if f.name in _LIST_FIELDS:
-            parser.add_argument(flag, action="append", default=None, help=f"{f.metadata['help']} [{env}]")
-        elif str(f.type) == "bool":
-            parser.add_argument(flag, action="store_const", const=True, default=None,
-                                help=f"{f.metadata['help']} (default: off) [{env}=1]")
-        else:
-            parser.add_argument(flag, default=None, help=f"{f.metadata['help']} (default: {f.default}) [{env}]")
-    args = parser.parse_args(argv)
-    cfg = Config()
-    values: dict[str, Any] = {}
-    config_path: str | None = args.config or environ.get("PARLEY_CONFIG")
-    if config_path:
-        with open(config_path, "rb") as fh:
-            doc = tomllib.load(fh)
-        for key, value in doc.items():
-            name = key.replace("-", "_")
-            if name == "store" and isinstance(value, dict):  # [store] url = "postgresql://…"
-                value = value.get("url", "sqlite")
-            if name in _FIELDS and name != "config":
-                values[name] = value
-            else:
-                cfg.extra[key] = value  # tables: [llm.*], [[agents]], [[mcp_servers]], [titles], [transcribe]
-    for name in _FIELDS:
-        env_value = environ.get("PARLEY_" + name.upper())
-        if env_value is not None:
-            values[name] = env_value
-    for name in _FIELDS:
-        flag_value = getattr(args, name)
-        if flag_value is not None:
-            values[name] = flag_value
-    for name, value in values.items():
-        try:
-            setattr(cfg, name, _coerce(name, value))
-        except (TypeError, ValueError):
-            parser.error(f"invalid value for {name}: {value!r}")
-    if cfg.log_format not in ("text", "json"):
-        parser.error("--log-format must be text or json")
-    try:
-        base_handlers.proxy_networks(cfg.trusted_proxy)
-    except ValueError as exc:
-        parser.error(f"--trusted-proxy: {exc}")
-    if cfg.public_url is not None:
-        try:
-            cfg.public_url = normal_public_url(cfg.public_url)
-        except ValueError as exc:
-            parser.error(f"--public-url: {exc}")
-    for location in cfg.jwks:
-        try:
-            check_jwks_location(location)
-        except ValueError as exc:
-            parser.error(f"--jwks: {exc}")
-    if store_kind(cfg.store) is None:
-        parser.error(f"--store must be sqlite or a postgresql:// URL, not {redacted(cfg.store)!r}")
-    if cfg.lease_s < 1:
-        parser.error("--lease-s must be at least 1 second")
-    if cfg.workers < 1:
-        parser.error("--workers must be 1 or more")
-    if cfg.workers > 1 and store_kind(cfg.store) == "sqlite":
-        parser.error("--workers needs the PostgreSQL store (--store postgresql://…): SQLite has one writer, "
-                     "in one process; run one process per data dir")
-    return cfg
-
-
-def store_kind(store: str) -> str | None:
-    """"sqlite" or "postgresql" for a valid `--store`, else None."""
-    if store == "sqlite":
-        return "sqlite"
-    if urlsplit(store).scheme in ("postgresql", "postgres"):
-        return "postgresql"
-    return None
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-
-def normal_public_url(url: str) -> str:
-    """`--public-url` as `scheme://host[:port][/path]`, no trailing slash; refused unless http(s) with a host."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
-            or parts.query or parts.fragment:
-        raise ValueError(f"{url!r} is not an http(s) URL like https://chat.example.com")
-    if parts.port == 0:  # parts.port raises ValueError for a port that is not a number
-        raise ValueError(f"{url!r} names port 0")
-    return urlunsplit((parts.scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
 def _origin_of(url: str) -> str:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from server import parse_config
+from config import parse_config, redacted, store_kind
 
 
 def test_defaults():
@@ -93,3 +93,40 @@ def test_help_documents_the_trust_flags(capsys):
     out = capsys.readouterr().out
     for flag in ("--dev", "--public-url", "--allowed-host", "--trusted-proxy", "PARLEY_TRUSTED_PROXY", "PARLEY_DEV"):
         assert flag in out, flag
+
+
+def test_the_store_from_flag_environment_and_the_file_s_store_table(tmp_path):
+    url = "postgresql://parley:pw@db.lan:5432/parley"
+    assert parse_config([], environ={}).store == "sqlite"
+    assert parse_config(["--store", url], environ={}).store == url
+    assert parse_config([], environ={"PARLEY_STORE": url}).store == url
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'[store]\nurl = "{url}"\n')
+    cfg = parse_config(["--config", str(toml)], environ={})
+    assert cfg.store == url and "store" not in cfg.extra
+    assert store_kind(url) == "postgresql" and store_kind("postgres://h/db") == "postgresql"
+    assert store_kind("sqlite") == "sqlite" and store_kind("mysql://h/db") is None
+
+
+def test_a_bad_store_is_refused_without_its_password(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_config(["--store", "mysql://root:hunter2@h/db"], environ={})
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--store must be sqlite or a postgresql:// URL" in err and "mysql://root:***@h/db" in err
+    assert "hunter2" not in err
+    assert redacted("postgresql://u:secret@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redacted("postgresql://h/d") == "postgresql://h/d"
+
+
+def test_workers_and_lease(capsys):
+    url = "postgresql://h/d"
+    cfg = parse_config(["--store", url, "--workers", "3", "--lease-s", "3"], environ={})
+    assert cfg.workers == 3 and cfg.lease_s == 3.0
+    assert parse_config([], environ={"PARLEY_WORKERS": "2", "PARLEY_STORE": url}).workers == 2
+    for argv, message in ((["--store", url, "--workers", "0"], "--workers must be 1 or more"),
+                          (["--store", url, "--lease-s", "0.5"], "--lease-s must be at least 1 second"),
+                          (["--workers", "2"], "--workers needs the PostgreSQL store")):
+        with pytest.raises(SystemExit) as exc:
+            parse_config(argv, environ={})
+        assert exc.value.code == 2 and message in capsys.readouterr().err, argv
