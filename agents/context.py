@@ -11,6 +11,19 @@ from typing import Any, Protocol
 import orjson
 
 from agents.tools import Billing, InsufficientCredits, Tool, ToolEnv, ToolError
+from store.event_types import (
+    FILE,
+    STEP_FINISHED,
+    STEP_STARTED,
+    TEXT_DELTA,
+    TEXT_END,
+    TEXT_START,
+    TOOL_CALL_ARGS,
+    TOOL_CALL_END,
+    TOOL_CALL_START,
+    TOOL_ERROR,
+    TOOL_RESULT,
+)
 
 log = logging.getLogger("parley.agents")
 
@@ -101,20 +114,20 @@ class RunContext:
     @asynccontextmanager
     async def step(self, node: str) -> AsyncIterator[None]:
         self.sink.set_node(node)
-        await self.sink.emit("step.started", {"node": node})
+        await self.sink.emit(STEP_STARTED, {"node": node})
         yield
-        await self.sink.emit("step.finished", {"node": node})
+        await self.sink.emit(STEP_FINISHED, {"node": node})
 
     async def text_start(self) -> str:
         part_id = f"txt_{uuid.uuid4().hex[:16]}"
-        await self.sink.emit("text.start", {"messageId": self.message_id, "partId": part_id})
+        await self.sink.emit(TEXT_START, {"messageId": self.message_id, "partId": part_id})
         return part_id
 
     async def text_delta(self, part_id: str, delta: str) -> None:
-        await self.sink.emit("text.delta", {"partId": part_id, "delta": delta})
+        await self.sink.emit(TEXT_DELTA, {"partId": part_id, "delta": delta})
 
     async def text_end(self, part_id: str) -> None:
-        await self.sink.emit("text.end", {"partId": part_id})
+        await self.sink.emit(TEXT_END, {"partId": part_id})
 
     async def say(self, text: str) -> None:
         """One whole text part."""
@@ -125,15 +138,15 @@ class RunContext:
     async def tool_call(self, name: str, args: dict[str, Any], call_id: str | None = None) -> Any:
         """Announce a tool call, run it and return its output (a ToolError returns None after a `tool.error`)."""
         call_id = call_id or f"call_{uuid.uuid4().hex[:16]}"
-        await self.sink.emit("tool.call.start", {"toolCallId": call_id, "toolName": name})
-        await self.sink.emit("tool.call.args", {"toolCallId": call_id, "delta": orjson.dumps(args).decode()})
-        await self.sink.emit("tool.call.end", {"toolCallId": call_id, "toolName": name, "input": args})
+        await self.sink.emit(TOOL_CALL_START, {"toolCallId": call_id, "toolName": name})
+        await self.sink.emit(TOOL_CALL_ARGS, {"toolCallId": call_id, "delta": orjson.dumps(args).decode()})
+        await self.sink.emit(TOOL_CALL_END, {"toolCallId": call_id, "toolName": name, "input": args})
         return await self.run_tool(call_id, name, args)
 
     async def run_tool(self, call_id: str, name: str, args: dict[str, Any]) -> Any:
         tool = self.tools.get(name)
         if tool is None:
-            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": f"unknown tool: {name}"})
+            await self.sink.emit(TOOL_ERROR, {"toolCallId": call_id, "error": f"unknown tool: {name}"})
             return None
         if tool.parks:
             prompt = str(args.get("prompt", ""))
@@ -163,13 +176,13 @@ class RunContext:
             if not ok and charged and self.billing is not None:
                 await self.billing.refund(tool.name, charged, self.tool_env)
         if ok:
-            await self.sink.emit("tool.result", {"toolCallId": call_id, "output": value, "executed": True})
+            await self.sink.emit(TOOL_RESULT, {"toolCallId": call_id, "output": value, "executed": True})
             # Derived from the output (recorded or fresh), so a replay emits the same file again.
             file = tool.file_of(value)
             if file is not None:
-                await self.sink.emit("file", file)
+                await self.sink.emit(FILE, file)
         else:
-            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": value, "executed": True})
+            await self.sink.emit(TOOL_ERROR, {"toolCallId": call_id, "error": value, "executed": True})
         return ok, value
 
     async def _pay(self, call_id: str, tool: Tool) -> int:
@@ -179,7 +192,7 @@ class RunContext:
         try:
             return await self.billing.debit(tool.name, self.tool_env)
         except InsufficientCredits as exc:
-            await self.sink.emit("tool.error", {"toolCallId": call_id, "error": str(exc)})
+            await self.sink.emit(TOOL_ERROR, {"toolCallId": call_id, "error": str(exc)})
             raise AgentError("insufficient_credits", str(exc)) from None
 
     def park(self, node: str, prompt: str, state: dict[str, Any]) -> None:

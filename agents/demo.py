@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from agents.context import AgentError, RunContext
+from store.event_types import TOOL_RESULT
 
 MAX_COUNT = 100_000  # the bounds of a free sign-up (SPEC 13); `[demo]` in the config may change them
 MAX_SLEEP_S = 600.0
@@ -255,7 +256,7 @@ async def _resume(ctx: RunContext) -> None:
     assert ctx.resume is not None
     state, payload = ctx.resume.state, ctx.resume.payload
     call_id = state.get("toolCallId", "")
-    await ctx.sink.emit("tool.result", {"toolCallId": call_id, "output": payload})
+    await ctx.sink.emit(TOOL_RESULT, {"toolCallId": call_id, "output": payload})
     approved = isinstance(payload, dict) and payload.get("approved") is True
     reason = payload.get("reason") if isinstance(payload, dict) else None
     prompt = state.get("input", {}).get("prompt", "")

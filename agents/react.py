@@ -27,6 +27,17 @@ import orjson
 from agents.context import AgentError, Parked, RunContext
 from agents.llm import ChatModel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from agents.tools import Tool, for_model
+from store.event_types import (
+    REASONING_DELTA,
+    REASONING_END,
+    REASONING_START,
+    STEP_FINISHED,
+    TOOL_CALL_ARGS,
+    TOOL_CALL_END,
+    TOOL_CALL_START,
+    TOOL_ERROR,
+    TOOL_RESULT,
+)
 
 if TYPE_CHECKING:
     from agents import AgentDef
@@ -210,7 +221,7 @@ class ReactLoop:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         if reasoning_part is not None:
-                            await ctx.sink.emit("reasoning.end", {"partId": reasoning_part})
+                            await ctx.sink.emit(REASONING_END, {"partId": reasoning_part})
                             reasoning_part = None
                         if text_part is None:
                             text_part = await ctx.text_start()
@@ -219,8 +230,8 @@ class ReactLoop:
                     elif isinstance(event, ReasoningDelta):
                         if reasoning_part is None:
                             reasoning_part = f"rsn_{uuid.uuid4().hex[:16]}"
-                            await ctx.sink.emit("reasoning.start", {"messageId": ctx.message_id, "partId": reasoning_part})
-                        await ctx.sink.emit("reasoning.delta", {"partId": reasoning_part, "delta": event.text})
+                            await ctx.sink.emit(REASONING_START, {"messageId": ctx.message_id, "partId": reasoning_part})
+                        await ctx.sink.emit(REASONING_DELTA, {"partId": reasoning_part, "delta": event.text})
                     elif isinstance(event, ToolCallDelta):
                         await self._tool_delta(calls, event)
                     elif isinstance(event, Finish):
@@ -228,12 +239,12 @@ class ReactLoop:
         except AgentError:
             # Close what is open so that every dialect sees whole parts before the run's error.
             if reasoning_part is not None:
-                await ctx.sink.emit("reasoning.end", {"partId": reasoning_part})
+                await ctx.sink.emit(REASONING_END, {"partId": reasoning_part})
             if text_part is not None:
                 await ctx.text_end(text_part)
             raise
         if reasoning_part is not None:
-            await ctx.sink.emit("reasoning.end", {"partId": reasoning_part})
+            await ctx.sink.emit(REASONING_END, {"partId": reasoning_part})
         if text_part is not None:
             await ctx.text_end(text_part)
         done = [calls[i] for i in sorted(calls)]
@@ -241,7 +252,7 @@ class ReactLoop:
             if not call["started"]:  # a call whose name never came
                 await self._announce(call)
             self._parse(call)
-            await ctx.sink.emit("tool.call.end", {
+            await ctx.sink.emit(TOOL_CALL_END, {
                 "toolCallId": call["id"], "toolName": call["name"],
                 "input": call["input"] if call["error"] is None else call["arguments"],
             })
@@ -263,7 +274,7 @@ class ReactLoop:
             if call["wire"]:
                 await self._announce(call)  # sends what arrived so far as the first args delta
         elif event.arguments:
-            await self.ctx.sink.emit("tool.call.args", {"toolCallId": call["id"], "delta": event.arguments})
+            await self.ctx.sink.emit(TOOL_CALL_ARGS, {"toolCallId": call["id"], "delta": event.arguments})
 
     async def _announce(self, call: dict[str, Any]) -> None:
         if not call["id"]:
@@ -271,9 +282,9 @@ class ReactLoop:
         call["wire"] = call["wire"] or "unknown"
         call["name"] = self.names.get(call["wire"], call["wire"])
         call["started"] = True
-        await self.ctx.sink.emit("tool.call.start", {"toolCallId": call["id"], "toolName": call["name"]})
+        await self.ctx.sink.emit(TOOL_CALL_START, {"toolCallId": call["id"], "toolName": call["name"]})
         if call["arguments"]:
-            await self.ctx.sink.emit("tool.call.args", {"toolCallId": call["id"], "delta": call["arguments"]})
+            await self.ctx.sink.emit(TOOL_CALL_ARGS, {"toolCallId": call["id"], "delta": call["arguments"]})
 
     @staticmethod
     def _parse(call: dict[str, Any]) -> None:
@@ -311,14 +322,14 @@ class ReactLoop:
         ctx = self.ctx
         call_id, name = call["id"], call["name"]
         if call["error"] is not None:
-            await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": call["error"]})
+            await ctx.sink.emit(TOOL_ERROR, {"toolCallId": call_id, "error": call["error"]})
             return _dumps({"error": call["error"]})
         tool = ctx.tools.get(name)
         if tool is not None and tool.parks:
             await ctx.run_tool(call_id, name, call["input"])  # parks the run (raises Parked)
         if tool is None or tool.run is None:
             error = f"unknown tool: {name}"
-            await ctx.sink.emit("tool.error", {"toolCallId": call_id, "error": error})
+            await ctx.sink.emit(TOOL_ERROR, {"toolCallId": call_id, "error": error})
             return _dumps({"error": error})
         ok, value = await ctx.execute_tool(call_id, tool, call["input"])
         return _dumps(for_model(value) if ok else {"error": value})
@@ -336,8 +347,8 @@ class ReactLoop:
         self.steps = int(saved.get("steps", 0))
         call_id = str(state.get("toolCallId", ""))
         payload = ctx.resume.payload
-        await ctx.sink.emit("tool.result", {"toolCallId": call_id, "output": payload})
-        await ctx.sink.emit("step.finished", {"node": saved.get("node", "tool")})  # the step the park left open
+        await ctx.sink.emit(TOOL_RESULT, {"toolCallId": call_id, "output": payload})
+        await ctx.sink.emit(STEP_FINISHED, {"node": saved.get("node", "tool")})  # the step the park left open
         self.messages.append({"role": "tool", "tool_call_id": call_id, "content": _dumps(payload)})
         pending = saved.get("pending") or []
         await self._run_tools([dict(c) for c in pending if isinstance(c, dict)])

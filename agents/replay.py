@@ -14,6 +14,17 @@ from typing import Any
 
 from agents.context import AgentError
 from agents.llm import Finish, LLMEvent, ReasoningDelta, TextDelta, ToolCallDelta
+from store.event_types import (
+    JOB_SIGNAL,
+    REASONING_DELTA,
+    STEP_FINISHED,
+    STEP_STARTED,
+    TEXT_DELTA,
+    TOOL_CALL_ARGS,
+    TOOL_CALL_START,
+    TOOL_ERROR,
+    TOOL_RESULT,
+)
 
 
 class Recording:
@@ -29,27 +40,27 @@ class Recording:
         indexes: dict[str, int] = {}
         for ev in events:
             t, d = ev.type, ev.data
-            if t == "step.started" and d.get("node") == "llm":
+            if t == STEP_STARTED and d.get("node") == "llm":
                 call, indexes = [], {}
                 self.llm_calls.append(call)
-            elif t == "step.finished" and d.get("node") == "llm" and call is not None:
+            elif t == STEP_FINISHED and d.get("node") == "llm" and call is not None:
                 call.append(Finish("tool_calls" if indexes else "stop"))
                 call = None
-            elif t == "tool.call.start":
+            elif t == TOOL_CALL_START:
                 names[d["toolCallId"]] = d["toolName"]
                 if call is not None:
                     indexes[d["toolCallId"]] = len(indexes)
                     call.append(ToolCallDelta(indexes[d["toolCallId"]], d["toolCallId"], d["toolName"], ""))
-            elif call is not None and t == "text.delta":
+            elif call is not None and t == TEXT_DELTA:
                 call.append(TextDelta(d["delta"]))
-            elif call is not None and t == "reasoning.delta":
+            elif call is not None and t == REASONING_DELTA:
                 call.append(ReasoningDelta(d["delta"]))
-            elif call is not None and t == "tool.call.args" and d["toolCallId"] in indexes:
+            elif call is not None and t == TOOL_CALL_ARGS and d["toolCallId"] in indexes:
                 call.append(ToolCallDelta(indexes[d["toolCallId"]], None, None, d["delta"]))
-            elif t in ("tool.result", "tool.error") and d.get("executed"):
-                ok = t == "tool.result"
+            elif t in (TOOL_RESULT, TOOL_ERROR) and d.get("executed"):
+                ok = t == TOOL_RESULT
                 self.outcomes.append((names.get(d["toolCallId"], ""), ok, d.get("output") if ok else d.get("error")))
-            elif t == "job.signal":
+            elif t == JOB_SIGNAL:
                 self.signals.append(d.get("payload"))
 
     def steps(self) -> dict[str, int]:

@@ -10,6 +10,28 @@ from typing import Any, ClassVar, cast
 
 from runs.hub import Batch
 from store import Event
+from store.event_types import (
+    FILE,
+    JOB_PARKED,
+    JOB_SIGNAL,
+    REASONING_DELTA,
+    REASONING_END,
+    REASONING_START,
+    RUN_ERROR,
+    RUN_FINISHED,
+    RUN_STARTED,
+    STEP_FINISHED,
+    STEP_STARTED,
+    TEXT_DELTA,
+    TEXT_END,
+    TEXT_START,
+    TOOL_CALL_ARGS,
+    TOOL_CALL_END,
+    TOOL_CALL_START,
+    TOOL_ERROR,
+    TOOL_RESULT,
+    UI,
+)
 from store.events import encode
 
 KEEPALIVE = b": keepalive\n\n"
@@ -28,27 +50,27 @@ def _custom_data(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 # The AI SDK v5 UI message chunk of each event type (fields that ai@5.0.0's strict schema accepts).
 _UI_CHUNKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "run.started": lambda d: {"type": "start", "messageId": d["messageId"]},
-    "step.started": lambda d: {"type": "start-step"},
-    "step.finished": lambda d: {"type": "finish-step"},
-    "text.start": _part("text-start"),
-    "text.delta": lambda d: {"type": "text-delta", "id": d["partId"], "delta": d["delta"]},
-    "text.end": _part("text-end"),
-    "reasoning.start": _part("reasoning-start"),
-    "reasoning.delta": lambda d: {"type": "reasoning-delta", "id": d["partId"], "delta": d["delta"]},
-    "reasoning.end": _part("reasoning-end"),
-    "tool.call.start": lambda d: {"type": "tool-input-start", "toolCallId": d["toolCallId"], "toolName": d["toolName"]},
-    "tool.call.args": lambda d: {"type": "tool-input-delta", "toolCallId": d["toolCallId"], "inputTextDelta": d["delta"]},
-    "tool.call.end": lambda d: {"type": "tool-input-available", "toolCallId": d["toolCallId"], "toolName": d["toolName"],
+    RUN_STARTED: lambda d: {"type": "start", "messageId": d["messageId"]},
+    STEP_STARTED: lambda d: {"type": "start-step"},
+    STEP_FINISHED: lambda d: {"type": "finish-step"},
+    TEXT_START: _part("text-start"),
+    TEXT_DELTA: lambda d: {"type": "text-delta", "id": d["partId"], "delta": d["delta"]},
+    TEXT_END: _part("text-end"),
+    REASONING_START: _part("reasoning-start"),
+    REASONING_DELTA: lambda d: {"type": "reasoning-delta", "id": d["partId"], "delta": d["delta"]},
+    REASONING_END: _part("reasoning-end"),
+    TOOL_CALL_START: lambda d: {"type": "tool-input-start", "toolCallId": d["toolCallId"], "toolName": d["toolName"]},
+    TOOL_CALL_ARGS: lambda d: {"type": "tool-input-delta", "toolCallId": d["toolCallId"], "inputTextDelta": d["delta"]},
+    TOOL_CALL_END: lambda d: {"type": "tool-input-available", "toolCallId": d["toolCallId"], "toolName": d["toolName"],
                                 "input": d.get("input")},
-    "tool.result": lambda d: {"type": "tool-output-available", "toolCallId": d["toolCallId"], "output": d.get("output")},
-    "tool.error": lambda d: {"type": "tool-output-error", "toolCallId": d["toolCallId"], "errorText": str(d.get("error", ""))},
-    "file": lambda d: {"type": "file", "url": d["url"], "mediaType": d["mediaType"]},
-    "ui": _custom_data("data-ui"),
-    "job.parked": _custom_data("data-parked"),
-    "job.signal": _custom_data("data-signal"),
-    "run.finished": lambda d: {"type": "finish"},
-    "run.error": lambda d: {"type": "error", "errorText": d.get("message") or d.get("reason") or "error"},
+    TOOL_RESULT: lambda d: {"type": "tool-output-available", "toolCallId": d["toolCallId"], "output": d.get("output")},
+    TOOL_ERROR: lambda d: {"type": "tool-output-error", "toolCallId": d["toolCallId"], "errorText": str(d.get("error", ""))},
+    FILE: lambda d: {"type": "file", "url": d["url"], "mediaType": d["mediaType"]},
+    UI: _custom_data("data-ui"),
+    JOB_PARKED: _custom_data("data-parked"),
+    JOB_SIGNAL: _custom_data("data-signal"),
+    RUN_FINISHED: lambda d: {"type": "finish"},
+    RUN_ERROR: lambda d: {"type": "error", "errorText": d.get("message") or d.get("reason") or "error"},
 }
 
 
@@ -81,7 +103,7 @@ def error_text(ev: Event) -> str:
 
 def native_terminal_frame(ev: Event) -> bytes:
     """The closing frame: `event: done` after success, `event: error` with a plain-text message otherwise."""
-    if ev.type == "run.finished":
+    if ev.type == RUN_FINISHED:
         return b"id: %d\nevent: done\ndata: \n\n" % ev.id
     return b"id: %d\nevent: error\n" % ev.id + _data_lines(error_text(ev)) + b"\n"
 
@@ -113,7 +135,7 @@ def _native_frames(events: list[Event]) -> list[bytes]:
             chunks.clear()
 
     for ev in events:
-        if ev.type == "run.error":
+        if ev.type == RUN_ERROR:
             flush()
             frames.append(native_terminal_frame(ev))
             continue
@@ -121,7 +143,7 @@ def _native_frames(events: list[Event]) -> list[bytes]:
         if chunk:
             chunks.append(chunk)
         last_id = ev.id
-        if ev.type == "run.finished":
+        if ev.type == RUN_FINISHED:
             flush()
             frames.append(native_terminal_frame(ev))
         elif len(chunks) >= MAX_CHUNKS_PER_FRAME:
@@ -194,7 +216,7 @@ def _agent_event_frames(events: list[Event], run_ids: Mapping[str, str]) -> list
 
 # -- AG-UI (POST /api/v1/agent/ag-ui) -------------------------------------------------
 
-_AG_UI_CUSTOM = {"job.parked": "parked", "job.signal": "signal", "ui": "ui", "file": "file"}
+_AG_UI_CUSTOM = {JOB_PARKED: "parked", JOB_SIGNAL: "signal", UI: "ui", FILE: "file"}
 
 
 def _node(ev: Event) -> str:
@@ -303,7 +325,7 @@ class AgUiRun:
         d = ev.data
         call_id = d["toolCallId"]
         out = self._end_tool(call_id, None) if call_id in self._tools else []
-        content = encode(d.get("output")).decode() if ev.type == "tool.result" else str(d.get("error") or "error")
+        content = encode(d.get("output")).decode() if ev.type == TOOL_RESULT else str(d.get("error") or "error")
         out.append({"type": "TOOL_CALL_RESULT", "messageId": ag_ui_tool_result_id(call_id),
                     "toolCallId": call_id, "content": content, "role": "tool"})
         return out
@@ -330,23 +352,23 @@ class AgUiRun:
         return [error]
 
     _RENDER_BY_TYPE: ClassVar[dict[str, Callable[[AgUiRun, Event], list[dict[str, Any]]]]] = {
-        "run.started": _run_started,
-        "step.started": _step_started,
-        "step.finished": _step_finished,
-        "text.start": _text_start,
-        "text.delta": _text_delta,
-        "text.end": _text_end,
-        "reasoning.start": _reasoning_start,
-        "reasoning.delta": _reasoning_delta,
-        "reasoning.end": _reasoning_end,
-        "tool.call.start": _tool_call_start,
-        "tool.call.args": _tool_call_args,
-        "tool.call.end": _tool_call_end,
-        "tool.result": _tool_outcome,
-        "tool.error": _tool_outcome,
+        RUN_STARTED: _run_started,
+        STEP_STARTED: _step_started,
+        STEP_FINISHED: _step_finished,
+        TEXT_START: _text_start,
+        TEXT_DELTA: _text_delta,
+        TEXT_END: _text_end,
+        REASONING_START: _reasoning_start,
+        REASONING_DELTA: _reasoning_delta,
+        REASONING_END: _reasoning_end,
+        TOOL_CALL_START: _tool_call_start,
+        TOOL_CALL_ARGS: _tool_call_args,
+        TOOL_CALL_END: _tool_call_end,
+        TOOL_RESULT: _tool_outcome,
+        TOOL_ERROR: _tool_outcome,
         **dict.fromkeys(_AG_UI_CUSTOM, _custom),
-        "run.finished": _run_finished,
-        "run.error": _run_error,
+        RUN_FINISHED: _run_finished,
+        RUN_ERROR: _run_error,
     }
 
     # -- what is open -----------------------------------------------------------------

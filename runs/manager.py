@@ -35,6 +35,7 @@ from store import messages as messages_sql
 from store import tasks as tasks_sql
 from store import threads as threads_sql
 from store.db import now_ms
+from store.event_types import JOB_PARKED, JOB_SIGNAL, RUN_ERROR, RUN_FINISHED, RUN_STARTED, TOOL_CALL_END
 from store.tasks import LIVE, TaskRow
 
 log = logging.getLogger("parley.runs")
@@ -502,7 +503,7 @@ class RunManager:
             )
             tasks_sql.insert(tx, task)
             self.leases.claim(tx, task_id)
-            tx.event(task_id, req.thread_id, "run.started", {"messageId": task.assistant_message_id, "agentId": agent.id})
+            tx.event(task_id, req.thread_id, RUN_STARTED, {"messageId": task.assistant_message_id, "agentId": agent.id})
             return task
 
         try:
@@ -582,9 +583,9 @@ class RunManager:
             if parts:
                 messages_sql.put(tx, task.thread_id, task.assistant_message_id, task.assistant_seq, "assistant", parts, task.id)
             if status == "completed":
-                tx.event(task.id, task.thread_id, "run.finished", {})
+                tx.event(task.id, task.thread_id, RUN_FINISHED, {})
             else:
-                tx.event(task.id, task.thread_id, "run.error", {"status": status, "reason": reason, "message": message})
+                tx.event(task.id, task.thread_id, RUN_ERROR, {"status": status, "reason": reason, "message": message})
             return True
 
         return bool(await asyncio.shield(self.db.write(_finish)))
@@ -603,7 +604,7 @@ class RunManager:
             state = dict(current.state or {})
             state["parks"] = int(state.get("parks", 0)) + 1
             state["pending"] = parked.state
-            tx.event(task.id, task.thread_id, "job.parked", {"node": parked.node, **info})
+            tx.event(task.id, task.thread_id, JOB_PARKED, {"node": parked.node, **info})
             early = dict(state.get("early", {}))
             if key in early:  # the signal arrived before the park: take it now
                 payload = early.pop(key)
@@ -611,7 +612,7 @@ class RunManager:
                 state["taken"] = [*state.get("taken", []), key]
                 state["resume"] = {"correlationKey": key, "payload": payload}
                 tasks_sql.update(tx, task.id, state=state, current_node=parked.node)
-                tx.event(task.id, task.thread_id, "job.signal", {"correlationKey": key, "payload": payload})
+                tx.event(task.id, task.thread_id, JOB_SIGNAL, {"correlationKey": key, "payload": payload})
                 current.state = state
                 return current
             tasks_sql.update(tx, task.id, status="parked", parked=info, state=state, current_node=parked.node)
@@ -774,7 +775,7 @@ class RunManager:
         original = await self.owned_task(task_id, user_id)
         _check_retryable(original)
         tool = next((e.data.get("toolName") for e in reversed(await self.task_events(task_id))
-                     if e.type == "tool.call.end"), None)
+                     if e.type == TOOL_CALL_END), None)
         prices = self.plans.config.prices
         needed = self.plans.config.price(str(tool)) if tool else max(prices.values(), default=0)
         usage = await self.plans.usage(user_id)
@@ -823,7 +824,7 @@ class RunManager:
             state["resume"] = {"correlationKey": correlation_key, "payload": payload}
             tasks_sql.update(tx, task_id, status="running", parked=None, state=state)
             self.leases.claim(tx, task_id)
-            tx.event(task_id, task.thread_id, "job.signal", {"correlationKey": correlation_key, "payload": payload})
+            tx.event(task_id, task.thread_id, JOB_SIGNAL, {"correlationKey": correlation_key, "payload": payload})
             task.status, task.parked, task.state = "running", None, state
             return task, True
 
@@ -927,7 +928,7 @@ def next_park_key(task: TaskRow) -> str:
 
 
 def _resumed_after_park(events: list[Any]) -> bool:
-    last_signal = max((i for i, e in enumerate(events) if e.type == "job.signal"), default=-1)
+    last_signal = max((i for i, e in enumerate(events) if e.type == JOB_SIGNAL), default=-1)
     return last_signal >= 0 and not any(e.terminal for e in events[last_signal:])
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-TERMINAL_TYPES = frozenset({"run.finished", "run.error"})
+from store.event_types import RUN_STARTED, TERMINAL_TYPES
 
 _INSERT = "INSERT INTO events (id, task_id, thread_id, type, data, created_at) VALUES (?, ?, ?, ?, ?, ?)"
 _COLUMNS = "id, task_id, thread_id, type, data, created_at"
@@ -94,7 +94,7 @@ async def for_thread(conn: aiosqlite.Connection, thread_id: str, after: int = 0,
 async def last_run_start(conn: aiosqlite.Connection, thread_id: str) -> int | None:
     """The id of the thread's latest `run.started` event (where its latest task's log begins)."""
     rows = list(await conn.execute_fetchall(
-        "SELECT id FROM events WHERE thread_id = ? AND type = 'run.started' ORDER BY id DESC LIMIT 1", (thread_id,)
+        "SELECT id FROM events WHERE thread_id = ? AND type = ? ORDER BY id DESC LIMIT 1", (thread_id, RUN_STARTED)
     ))
     return int(rows[0][0]) if rows else None
 

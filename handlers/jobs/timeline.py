@@ -7,16 +7,30 @@ from typing import Any, ClassVar
 from handlers.times import iso_ms
 from runs.hub import Batch
 from store import Event
+from store.event_types import (
+    JOB_PARKED,
+    JOB_SIGNAL,
+    RUN_ERROR,
+    RUN_FINISHED,
+    RUN_STARTED,
+    STEP_FINISHED,
+    STEP_STARTED,
+    TEXT_DELTA,
+    TOOL_CALL_END,
+    TOOL_CALL_START,
+    TOOL_ERROR,
+    TOOL_RESULT,
+)
 from store.events import encode
 
 # The timeline entry of each event type that has one, but for the tool events (see Timeline).
 _ENTRIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "run.started": lambda d: {"event": "JobCreated"},
-    "step.started": lambda d: {"event": "StepStarted", "node": d.get("node")},
-    "job.parked": lambda d: {"event": "JobParked", "node": d.get("node"), "correlation_key": d.get("correlationKey")},
-    "job.signal": lambda d: {"event": "SignalReceived", "correlation_key": d.get("correlationKey"), "payload": d.get("payload")},
-    "run.finished": lambda d: {"event": "JobCompleted"},
-    "run.error": lambda d: {"event": "JobCancelled" if d.get("status") == "cancelled" else "JobFailed",
+    RUN_STARTED: lambda d: {"event": "JobCreated"},
+    STEP_STARTED: lambda d: {"event": "StepStarted", "node": d.get("node")},
+    JOB_PARKED: lambda d: {"event": "JobParked", "node": d.get("node"), "correlation_key": d.get("correlationKey")},
+    JOB_SIGNAL: lambda d: {"event": "SignalReceived", "correlation_key": d.get("correlationKey"), "payload": d.get("payload")},
+    RUN_FINISHED: lambda d: {"event": "JobCompleted"},
+    RUN_ERROR: lambda d: {"event": "JobCancelled" if d.get("status") == "cancelled" else "JobFailed",
                             "reason": d.get("reason"), "message": d.get("message")},
 }
 
@@ -30,10 +44,10 @@ class Timeline:
     def entry(self, ev: Event) -> dict[str, Any] | None:
         """The event's entry, with its time; None for an event the timeline does not show."""
         d, t = ev.data, ev.type
-        if t == "tool.call.start":
+        if t == TOOL_CALL_START:
             self._tools[d["toolCallId"]] = d["toolName"]
             return None
-        if t in ("tool.result", "tool.error"):
+        if t in (TOOL_RESULT, TOOL_ERROR):
             entry = self._tool_completed(ev)
         elif (make := _ENTRIES.get(t)) is not None:
             entry = make(d)
@@ -45,7 +59,7 @@ class Timeline:
     def _tool_completed(self, ev: Event) -> dict[str, Any]:
         d = ev.data
         entry = {"event": "ToolCompleted", "node": self._tools.get(d["toolCallId"], d["toolCallId"])}
-        if ev.type == "tool.error":
+        if ev.type == TOOL_ERROR:
             entry["error"] = d.get("error")
         return entry
 
@@ -99,7 +113,7 @@ class _StepRecord:
     def _tool_outcome(self, ev: Event) -> None:
         call = self._calls.get(ev.data["toolCallId"])
         if call is not None:
-            key = "output" if ev.type == "tool.result" else "error"
+            key = "output" if ev.type == TOOL_RESULT else "error"
             call[key] = ev.data.get(key)
 
     def _signal(self, ev: Event) -> None:
@@ -109,14 +123,14 @@ class _StepRecord:
         self._current()["parked"] = {"correlation_key": ev.data.get("correlationKey"), "prompt": ev.data.get("prompt")}
 
     _RECORD_BY_TYPE: ClassVar[dict[str, Callable[[_StepRecord, Event], None]]] = {
-        "step.started": _step_started,
-        "step.finished": _step_finished,
-        "text.delta": _text_delta,
-        "tool.call.end": _tool_call_end,
-        "tool.result": _tool_outcome,
-        "tool.error": _tool_outcome,
-        "job.signal": _signal,
-        "job.parked": _parked,
+        STEP_STARTED: _step_started,
+        STEP_FINISHED: _step_finished,
+        TEXT_DELTA: _text_delta,
+        TOOL_CALL_END: _tool_call_end,
+        TOOL_RESULT: _tool_outcome,
+        TOOL_ERROR: _tool_outcome,
+        JOB_SIGNAL: _signal,
+        JOB_PARKED: _parked,
     }
 
 
