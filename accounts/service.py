@@ -23,7 +23,8 @@ from accounts.sessions import Sessions
 from accounts.signup import Signups
 from accounts.users import Users, user_by
 from auth import Authenticator
-from auth.keys import load_or_create_secret
+from auth.keys import ACCOUNTS_PEPPER, load_or_create_secret
+from auth.ratelimit import IN_MEMORY, Windows
 from store import Store
 
 DEFAULT_REDIRECT_ORIGINS = ("http://localhost:3000",)
@@ -35,19 +36,22 @@ class Accounts:
     def __init__(self, db: Store, auth: Authenticator, data_dir: Path, smtp: dict[str, Any] | None = None,
                  admins: list[str] | None = None, *, hasher: PasswordHasher | None = None,
                  argon2: dict[str, Any] | None = None, mailer: Mailer | None = None,
-                 public_url: str | None = None, redirect_origins: list[str] | None = None) -> None:
+                 public_url: str | None = None, redirect_origins: list[str] | None = None,
+                 pepper: bytes | None = None, windows: Windows = IN_MEMORY) -> None:
+        """`pepper` keys the sign-up codes' hashes (default: data_dir/keys/accounts-pepper.secret);
+        `windows` keeps the rate limits (default: in memory)."""
         self.db = db
         self.auth = auth
         self.data_dir = data_dir
         self.mailer = mailer or make_mailer(smtp, data_dir)
         self.passwords = Passwords(hasher or make_hasher(argon2))
-        self.limits = Limits()
+        self.limits = Limits(windows)
         self.users = Users(db, {a.strip().lower() if "@" in a else a.strip() for a in admins or []})
         self.sessions = Sessions(db, auth, self.passwords, self.limits)
         public_url = public_url.rstrip("/") if public_url else None
         allowed = [*(redirect_origins or DEFAULT_REDIRECT_ORIGINS), *([public_url] if public_url else [])]
         self.signups = Signups(db, self.passwords, self.mailer, self.sessions, self.limits,
-                               pepper=load_or_create_secret(data_dir / "keys" / "accounts-pepper.secret"),
+                               pepper=pepper or load_or_create_secret(data_dir / "keys" / ACCOUNTS_PEPPER),
                                public_url=public_url,
                                redirect_origins={o for o in map(origin, allowed) if o is not None})
 
@@ -72,9 +76,9 @@ class Accounts:
     def close(self) -> None:
         self.passwords.close()
 
-    def limit_ip(self, kind: str, ip: str) -> None:
+    async def limit_ip(self, kind: str, ip: str) -> None:
         """Count a request of `kind` ("signup" or "login") from `ip`; RATE_LIMITED past the limit."""
-        self.limits.count_request(kind, ip)
+        await self.limits.count_request(kind, ip)
 
     def is_admin(self, user_id: str, email: str | None = None) -> bool:
         return self.users.is_admin(user_id, email)

@@ -69,11 +69,11 @@ class Sessions:
         password = check_login_password(body.get("password"), errors)
         if errors:
             raise invalid(errors)
-        self.limits.check_failures(email)
+        await self.limits.check_failures(email)
         user = await user_by(self.db, "email", email)
         ok = await self.passwords.verify(user["password_hash"] if user else None, password)
         if not ok or user is None:
-            self.limits.count_failure(email)
+            await self.limits.count_failure(email)
             raise AccountError(INVALID_CREDENTIALS, "invalid email or password")
         if self.passwords.needs_rehash(user["password_hash"]):
             new_hash = await self.passwords.hash(password)

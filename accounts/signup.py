@@ -156,13 +156,13 @@ class Signups:
         code = check_code(body.get("token"), errors)
         if errors:
             raise invalid(errors)
-        self.limits.check_failures(email)
+        await self.limits.check_failures(email)
         given = self.code_hash(email, code)
         status, user, refresh = await self.db.write(lambda tx: self._confirm(tx, email, given))
         if status == "username_taken":
             raise AccountError(USERNAME_TAKEN, "the username was taken meanwhile; sign up again with another one")
         if status != "ok" or user is None or refresh is None:
-            self.limits.count_failure(email)
+            await self.limits.count_failure(email)
             raise AccountError(INVALID_CODE, "the code is invalid or has expired")
         log.info("account %s created for %s", user["id"], email)
         return self.sessions.tokens(user, refresh)

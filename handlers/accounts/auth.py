@@ -53,27 +53,27 @@ class AccountsPublicHandler(AccountsHandler):
 
 class AccountsVerificationsHandler(AccountsPublicHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("signup", self.client_ip)
+        await self.accounts.limit_ip("signup", self.client_ip)
         email = await self.accounts.start_signup(self.json_body())
         self.write_json({"email": email}, 202)
 
 
 class AccountsResendHandler(AccountsPublicHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("signup", self.client_ip)
+        await self.accounts.limit_ip("signup", self.client_ip)
         await self.accounts.resend(self.json_body())
         self.no_content()
 
 
 class AccountsVerifyHandler(AccountsPublicHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("login", self.client_ip)
+        await self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.verify(self.json_body()))
 
 
 class AccountsSessionsHandler(AccountsPublicHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("login", self.client_ip)
+        await self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.login(self.json_body()))
 
     async def delete(self) -> None:
@@ -83,7 +83,7 @@ class AccountsSessionsHandler(AccountsPublicHandler):
 
 class AccountsRefreshHandler(AccountsPublicHandler):
     async def post(self) -> None:
-        self.accounts.limit_ip("login", self.client_ip)
+        await self.accounts.limit_ip("login", self.client_ip)
         self.write_json(await self.accounts.refresh(self.json_body()))
 
 

@@ -28,7 +28,7 @@ from tornado import iostream
 from agents import transcribe as transcription
 from agents import upload_types
 from agents.context import AgentError
-from auth.ratelimit import SlidingWindow, retry_after
+from auth.ratelimit import IN_MEMORY, RateLimit, Windows, retry_after
 from auth.signed_urls import FILE_ROUTE, UrlSigner
 from handlers.agent_api.runs import AgentApiHandler
 from handlers.base import MAX_JSON_BODY
@@ -52,9 +52,9 @@ SEND_CHUNK = 64 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 
 
-def transcribe_limit() -> SlidingWindow:
+def transcribe_limit(windows: Windows = IN_MEMORY) -> RateLimit:
     """Per-user limit of POST /transcribe (SPEC section 8): 20 a minute."""
-    return SlidingWindow(TRANSCRIBE_PER_MINUTE)
+    return windows.window("attachments.transcribe", TRANSCRIBE_PER_MINUTE)
 
 
 def check_bucket(value: str | None) -> str:
@@ -240,8 +240,8 @@ class AgentApiTranscribeHandler(AgentApiAttachmentsHandler):
         config = agents.transcription
         if config is None:
             raise ApiError(501, transcription.HOW_TO)
-        window = cast(SlidingWindow, self.settings["transcribe_limit"])
-        wait = window.hit(self.user_id)
+        window = cast(RateLimit, self.settings["transcribe_limit"])
+        wait = await window.hit(self.user_id)
         if wait:
             raise ApiError(429, f"rate limit: {window.limit} transcriptions a minute", retry_after=retry_after(wait))
         form = self.multipart_body("a WAV file in the field `audio` (or `file`)", malformed_status=422)

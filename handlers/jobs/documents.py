@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from agents import knowledge
 from agents.extraction import DocumentError, UnsupportedDocument
-from auth.ratelimit import SlidingWindow, retry_after
+from auth.ratelimit import IN_MEMORY, RateLimit, Windows, retry_after
 from handlers.errors import ApiError
 from handlers.jobs.jobs import JobsHandler
 from handlers.times import iso_ms
@@ -46,11 +46,11 @@ def public(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def document_settings(extra: dict[str, Any]) -> dict[str, Any]:
+def document_settings(extra: dict[str, Any], windows: Windows = IN_MEMORY) -> dict[str, Any]:
     """The application settings these routes read, from the config's `[documents]` table
     (ValueError naming the key at fault)."""
     limits = knowledge.DocumentLimits.from_extra(extra)
-    return {"document_limits": limits, "document_uploads": SlidingWindow(limits.uploads_per_minute)}
+    return {"document_limits": limits, "document_uploads": windows.window("documents.uploads", limits.uploads_per_minute)}
 
 
 def document_refusal(exc: DocumentError) -> ApiError:
@@ -84,8 +84,8 @@ class JobsDocumentUploadHandler(JobsDocumentsHandler, MultipartHandler):
     async def prepare(self) -> None:
         await super().prepare()
         if self.identity is not None and self.request.method == "POST":
-            window = cast(SlidingWindow, self._document_settings["document_uploads"])
-            wait = window.hit(self.user_id)
+            window = cast(RateLimit, self._document_settings["document_uploads"])
+            wait = await window.hit(self.user_id)
             if wait:
                 raise ApiError(429, f"rate limit: {window.limit} document uploads a minute", "RATE_LIMITED",
                                retry_after=retry_after(wait))

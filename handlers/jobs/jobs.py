@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from agents import AGENT_TYPES, AgentDef
 from agents.replay import Recording
-from auth.ratelimit import SlidingWindow, retry_after
+from auth.ratelimit import IN_MEMORY, RateLimit, Windows, retry_after
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.jobs.timeline import Timeline, replay_steps
@@ -32,9 +32,9 @@ from store.tasks import TaskRow
 MAX_MESSAGE = 100_000
 
 
-def job_limits() -> dict[str, SlidingWindow]:
+def job_limits(windows: Windows = IN_MEMORY) -> dict[str, RateLimit]:
     """Per-user limits of SPEC section 11: runs 100/min, signals 60/min, job reads 300/min."""
-    return {"runs": SlidingWindow(100), "signals": SlidingWindow(60), "reads": SlidingWindow(300)}
+    return {name: windows.window(f"jobs.{name}", limit) for name, limit in (("runs", 100), ("signals", 60), ("reads", 300))}
 
 
 class JobsHandler(APIHandler):
@@ -46,8 +46,8 @@ class JobsHandler(APIHandler):
     async def prepare(self) -> None:
         await super().prepare()
         if self.limit is not None and self.identity is not None and self.request.method != "OPTIONS":
-            window = cast(dict[str, SlidingWindow], self.settings["job_limits"])[self.limit]
-            wait = window.hit(self.user_id)
+            window = cast(dict[str, RateLimit], self.settings["job_limits"])[self.limit]
+            wait = await window.hit(self.user_id)
             if wait:
                 raise ApiError(429, f"rate limit: {window.limit} requests a minute", "RATE_LIMITED",
                                retry_after=retry_after(wait))

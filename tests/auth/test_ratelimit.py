@@ -9,37 +9,37 @@ def window(limit: int) -> tuple[SlidingWindow, list[float]]:
     return SlidingWindow(limit, 60, clock=lambda: now[0]), now
 
 
-def test_hit_counts_until_the_limit_then_says_how_long_to_wait():
+async def test_hit_counts_until_the_limit_then_says_how_long_to_wait():
     w, now = window(2)
-    assert w.hit("a") == 0 and w.hit("a") == 0
+    assert await w.hit("a") == 0 and await w.hit("a") == 0
     now[0] += 10
-    assert w.hit("a") == 50  # the first hit leaves the window in 50 s
-    assert w.hit("b") == 0  # keys are counted apart
+    assert await w.hit("a") == 50  # the first hit leaves the window in 50 s
+    assert await w.hit("b") == 0  # keys are counted apart
     now[0] += 50
-    assert w.hit("a") == 0  # a refused hit was not counted
+    assert await w.hit("a") == 0  # a refused hit was not counted
 
 
-def test_blocked_for_only_asks_and_record_always_counts():
+async def test_blocked_for_only_asks_and_record_always_counts():
     w, now = window(2)
-    assert w.blocked_for("ann") == 0
-    w.record("ann")
-    assert w.blocked_for("ann") == 0  # asking counts nothing
+    assert await w.blocked_for("ann") == 0
+    await w.record("ann")
+    assert await w.blocked_for("ann") == 0  # asking counts nothing
     now[0] += 10
-    w.record("ann")
-    assert w.blocked_for("ann") == 50
+    await w.record("ann")
+    assert await w.blocked_for("ann") == 50
     now[0] += 10
-    w.record("ann")  # counted although blocked
+    await w.record("ann")  # counted although blocked
     now[0] += 40
-    assert w.blocked_for("ann") == 10  # the first left the window, two are still in it
+    assert await w.blocked_for("ann") == 10  # the first left the window, two are still in it
     now[0] += 10
-    assert w.blocked_for("ann") == 0
+    assert await w.blocked_for("ann") == 0
 
 
-def test_the_same_window_serves_both_uses():
+async def test_the_same_window_serves_both_uses():
     w, _ = window(1)
-    assert w.hit("k") == 0
-    assert w.blocked_for("k") == 60
-    assert w.hit("k") == 60
+    assert await w.hit("k") == 0
+    assert await w.blocked_for("k") == 60
+    assert await w.hit("k") == 60
 
 
 def test_retry_after_is_whole_seconds_at_least_one():
