@@ -25,7 +25,8 @@ from accounts import Accounts
 from agents import AgentRegistry, knowledge
 from agents.mcp_client import McpTools
 from auth import Authenticator
-from auth.keys import SigningKey, load_or_create_secret
+from auth.keys import ACCOUNTS_PEPPER, ATTACHMENT_URL, STREAM_TOKEN, secret, secrets_for, signing_key
+from auth.ratelimit import Windows
 from auth.signed_urls import UrlSigner
 from config import Config, parse_config, redacted
 from handlers import accounts as account_routes
@@ -105,7 +106,8 @@ class Parley:
         self.agents = AgentRegistry()
         self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
         self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
-        self.document_settings = document_settings(config.extra)  # [documents]: a bad table fails here
+        self.windows = Windows(self.db)  # rate limits: in memory, or in the store that instances share
+        self.document_settings = document_settings(config.extra, self.windows)  # [documents]: a bad table fails here
         plans = PlanConfig.from_extra(config.extra, self.agents.tools)  # [plans.*], [credits]: a bad table fails here
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans,
                                lease_s=config.lease_s)
@@ -123,13 +125,13 @@ class Parley:
     async def open(self) -> web.Application:
         """Open the store, recover interrupted runs, build the application."""
         self._private_data_dir()
-        keys = self.data_dir / "keys"
-        signing = SigningKey.load_or_create(keys / "signing-key.pem")
-        secret = load_or_create_secret(keys / "stream-token.secret")
-        self.url_signer = UrlSigner(load_or_create_secret(keys / "attachment-url.secret"))
+        await self.db.open()
+        keys = secrets_for(self.db, self.data_dir / "keys")  # in the store when instances share it
+        signing = await signing_key(keys)
+        self.url_signer = UrlSigner(await secret(keys, ATTACHMENT_URL))
         self.auth = Authenticator(
             signing,
-            secret,
+            await secret(keys, STREAM_TOKEN),
             issuer=f"parley:{signing.kid}",
             audience=self.config.jwt_audience,
             jwks=self.config.jwks,
@@ -139,8 +141,8 @@ class Parley:
         settings = self.config.extra.get("accounts", {})
         self.accounts = Accounts(self.db, self.auth, self.data_dir, self.config.extra.get("smtp"),
                                  admins=settings.get("admins", []), argon2=settings.get("argon2"),
-                                 public_url=self.public_url, redirect_origins=settings.get("redirect_origins"))
-        await self.db.open()
+                                 public_url=self.public_url, redirect_origins=settings.get("redirect_origins"),
+                                 pepper=await secret(keys, ACCOUNTS_PEPPER), windows=self.windows)
         await self.runs.load_agents()
         self.mcp_tools = await McpTools.start(self.config.extra.get("mcp_servers", []), self.agents)
         await self.runs.recover()
@@ -281,10 +283,10 @@ def make_app(parley: Parley) -> web.Application:
         stream_slots=parley.streams,
         files=parley.files,
         accounts=parley.accounts,
-        job_limits=job_limits(),
+        job_limits=job_limits(parley.windows),
         **parley.document_settings,
         url_signer=parley.url_signer,
-        transcribe_limit=transcribe_limit(),
+        transcribe_limit=transcribe_limit(parley.windows),
         keepalive_s=cfg.keepalive_s,
         log_function=RequestLog(cfg.log_format, parley.trusted_proxies),
         compress_response=False,
