@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from tornado.routing import PathMatches
 
 from accounts import Accounts
 from handlers.accounts import auth as accounts_handlers
-from tests.helpers import Client
+from tests.helpers import Client, body
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
@@ -69,10 +68,6 @@ def code_for(data_dir: Path, email: str) -> str:
     m = re.search(r"\b(\d{6})\b", mails[-1].split("\n\n", 1)[1])
     assert m
     return m.group(1)
-
-
-def body(resp) -> dict:
-    return json.loads(resp.body) if resp.body else {}
 
 
 async def sign_up(anon: Anon, data_dir: Path, email: str = "ann@example.com", username: str = "ann",

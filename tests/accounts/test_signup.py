@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tests.accounts.conftest import Anon, body, code_for, outbox, sign_up, wire
-from tests.helpers import Client
+from tests.accounts.conftest import Anon, code_for, outbox, sign_up, wire
+from tests.helpers import Client, body
 
 V = "/api/v1/auth/verifications"
 

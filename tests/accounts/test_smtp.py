@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from accounts.mail import SmtpMailer
-from tests.accounts.conftest import Anon, body, wire
+from tests.accounts.conftest import Anon, wire
+from tests.helpers import body
 
 V = "/api/v1/auth/verifications"
 PASSWORD = "smtp-secret-password"

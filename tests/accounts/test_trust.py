@@ -10,8 +10,8 @@ from tornado.httputil import HTTPHeaders
 
 from handlers.base import client_address, proxy_networks
 from server import Config
-from tests.accounts.conftest import Anon, body, code_for, outbox, wire
-from tests.helpers import INTERNAL_KEY
+from tests.accounts.conftest import Anon, code_for, outbox, wire
+from tests.helpers import INTERNAL_KEY, body
 
 V = "/api/v1/auth/verifications"
 LOGIN = "/api/v1/auth/sessions"

@@ -6,8 +6,8 @@ import socket
 from aiosmtpd.controller import Controller
 
 from runs.plans import PlanConfig
-from tests.accounts.conftest import body, code_for, sign_up, wire
-from tests.helpers import Client
+from tests.accounts.conftest import code_for, sign_up, wire
+from tests.helpers import Client, body
 
 
 async def test_profiles(parley, anon, http_server_client):

@@ -11,9 +11,7 @@ import pytest
 from agents import AgentRegistry
 from agents.demo import Limits
 from server import Config
-from tests.helpers import INTERNAL_KEY
-
-TERMINAL = ("completed", "failed", "cancelled")
+from tests.helpers import ENDED, INTERNAL_KEY
 
 
 @pytest.fixture
@@ -27,17 +25,8 @@ def parley_config(tmp_path, config_extra):
                   extra=copy.deepcopy(config_extra))
 
 
-async def ended(client, task_id, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (info := await client.task(task_id))["status"] not in TERMINAL:
-        assert loop.time() < deadline, info
-        await asyncio.sleep(0.01)
-    return info
-
-
 async def refused(client, thread_id, content, message):
-    info = await ended(client, await client.start_ok(thread_id, content))
+    info = await client.wait_status(await client.start_ok(thread_id, content), *ENDED, timeout=5.0)
     assert info["status"] == "failed" and info["error"] == {"reason": "bad_command", "message": message}, info
 
 
@@ -46,11 +35,11 @@ async def accepted(client, thread_id, content):
     task_id = await client.start_ok(thread_id, content)
     for _ in range(500):
         info = await client.task(task_id)
-        if info["currentNode"] is not None or info["status"] in TERMINAL:
+        if info["currentNode"] is not None or info["status"] in ENDED:
             break
         await asyncio.sleep(0.01)
     await client.request("DELETE", f"/task/{task_id}")
-    info = await ended(client, task_id)
+    info = await client.wait_status(task_id, *ENDED, timeout=5.0)
     assert info["status"] in ("completed", "cancelled") and info["currentNode"] in ("count", "sleep"), info
 
 
@@ -69,9 +58,9 @@ async def test_sleep_is_bounded(alice):
 @pytest.mark.parametrize("config_extra", [{"demo": {"max_count": 5, "max_sleep_s": 0.5}}], indirect=True)
 async def test_the_bounds_are_configurable(config_extra, alice):
     await refused(alice, "t-c6", "/count 6", "/count takes 0 to 5")
-    assert (await ended(alice, await alice.start_ok("t-c5", "/count 5")))["status"] == "completed"
+    assert (await alice.wait_status(await alice.start_ok("t-c5", "/count 5"), *ENDED, timeout=5.0))["status"] == "completed"
     await refused(alice, "t-s1", "/sleep 1", "/sleep takes 0 to 0.5 seconds")
-    assert (await ended(alice, await alice.start_ok("t-s05", "/sleep 0.01")))["status"] == "completed"
+    assert (await alice.wait_status(await alice.start_ok("t-s05", "/sleep 0.01"), *ENDED, timeout=5.0))["status"] == "completed"
 
 
 @pytest.mark.parametrize("table, error", [

@@ -13,7 +13,8 @@ from agents import demo, images
 from agents.tools import BUILTIN_TOOLS, ToolEnv, ToolError, for_model
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake, refused_url  # noqa: F401  (fixtures)
-from tests.agents.test_replay import replay_and_compare, wait_job
+from tests.agents.test_replay import replay_and_compare
+from tests.helpers import ENDED
 from tests.mcp.test_mcp_server import internal, mcp_session
 from tests.protocol import test_ai_sdk as sdk
 
@@ -240,7 +241,7 @@ async def test_the_ai_sdk_accepts_the_file_chunk(alice, pkg):
 async def test_image_job_replays_with_its_file_without_drawing(alice, parley, monkeypatch):
     resp = await alice.request("POST", "/api/runs", {"workflow_id": "w", "input": {"agent_id": "demo", "message": "/image a red fox"}})
     job_id = json.loads(resp.body)["job_id"]
-    assert (await wait_job(alice, job_id))["status"] == "completed"
+    assert (await alice.wait_job(job_id, *ENDED))["status"] == "completed"
 
     def no_drawing(*args):
         raise AssertionError("a replay must not draw")

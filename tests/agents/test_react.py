@@ -100,15 +100,6 @@ async def assert_failed(client, parley, thread, task_id, frames, info, reason):
     assert next_frames[-1].event == "done"
 
 
-async def wait_status(client, task_id, status):
-    for _ in range(500):
-        info = await client.task(task_id)
-        if info["status"] == status:
-            return info
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"task {task_id} never became {status}: {info}")
-
-
 # -- answers -------------------------------------------------------------------------
 
 
@@ -272,7 +263,7 @@ async def test_wait_approval_parks_and_the_signal_resumes(alice, fake, parley):
         fo.text("The refund of order 7 is approved."),
     )
     task_id = await alice.start_ok("t-park", "refund order 7", agentId="assistant")
-    info = await wait_status(alice, task_id, "parked")
+    info = await alice.wait_status(task_id, "parked")
     assert info["parked"]["prompt"] == "Refund order 7?"
     assert len(fake.requests) == 1
     resp = await alice.start("t-park", "next")  # the parked run holds the thread
@@ -305,7 +296,7 @@ async def test_park_then_the_other_calls_of_the_step_run_after_the_signal(alice,
         fo.text("Approved, and 2**10 = 1024."),
     )
     task_id = await alice.start_ok("t-park2", "approve then compute", agentId="assistant")
-    info = await wait_status(alice, task_id, "parked")
+    info = await alice.wait_status(task_id, "parked")
     await parley.runs.signal(task_id, info["parked"]["correlationKey"], {"approved": False})
     _, frames = await alice.stream(task_id)
     assert frames[-1].event == "done"
@@ -323,7 +314,7 @@ async def test_a_parked_run_resumes_after_a_restart(alice, fake, parley, parley_
         fo.text("Shipped."),
     )
     task_id = await alice.start_ok("t-restart", "ship it", agentId="assistant")
-    info = await wait_status(alice, task_id, "parked")
+    info = await alice.wait_status(task_id, "parked")
     await parley.close()
     again = Parley(parley_config)
     again.agents.configure(parley_config.extra)

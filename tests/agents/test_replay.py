@@ -2,28 +2,13 @@
 and produces the same event sequence."""
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
 from agents import tools as tools_module
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake, parley, parley_config, refused_url  # noqa: F401  (fixtures)
-
-
-def body(resp):
-    return json.loads(resp.body)
-
-
-async def wait_job(client, job_id, statuses=("completed", "failed", "cancelled"), timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        job = body(await client.request("GET", f"/api/jobs/{job_id}"))
-        if job["status"] in statuses or loop.time() > deadline:
-            return job
-        await asyncio.sleep(0.01)
-
+from tests.helpers import ENDED, body
 
 _GENERATED = re.compile(r"(call_|txt_|rsn_|msg_)[0-9a-f]{16,32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -42,7 +27,7 @@ async def replay_and_compare(client, job_id):
     assert resp.code == 201, resp.body
     replayed = body(resp)
     assert replayed["replay_of"] == job_id and replayed["job_id"] != job_id
-    done = await wait_job(client, replayed["job_id"])
+    done = await client.wait_job(replayed["job_id"], *ENDED)
     assert done["status"] == "completed", body(await client.request("GET", f"/api/jobs/{replayed['job_id']}/replay"))
     original = body(await client.request("GET", f"/api/jobs/{job_id}/replay"))
     again = body(await client.request("GET", f"/api/jobs/{replayed['job_id']}/replay"))
@@ -54,7 +39,7 @@ async def replay_and_compare(client, job_id):
 async def test_demo_tool_job_replays_without_calling_the_tool(alice, parley, monkeypatch):  # noqa: F811
     resp = await alice.request("POST", "/api/runs", {"workflow_id": "w", "input": {"agent_id": "demo", "message": "/tool clock"}})
     job_id = body(resp)["job_id"]
-    assert (await wait_job(alice, job_id))["status"] == "completed"
+    assert (await alice.wait_job(job_id, *ENDED))["status"] == "completed"
 
     calls = []
 
@@ -72,11 +57,11 @@ async def test_demo_tool_job_replays_without_calling_the_tool(alice, parley, mon
 async def test_parked_job_replays_with_its_recorded_signal(alice):
     resp = await alice.request("POST", "/api/runs", {"workflow_id": "w", "input": {"agent_id": "demo", "message": "/approve refund 9"}})
     job_id = body(resp)["job_id"]
-    await wait_job(alice, job_id, ("parked",))
+    await alice.wait_job(job_id, "parked")
     info = await alice.task(job_id)
     key = info["parked"]["correlationKey"]
     await alice.request("POST", f"/api/jobs/{job_id}/signal", {"correlation_key": key, "payload": {"approved": False, "reason": "duplicate"}})
-    assert (await wait_job(alice, job_id))["status"] == "completed"
+    assert (await alice.wait_job(job_id, *ENDED))["status"] == "completed"
     original, again = await replay_and_compare(alice, job_id)
     assert [s.get("signal", {}).get("payload") for s in again["steps"] if "signal" in s] == [{"approved": False, "reason": "duplicate"}]
     assert original["record"]["signals"] == 1
@@ -89,7 +74,7 @@ async def test_react_job_replays_without_calling_the_model(alice, fake):  # noqa
     )
     resp = await alice.request("POST", "/api/runs", {"workflow_id": "w", "input": {"agent_id": "assistant", "message": "what is 6*7?"}})
     job_id = body(resp)["job_id"]
-    assert (await wait_job(alice, job_id))["status"] == "completed"
+    assert (await alice.wait_job(job_id, *ENDED))["status"] == "completed"
     asked = len(fake.requests)
     assert asked == 2
     original, again = await replay_and_compare(alice, job_id)

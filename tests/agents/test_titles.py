@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -17,13 +16,9 @@ from store import Conflict, Database
 from store import threads as threads_sql
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake  # noqa: F401  (fixture)
-from tests.helpers import INTERNAL_KEY
+from tests.helpers import INTERNAL_KEY, body
 
 SECRET = "sk-titles-secret-0123456789"
-
-
-def body(resp):
-    return json.loads(resp.body)
 
 
 @pytest.fixture

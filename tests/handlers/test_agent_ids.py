@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 
 import pytest
 
 from runs.manager import MAX_AGENTS_PER_USER
 from server import Config, Parley
-from tests.helpers import INTERNAL_KEY
+from tests.helpers import INTERNAL_KEY, body
 
 ASSISTANT = {"agents": [{"id": "assistant", "name": "Assistant", "type": "demo", "tools": ["clock"]}]}
 
@@ -24,10 +23,6 @@ def config_extra(request):
 def parley_config(tmp_path, config_extra):
     return Config(data_dir=tmp_path / "data", internal_key=INTERNAL_KEY, demo_delay_ms=0,
                   extra=copy.deepcopy(config_extra))
-
-
-def body(resp):
-    return json.loads(resp.body)
 
 
 @pytest.mark.parametrize("config_extra", [ASSISTANT], indirect=True, ids=["assistant"])

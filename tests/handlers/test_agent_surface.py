@@ -11,13 +11,9 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from server import Config
-from tests.helpers import INTERNAL_KEY, Client, Cut
+from tests.helpers import INTERNAL_KEY, Client, Cut, body, status_in, wait_until
 
 FRAME = re.compile(rb"data: ([^\n]*)\n\n")
-
-
-def body(resp: Any) -> Any:
-    return json.loads(resp.body)
 
 
 def sdk_chunks(raw: bytes, done: bool = True) -> list[dict[str, Any]]:
@@ -96,23 +92,6 @@ async def status(client: Client, thread_id: str) -> dict[str, Any]:
     return body(resp)
 
 
-async def wait_idle(client: Client, thread_id: str) -> None:
-    for _ in range(1000):
-        if (await status(client, thread_id))["status"] == "idle":
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the thread never went idle")
-
-
-async def wait_status(client: Client, thread_id: str, want: str) -> dict[str, Any]:
-    for _ in range(1000):
-        st = await status(client, thread_id)
-        if st["status"] == want:
-            return st
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the thread never reached {want}: {st}")
-
-
 # -- POST /agent/streaming ---------------------------------------------------------------
 
 async def test_streaming_answers_in_the_ai_sdk_framing(alice):
@@ -152,7 +131,7 @@ async def test_a_failed_run_ends_with_an_error_chunk_then_done(alice):
 
 async def test_a_stopped_run_ends_with_an_error_chunk_then_done(alice):
     reading = asyncio.ensure_future(post_stream(alice, chat_body("s-stop", "/sleep 30")))
-    running = await wait_status(alice, "s-stop", "running")
+    running = await wait_until(lambda: status(alice, "s-stop"), status_in("running"))
     stop = await alice.request("POST", "/agent/task/s-stop/stop")
     assert stop.code == 200 and body(stop) == {"success": True, "taskId": running["taskId"]}
     resp, raw = await reading
@@ -166,7 +145,7 @@ async def test_a_client_that_goes_away_does_not_stop_the_run(alice):
     assert resp is None and b'"type":"start"' in raw
     st = await status(alice, "s-away")
     assert st["status"] in ("pending", "running")
-    await wait_idle(alice, "s-away")
+    await wait_until(lambda: status(alice, "s-away"), status_in("idle"))
     assert (await alice.task(st["taskId"]))["status"] == "completed"
     assert (await history(alice, "s-away"))[-1]["parts"][-1]["text"] == "I slept 0.2 seconds."
 
@@ -292,7 +271,7 @@ async def test_resume_replays_the_live_run_from_its_start(alice, bob, path):
     thread = f"r-live-{RESUME_PATHS.index(path)}"
     _, first = await post_stream(alice, chat_body(thread, "/approve ship it"), stop=upto("data-parked"))
     first_chunks = sdk_chunks(first[: first.rfind(b"\n\n") + 2], done=False)
-    parked = await wait_status(alice, thread, "parked")
+    parked = await wait_until(lambda: status(alice, thread), status_in("parked"))
     assert parked["parked"]["correlationKey"]
 
     forbidden = await bob.request("GET", path.format(thread))
@@ -353,7 +332,7 @@ async def test_status_and_stop(alice, bob):
     assert started.code == 201
     task_id = body(started)["taskId"]
     assert body(started) == {"taskId": task_id, "threadId": "st-1"}
-    st = await wait_status(alice, "st-1", "running")
+    st = await wait_until(lambda: status(alice, "st-1"), status_in("running"))
     assert st["taskId"] == task_id and st["threadId"] == "st-1" and st["agentId"] == "demo"
     assert isinstance(st["createdAt"], int) and st["parked"] is None
 
@@ -398,7 +377,7 @@ class TestStreamCap:
     async def test_a_user_over_the_stream_cap_gets_429_and_no_run(self, parley, alice):
         started = await alice.request("POST", "/agent/task", {"threadId": "cap-1", "content": "/approve x"})
         assert started.code == 201
-        await wait_status(alice, "cap-1", "parked")
+        await wait_until(lambda: status(alice, "cap-1"), status_in("parked"))
         holding = asyncio.ensure_future(post_stream(alice, b"", path="/agent/stream/cap-1"))
         for _ in range(500):
             if parley.streams.total:

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.helpers import Client, Cut, Frame, parse_frames
+from tests.helpers import ENDED, Client, Cut, Frame, body, complete_frames, parse_frames
 
 RUNS = "/api/v1/agent/runs"
 AG_UI = "/api/v1/agent/ag-ui"
 EVENT_KEYS = {"type", "taskId", "threadId", "runId", "data"}
+AT_REST = (*ENDED, "parked")  # a run over, or waiting for a signal
 
 
 def run_input(thread_id: str, text: str = "hello", *, msg_id: str | None = None, run_id: str = "run-1",
@@ -25,23 +26,10 @@ def run_input(thread_id: str, text: str = "hello", *, msg_id: str | None = None,
             "tools": [], "context": [], "forwardedProps": {}, **extra}
 
 
-def body(resp: Any) -> Any:
-    return json.loads(resp.body)
-
-
 async def start(client: Client, thread_id: str, text: str = "hello", **kw: Any) -> dict[str, Any]:
     resp = await client.request("POST", RUNS, run_input(thread_id, text, **kw))
     assert resp.code == 201, (resp.code, resp.body)
     return body(resp)
-
-
-async def wait_ended(client: Client, task_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        info = await client.task(task_id)
-        if info["status"] in ("completed", "failed", "cancelled", "parked") or time.monotonic() > deadline:
-            return info
-        await asyncio.sleep(0.01)
 
 
 async def read_events(client: Client, thread_id: str, query: str = "", headers: dict[str, str] | None = None,
@@ -55,7 +43,7 @@ async def read_events(client: Client, thread_id: str, query: str = "", headers: 
     cut = [False]
 
     def events() -> list[Frame]:
-        return [f for f in parse_frames(bytes(buf[: buf.rfind(b"\n\n") + 2])) if f.event is not None]
+        return [f for f in complete_frames(buf) if f.event is not None]
 
     def on_chunk(data: bytes) -> None:
         if cut[0]:
@@ -92,7 +80,7 @@ async def test_start_run_answers_201_with_the_seed_shape(alice):
     assert set(out) == {"taskId", "threadId", "runId", "created"}
     assert out["threadId"] == "t-start" and out["runId"] == "run-001"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", out["created"]), out
-    info = await wait_ended(alice, out["taskId"])
+    info = await alice.wait_status(out["taskId"], *AT_REST)
     assert info["status"] == "completed" and info["userMessage"]["id"] == "msg-001"
     messages = body(await alice.request("GET", "/messages/t-start"))["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
@@ -101,21 +89,21 @@ async def test_start_run_answers_201_with_the_seed_shape(alice):
 
 async def test_the_whole_history_is_merged_by_message_id(alice):
     first = await start(alice, "t-merge", "one", msg_id="m1", run_id="r1")
-    await wait_ended(alice, first["taskId"])
+    await alice.wait_status(first["taskId"], *AT_REST)
     stored = body(await alice.request("GET", "/messages/t-merge"))["messages"]
     # The client's view of the history: what it sent, the reply, and a message the server never held.
     history = [{"id": "m1", "role": "user", "content": "one"},
                {"id": stored[1]["id"], "role": "assistant", "content": "You said: \"one\""},
                {"id": "client-only", "role": "system", "content": "be brief"}]
     second = await start(alice, "t-merge", "two", msg_id="m2", run_id="r2", history=history)
-    await wait_ended(alice, second["taskId"])
+    await alice.wait_status(second["taskId"], *AT_REST)
     messages = body(await alice.request("GET", "/messages/t-merge"))["messages"]
     assert [(m["id"], m["role"]) for m in messages][:3] == [("m1", "user"), (stored[1]["id"], "assistant"), ("m2", "user")]
     assert len(messages) == 4
     # Sending m2 again as the last user message runs again from it: the reply is made anew, m2 keeps its id.
     again = await alice.request("POST", RUNS, run_input("t-merge", "two, again", msg_id="m2", run_id="r3"))
     assert again.code == 201, again.body
-    await wait_ended(alice, body(again)["taskId"])
+    await alice.wait_status(body(again)["taskId"], *AT_REST)
     messages = body(await alice.request("GET", "/messages/t-merge"))["messages"]
     assert [(m["id"], m["role"]) for m in messages][:3] == [("m1", "user"), (stored[1]["id"], "assistant"), ("m2", "user")]
     assert len(messages) == 4 and messages[2]["parts"] == [{"type": "text", "text": "two, again"}]
@@ -125,11 +113,11 @@ async def test_content_parts_become_ui_message_parts(alice):
     content = [{"type": "text", "text": "look"},
                {"type": "image", "source": {"type": "url", "value": "https://example.com/a.png", "mimeType": "image/png"}}]
     out = await start(alice, "t-parts", "x", msg_id="mp")
-    await wait_ended(alice, out["taskId"])
+    await alice.wait_status(out["taskId"], *AT_REST)
     resp = await alice.request("POST", RUNS, {**run_input("t-parts", msg_id="mp2"), "messages": [
         {"id": "mp2", "role": "user", "content": content}]})
     assert resp.code == 201, resp.body
-    await wait_ended(alice, body(resp)["taskId"])
+    await alice.wait_status(body(resp)["taskId"], *AT_REST)
     user = body(await alice.request("GET", "/messages/t-parts"))["messages"][2]
     assert user["parts"] == [{"type": "text", "text": "look"},
                              {"type": "file", "mediaType": "image/png", "url": "https://example.com/a.png"}]
@@ -137,7 +125,7 @@ async def test_content_parts_become_ui_message_parts(alice):
 
 async def test_409_while_the_thread_runs_and_403_for_another_user(alice, bob):
     out = await start(alice, "t-busy", "/approve wait here")
-    assert (await wait_ended(alice, out["taskId"]))["status"] == "parked"
+    assert (await alice.wait_status(out["taskId"], *AT_REST))["status"] == "parked"
     resp = await alice.request("POST", RUNS, run_input("t-busy", "again", run_id="run-2"))
     assert resp.code == 409
     assert body(resp) == {"detail": "the thread already has a live run", "taskId": out["taskId"]}
@@ -193,9 +181,9 @@ async def test_bad_bodies_are_422_with_detail(alice, path, case):
 
 async def test_events_of_the_latest_run_with_canonical_names_and_the_seed_shape(alice):
     first = await start(alice, "t-ev", "/count 2", run_id="r-one")
-    await wait_ended(alice, first["taskId"])
+    await alice.wait_status(first["taskId"], *AT_REST)
     second = await start(alice, "t-ev", "/tool calculator 6*7", msg_id="u2", run_id="r-two")
-    await wait_ended(alice, second["taskId"])
+    await alice.wait_status(second["taskId"], *AT_REST)
     code, frames, raw = await read_events(alice, "t-ev", "?idle_limit=1")
     assert code == 200 and b"\r" not in raw and raw.startswith(b"retry: ")
     events = payloads(frames)
@@ -219,7 +207,7 @@ async def test_events_of_the_latest_run_with_canonical_names_and_the_seed_shape(
 
 async def test_resume_by_last_event_id_loses_and_repeats_nothing(alice):
     out = await start(alice, "t-resume", "/count 40")
-    await wait_ended(alice, out["taskId"])
+    await alice.wait_status(out["taskId"], *AT_REST)
     _, full, _ = await read_events(alice, "t-resume", "?idle_limit=1")
     assert len(full) > 40
     for cut in (1, 7, len(full) // 2, len(full) - 1):
@@ -267,14 +255,14 @@ async def test_the_stream_spans_consecutive_runs_and_closes_when_idle(alice):
 
 async def test_idle_limit_closes_a_stream_with_nothing_running(alice):
     out = await start(alice, "t-idle", "hi")
-    await wait_ended(alice, out["taskId"])
+    await alice.wait_status(out["taskId"], *AT_REST)
     t0 = time.monotonic()
     code, frames, _ = await read_events(alice, "t-idle", "?idle_limit=1")
     assert code == 200 and frames[-1].event == "run.finished"
     assert 0.9 <= time.monotonic() - t0 < 5
     # A parked run waits for a person: idle too.
     parked = await start(alice, "t-idle", "/approve later", msg_id="u-park", run_id="r-park")
-    assert (await wait_ended(alice, parked["taskId"]))["status"] == "parked"
+    assert (await alice.wait_status(parked["taskId"], *AT_REST))["status"] == "parked"
     t0 = time.monotonic()
     code, frames, _ = await read_events(alice, "t-idle", "?idle_limit=1")
     assert code == 200 and frames[-1].event == "job.parked"
@@ -294,21 +282,21 @@ async def test_a_running_task_keeps_the_stream_open_past_the_idle_limit(alice):
 @pytest.mark.parametrize("value", ["0", "3601", "-5", "abc", "1.5"])
 async def test_idle_limit_out_of_range_is_422(alice, value):
     out = await start(alice, "t-limit", "hi")
-    await wait_ended(alice, out["taskId"])
+    await alice.wait_status(out["taskId"], *AT_REST)
     code, _, raw = await read_events(alice, "t-limit", f"?idle_limit={value}")
     assert code == 422 and set(json.loads(raw)) == {"detail"}
 
 
 async def test_bad_last_event_id_is_422(alice):
     out = await start(alice, "t-cursor", "hi")
-    await wait_ended(alice, out["taskId"])
+    await alice.wait_status(out["taskId"], *AT_REST)
     code, _, raw = await read_events(alice, "t-cursor", headers={"Last-Event-ID": "later"})
     assert code == 422 and "detail" in json.loads(raw)
 
 
 async def test_streams_and_history_are_the_owners_only(alice, bob):
     out = await start(alice, "t-private", "secret words")
-    await wait_ended(alice, out["taskId"])
+    await alice.wait_status(out["taskId"], *AT_REST)
     code, frames, raw = await read_events(bob, "t-private", "?idle_limit=1", headers={"Last-Event-ID": "0"})
     assert code == 403 and frames == [] and set(json.loads(raw)) == {"detail"}
     assert b"secret" not in raw and out["taskId"].encode() not in raw
@@ -337,7 +325,7 @@ DAY_MS = 86_400_000
 async def test_history_day_snapshots(alice, parley):
     for n, text in enumerate(("first day", "second day", "third day")):
         out = await start(alice, "t-hist", text, msg_id=f"h{n}", run_id=f"r{n}")
-        await wait_ended(alice, out["taskId"])
+        await alice.wait_status(out["taskId"], *AT_REST)
     # Move the runs to 2026-03-13, -14 and -15 (UTC), 10:00 and 10:00:05.
     base = 1773396000000  # 2026-03-13T10:00:00Z
 
@@ -379,14 +367,15 @@ async def test_history_bad_date_is_422(alice, value):
 # -- POST /ag-ui: framing (the real client's proof is tests/protocol/test_ag_ui.py) ------------
 
 def ag_ui_events(raw: bytes) -> list[dict[str, Any]]:
+    """The events of an AG-UI body; asserts that every frame but a comment is `data:` lines only."""
     assert b"\r" not in raw
     out = []
-    for block in raw.split(b"\n\n"):
-        if not block or block.startswith(b":"):
+    for frame in parse_frames(raw):
+        if frame.raw.startswith(b":"):
             continue
-        lines = block.split(b"\n")
-        assert all(line.startswith(b"data: ") for line in lines), block
-        out.append(json.loads(b"\n".join(line[6:] for line in lines)))
+        lines = frame.raw.removesuffix(b"\n\n").split(b"\n")
+        assert all(line.startswith(b"data: ") for line in lines), frame.raw
+        out.append(json.loads(frame.data))
     return out
 
 
@@ -418,7 +407,7 @@ async def test_ag_ui_stream_is_data_frames_of_typed_objects(alice):
 
 async def test_ag_ui_refusals_are_json_before_any_event(alice):
     out = await start(alice, "t-agui-busy", "/approve hold")
-    assert (await wait_ended(alice, out["taskId"]))["status"] == "parked"
+    assert (await alice.wait_status(out["taskId"], *AT_REST))["status"] == "parked"
     resp = await alice.request("POST", AG_UI, run_input("t-agui-busy", "more", run_id="agui-2"))
     assert resp.code == 409 and resp.headers["Content-Type"].startswith("application/json")
     assert body(resp)["detail"] and b"data:" not in resp.body

@@ -1,14 +1,10 @@
 """The agents API (seed 003): definitions, their state and jobs, per user."""
 import asyncio
-import json
 
 import pytest
 
 from server import Parley
-
-
-def body(resp):
-    return json.loads(resp.body)
+from tests.helpers import body
 
 
 async def test_demo_agent_is_listed(alice):

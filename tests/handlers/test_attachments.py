@@ -1,5 +1,4 @@
 """Attachments on the Agent API (SPEC sections 8, 13): upload, signed URLs, serving, limits, ownership."""
-import asyncio
 import hashlib
 import io
 import json
@@ -12,8 +11,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
-from tornado.iostream import StreamClosedError
-from tornado.tcpclient import TCPClient
 from tornado.testing import bind_unused_port
 
 from agents.images import render_png
@@ -21,10 +18,19 @@ from runs.files import STORED_PATH
 from server import Config, Parley
 from store import attachments as attachments_sql
 from tests.handlers.test_documents import make_pdf
-from tests.helpers import INTERNAL_KEY, Client
+from tests.helpers import (
+    BOUNDARY,
+    INTERNAL_KEY,
+    MULTIPART_TYPE,
+    Client,
+    body,
+    chunked_body,
+    multipart,
+    raw_exchange,
+    request_head,
+)
 
 MIB = 1024 * 1024
-BOUNDARY = "parleyattachments5f1c"
 ROUTE = "/api/v1/agent/attachments"
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 64 + b"\xff\xd9"
@@ -44,27 +50,8 @@ def wav_bytes(seconds: float = 0.25, rate: int = 8000, channels: int = 1) -> byt
     return buf.getvalue()
 
 
-def body(resp):
-    return json.loads(resp.body)
-
-
-def multipart(fields: dict | None = None, files: list[tuple[str, str, bytes, str]] = ()) -> tuple[bytes, str]:
-    """A multipart body: text `fields`, and `files` as (field, filename, data, content type)."""
-    out = bytearray()
-    for name, value in (fields or {}).items():
-        out += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        out += (value if isinstance(value, bytes) else value.encode()) + b"\r\n"
-    for field, filename, data, ctype in files:
-        out += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'.encode()
-        out += f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
-    out += f"--{BOUNDARY}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={BOUNDARY}"
-
-
 async def upload(client, filename, data, ctype="application/octet-stream", fields=None, field="file"):
-    files = [] if filename is None else [(field, filename, data, ctype)]
-    raw, content_type = multipart(fields, files)
-    return await client.request("POST", ROUTE, raw=raw, headers={"Content-Type": content_type})
+    return await client.upload(ROUTE, fields, [] if filename is None else [(field, filename, data, ctype)])
 
 
 async def upload_ok(client, filename, data, ctype="application/octet-stream", fields=None):
@@ -294,7 +281,7 @@ async def test_hostile_filenames_never_reach_the_disk(alice, parley, tmp_path):
     # an RFC 5987 name is decoded by the multipart parser (here into "../../evil\x00.txt"): still only a display name
     raw = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename*=UTF-8\'\'..%2F..%2Fevil%00.txt\r\n'
            f"Content-Type: text/plain\r\n\r\nrfc5987\r\n--{BOUNDARY}--\r\n").encode()
-    resp = await alice.request("POST", ROUTE, raw=raw, headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    resp = await alice.request("POST", ROUTE, raw=raw, headers={"Content-Type": MULTIPART_TYPE})
     assert resp.code == 201, resp.body
     assert body(resp)["attachment"]["name"] == "evil.txt"
     outs.append(body(resp)["attachment"])
@@ -453,44 +440,17 @@ def _oversized() -> bytes:
     return raw
 
 
-def _head(port: int, extra: str) -> bytes:
-    return (f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Internal-Key: {INTERNAL_KEY}\r\n"
-            f"X-User-Id: alice\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n{extra}\r\n").encode()
-
-
-async def _exchange(port: int, head: bytes, parts: list[bytes], timeout: float = 10.0) -> tuple[int, bytes]:
-    client = TCPClient()
-    stream = await client.connect("127.0.0.1", port)
-    try:
-        await stream.write(head)
-        for part in parts:
-            try:
-                await stream.write(part)
-            except StreamClosedError:
-                break
-        resp_head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n", max_bytes=64 * 1024), timeout)
-        lines = resp_head.decode("latin-1").split("\r\n")
-        length = next(int(ln.split(":", 1)[1]) for ln in lines if ln.lower().startswith("content-length:"))
-        return int(lines[0].split(" ")[1]), await asyncio.wait_for(stream.read_bytes(length), timeout)
-    finally:
-        stream.close()
-        client.close()
-
-
-def _port(http_server_client) -> int:
-    return int(http_server_client.get_url("/").rsplit(":", 1)[1].split("/")[0])
-
-
 async def test_5_mib_plus_one_with_content_length_is_413(alice, parley, http_server_client):
     raw, ctype = multipart({}, [("file", "big.txt", b"a", "text/plain")])
     raw = raw.replace(b"a\r\n--", b"a" * (5 * MIB + 1 - len(raw) + 1) + b"\r\n--")
     assert len(raw) == 5 * MIB + 1
     assert_detail(await alice.request("POST", ROUTE, raw=raw, headers={"Content-Type": ctype}), 413)
     assert_detail(await alice.request("POST", ROUTE, raw=_oversized(), headers={"Content-Type": ctype}), 413)
-    port = _port(http_server_client)
+    port = http_server_client.get_http_port()
     size = 5 * MIB + 1
     parts = [b"a" * (64 * 1024)] * (size // (64 * 1024)) + [b"a" * (size % (64 * 1024))]
-    status, resp_body = await _exchange(port, _head(port, f"Content-Length: {size}\r\n"), parts)
+    head = request_head("POST", ROUTE, port, MULTIPART_TYPE, f"Content-Length: {size}\r\n")
+    status, _, resp_body = await raw_exchange(port, head, parts)
     assert status == 413 and "detail" in json.loads(resp_body)
     # the server keeps serving, and an upload at the limit is taken
     raw, ctype = multipart({}, [("file", "big.txt", b"a", "text/plain")])
@@ -503,12 +463,10 @@ async def test_5_mib_plus_one_with_content_length_is_413(alice, parley, http_ser
 
 
 async def test_5_mib_plus_one_without_content_length_is_413(alice, parley, http_server_client):
-    port = _port(http_server_client)
+    port = http_server_client.get_http_port()
     raw = _oversized()
-    step = 64 * 1024
-    parts = [b"%x\r\n" % len(raw[i:i + step]) + raw[i:i + step] + b"\r\n" for i in range(0, len(raw), step)]
-    parts.append(b"0\r\n\r\n")
-    status, resp_body = await _exchange(port, _head(port, "Transfer-Encoding: chunked\r\n"), parts)
+    head = request_head("POST", ROUTE, port, MULTIPART_TYPE, "Transfer-Encoding: chunked\r\n")
+    status, _, resp_body = await raw_exchange(port, head, chunked_body(raw))
     assert status == 413 and "detail" in json.loads(resp_body)
 
     async def producer(write):
@@ -516,7 +474,7 @@ async def test_5_mib_plus_one_without_content_length_is_413(alice, parley, http_
             await write(raw[i:i + 256 * 1024])
 
     resp = await http_server_client.fetch(ROUTE, method="POST", body_producer=producer, raise_error=False,
-                                          headers={**alice.headers(), "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+                                          headers={**alice.headers(), "Content-Type": MULTIPART_TYPE})
     assert_detail(resp, 413)
     assert tree(parley.data_dir / "attachments") == set()
     # still serving

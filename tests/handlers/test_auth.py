@@ -255,16 +255,6 @@ async def post_task(http, headers: dict[str, str], thread_id: str = "t-new", con
                             raise_error=False)
 
 
-async def wait_status(client: Client, task_id: str, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        info = await client.task(task_id)
-        if info["status"] in statuses:
-            return info
-        assert time.monotonic() < deadline, f"task {task_id} stuck in {info['status']}"
-        await asyncio.sleep(0.02)
-
-
 def all_chunks(frames: list) -> list[dict[str, Any]]:
     return [c for f in frames if f.id is not None and f.event is None for c in f.chunks]
 
@@ -283,7 +273,7 @@ async def finished_task(client: Client, thread_id: str, content: str = "hello th
 
 async def test_issued_jwt_is_the_same_user_as_the_internal_key(parley, alice, http_server_client):
     task_id = await alice.start_ok("t-same-user", "hello")
-    await wait_status(alice, task_id, "completed")
+    await alice.wait_status(task_id, "completed")
     token = parley.auth.issue_jwt("alice")
     jwt_alice = Client(http_server_client, token=token)
     info = await jwt_alice.task(task_id)
@@ -462,7 +452,7 @@ async def test_valid_jwt_in_the_query_string_is_refused(parley, alice, http_serv
                                           body=json.dumps({"threadId": "t-query-2", "content": "x"}))
     assert_error(resp, 401, token)
     # a JWT is not a stream token either
-    await wait_status(alice, task_id, "completed")
+    await alice.wait_status(task_id, "completed")
     resp = await get(http_server_client, f"/stream/{task_id}?{param}={token}")
     assert_error(resp, 401, token, task_id)
 
@@ -842,7 +832,7 @@ def intruder(request, parley, http_server_client):
 
 async def parked_task(alice: Client, thread_id: str) -> str:
     task_id = await alice.start_ok(thread_id, "/approve launch the secret rocket")
-    await wait_status(alice, task_id, "parked")
+    await alice.wait_status(task_id, "parked")
     return task_id
 
 

@@ -9,11 +9,9 @@ import json
 from typing import Any
 
 import pytest
-from tornado.iostream import IOStream, StreamClosedError
-from tornado.tcpclient import TCPClient
 
 from server import Config
-from tests.helpers import INTERNAL_KEY, Client
+from tests.helpers import ENDED, INTERNAL_KEY, Client, raw_exchange, request_head
 
 MIB = 1024 * 1024
 CORS_HEADERS = ["Authorization", "X-Internal-Key", "X-User-Id", "Content-Type", "Last-Event-ID",
@@ -52,47 +50,6 @@ async def healthy(http) -> None:
 
 async def post_raw(alice: Client, raw: bytes, path: str = "/task", **headers: str):
     return await alice.request("POST", path, raw=raw, headers={"Content-Type": "application/json", **headers})
-
-
-def port_of(http) -> int:
-    return http.get_http_port()
-
-
-def auth_head(method: str, path: str, port: int, extra: str = "") -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Internal-Key: {INTERNAL_KEY}\r\n"
-            f"X-User-Id: alice\r\nContent-Type: application/json\r\n{extra}\r\n").encode()
-
-
-async def read_response(stream: IOStream, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n", max_bytes=64 * 1024), timeout)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    body = b""
-    if "content-length" in headers:
-        body = await asyncio.wait_for(stream.read_bytes(int(headers["content-length"])), timeout)
-    return status, headers, body
-
-
-async def raw_exchange(port: int, head: bytes, body_parts: list[bytes], timeout: float = 10.0):
-    """Send `head` and then the body parts (stopping quietly if the server closes), then read one response."""
-    client = TCPClient()
-    stream = await client.connect("127.0.0.1", port)
-    try:
-        await stream.write(head)
-        for part in body_parts:
-            try:
-                await stream.write(part)
-            except StreamClosedError:
-                break
-        return await read_response(stream, timeout)
-    finally:
-        stream.close()
-        client.close()
 
 
 def chunked(total: int, size: int = 64 * 1024, end: bool = True) -> list[bytes]:
@@ -202,11 +159,11 @@ async def test_bad_body_is_422(alice, http_server_client, case):
 
 async def test_rewind_from_a_message_of_another_thread_is_422(alice, http_server_client):
     task_id = await alice.start_ok("t-rw-a", "first")
-    await _wait_done(alice, task_id)
+    await alice.wait_status(task_id, *ENDED)
     msgs = json.loads((await alice.request("GET", "/messages/t-rw-a")).body)["messages"]
     assert msgs
     task_b = await alice.start_ok("t-rw-b", "other")
-    await _wait_done(alice, task_b)
+    await alice.wait_status(task_b, *ENDED)
     resp = await alice.start("t-rw-b", "again", rewindFrom=msgs[0]["id"])
     assert_error(resp, 422)
     # on its own thread the same id works
@@ -216,7 +173,7 @@ async def test_rewind_from_a_message_of_another_thread_is_422(alice, http_server
 
 async def test_rewind_from_unknown_on_an_existing_thread_is_422_and_changes_nothing(alice, http_server_client):
     task_id = await alice.start_ok("t-rw-x", "first")
-    await _wait_done(alice, task_id)
+    await alice.wait_status(task_id, *ENDED)
     before = json.loads((await alice.request("GET", "/messages/t-rw-x")).body)["messages"]
     assert_error(await alice.start("t-rw-x", "again", rewindFrom="msg_unknown"), 422)
     after = json.loads((await alice.request("GET", "/messages/t-rw-x")).body)["messages"]
@@ -236,14 +193,6 @@ async def test_limits_are_inclusive(alice):
 async def test_unauthenticated_bad_body_is_401_first(http_server_client):
     resp = await http_server_client.fetch("/task", method="POST", body=b"{not json", raise_error=False)
     assert_error(resp, 401)
-
-
-async def _wait_done(client: Client, task_id: str) -> None:
-    for _ in range(500):
-        if (await client.task(task_id))["status"] in ("completed", "failed", "cancelled"):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("task did not finish")
 
 
 # ---------------------------------------------------------------------------
@@ -274,9 +223,9 @@ async def test_2_mib_body_with_content_length_is_413(alice, http_server_client):
 
 
 async def test_2_mib_body_with_content_length_raw_socket(http_server_client):
-    port = port_of(http_server_client)
+    port = http_server_client.get_http_port()
     size = 2 * MIB
-    head = auth_head("POST", "/task", port, f"Content-Length: {size}\r\n")
+    head = request_head("POST", "/task", port, "application/json", f"Content-Length: {size}\r\n")
     parts = [b" " * (64 * 1024)] * (size // (64 * 1024))
     status, headers, body = await raw_exchange(port, head, parts)
     assert status == 413
@@ -286,8 +235,8 @@ async def test_2_mib_body_with_content_length_raw_socket(http_server_client):
 
 
 async def test_2_mib_chunked_body_without_content_length_is_413(http_server_client):
-    port = port_of(http_server_client)
-    head = auth_head("POST", "/task", port, "Transfer-Encoding: chunked\r\n")
+    port = http_server_client.get_http_port()
+    head = request_head("POST", "/task", port, "application/json", "Transfer-Encoding: chunked\r\n")
     status, headers, body = await raw_exchange(port, head, chunked(2 * MIB))
     assert status == 413
     assert headers["content-type"].startswith("application/json")
@@ -297,8 +246,8 @@ async def test_2_mib_chunked_body_without_content_length_is_413(http_server_clie
 
 async def test_chunked_body_that_never_ends_still_gets_its_413(http_server_client):
     """The client keeps the body open after 1 MiB: the 413 comes anyway, within seconds."""
-    port = port_of(http_server_client)
-    head = auth_head("POST", "/task", port, "Transfer-Encoding: chunked\r\n")
+    port = http_server_client.get_http_port()
+    head = request_head("POST", "/task", port, "application/json", "Transfer-Encoding: chunked\r\n")
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     status, _, body = await raw_exchange(port, head, chunked(MIB + 64 * 1024, end=False), timeout=15)
@@ -308,8 +257,8 @@ async def test_chunked_body_that_never_ends_still_gets_its_413(http_server_clien
 
 
 async def test_huge_declared_content_length_is_413_at_once(http_server_client):
-    port = port_of(http_server_client)
-    head = auth_head("POST", "/task", port, f"Content-Length: {80 * MIB}\r\n")
+    port = http_server_client.get_http_port()
+    head = request_head("POST", "/task", port, "application/json", f"Content-Length: {80 * MIB}\r\n")
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     status, _, body = await raw_exchange(port, head, [], timeout=5)
@@ -357,7 +306,7 @@ async def test_wrong_method_is_a_json_error(alice, http_server_client):
 
 async def test_bad_last_event_id_is_400(alice, http_server_client):
     task_id = await alice.start_ok("t-lei")
-    await _wait_done(alice, task_id)
+    await alice.wait_status(task_id, *ENDED)
     resp = await alice.request("GET", f"/stream/{task_id}", headers={"Last-Event-ID": "abc"})
     assert_error(resp, 400)
     resp = await alice.request("GET", f"/stream/{task_id}?lastEventId=1.5")
@@ -401,7 +350,7 @@ async def test_preflight_needs_no_credentials_even_while_a_body_route(http_serve
 
 
 async def test_own_origin_is_allowed(http_server_client):
-    origin = f"http://127.0.0.1:{port_of(http_server_client)}"
+    origin = f"http://127.0.0.1:{http_server_client.get_http_port()}"
     resp = await preflight(http_server_client, origin)
     assert resp.code == 204
     assert resp.headers.get("Access-Control-Allow-Origin") == origin

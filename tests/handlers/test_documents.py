@@ -1,22 +1,19 @@
 """Documents on the job surface (SPEC sections 7, 11, 13): upload, list, limits, and knowledge_search."""
-import asyncio
 import json
 import uuid
 from pathlib import Path
 
 import pytest
 from tornado import web
-from tornado.iostream import StreamClosedError
-from tornado.tcpclient import TCPClient
 
 from agents import knowledge
 from agents.tools import ToolEnv
 from handlers.jobs import documents
 from handlers.openapi import OPERATIONS, document, route_paths
-from tests.helpers import INTERNAL_KEY, text_of
+from tests.helpers import MULTIPART_TYPE, body, chunked_body, multipart, raw_exchange, request_head, text_of
 
 MIB = 1024 * 1024
-BOUNDARY = "parleyboundary7d3a"
+UPLOAD = "/api/documents/upload"
 
 
 @pytest.fixture
@@ -29,28 +26,9 @@ def app(parley):
     return parley.app
 
 
-def body(resp):
-    return json.loads(resp.body)
-
-
-def multipart(fields: dict, file: tuple | None = None) -> tuple[bytes, str]:
-    out = bytearray()
-    for name, value in fields.items():
-        out += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        out += (value if isinstance(value, bytes) else value.encode()) + b"\r\n"
-    if file is not None:
-        filename, data, ctype = file
-        out += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                f"Content-Type: {ctype}\r\n\r\n").encode()
-        out += data + b"\r\n"
-    out += f"--{BOUNDARY}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={BOUNDARY}"
-
-
 async def upload(client, filename, data, knowledge_id="kb1", ctype="application/octet-stream", fields=None):
-    raw, content_type = multipart({"knowledge_id": knowledge_id} if fields is None else fields,
-                                  None if filename is None else (filename, data, ctype))
-    return await client.request("POST", "/api/documents/upload", raw=raw, headers={"Content-Type": content_type})
+    return await client.upload(UPLOAD, {"knowledge_id": knowledge_id} if fields is None else fields,
+                               [] if filename is None else [("file", filename, data, ctype)])
 
 
 async def upload_ok(client, filename, data, knowledge_id="kb1", ctype="application/octet-stream"):
@@ -213,37 +191,13 @@ async def test_ranking_most_relevant_first(alice, parley):
 # 413 while streaming
 # ---------------------------------------------------------------------------
 
-def _head(port: int, extra: str) -> bytes:
-    return (f"POST /api/documents/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Internal-Key: {INTERNAL_KEY}\r\n"
-            f"X-User-Id: alice\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n{extra}\r\n").encode()
-
-
-async def _exchange(port: int, head: bytes, parts: list[bytes], timeout: float = 10.0) -> tuple[int, bytes]:
-    client = TCPClient()
-    stream = await client.connect("127.0.0.1", port)
-    try:
-        await stream.write(head)
-        for part in parts:
-            try:
-                await stream.write(part)
-            except StreamClosedError:
-                break
-        resp_head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n", max_bytes=64 * 1024), timeout)
-        lines = resp_head.decode("latin-1").split("\r\n")
-        length = next(int(ln.split(":", 1)[1]) for ln in lines if ln.lower().startswith("content-length:"))
-        return int(lines[0].split(" ")[1]), await asyncio.wait_for(stream.read_bytes(length), timeout)
-    finally:
-        stream.close()
-        client.close()
-
-
 def _oversized_file() -> bytes:
-    raw, _ = multipart({"knowledge_id": "kb1"}, ("big.txt", b"a" * (5 * MIB + 1), "text/plain"))
+    raw, _ = multipart({"knowledge_id": "kb1"}, [("file", "big.txt", b"a" * (5 * MIB + 1), "text/plain")])
     return raw
 
 
 async def test_5_mib_plus_one_with_content_length_is_413(alice, http_server_client):
-    raw, ctype = multipart({"knowledge_id": "kb1"}, ("big.txt", b"a", "text/plain"))
+    raw, ctype = multipart({"knowledge_id": "kb1"}, [("file", "big.txt", b"a", "text/plain")])
     raw = raw.replace(b"a\r\n--", b"a" * (5 * MIB + 1 - len(raw) + 1) + b"\r\n--")
     assert len(raw) == 5 * MIB + 1
     resp = await alice.request("POST", "/api/documents/upload", raw=raw, headers={"Content-Type": ctype})
@@ -255,12 +209,12 @@ async def test_5_mib_plus_one_with_content_length_is_413(alice, http_server_clie
 
 async def test_just_under_the_limit_is_accepted(alice):
     # 5 MiB of HTML whose visible text stays under the 2 MB of text a document may hold
-    raw, ctype = multipart({"knowledge_id": "kb1"}, ("big.html", b"a", "text/html"))
+    raw, ctype = multipart({"knowledge_id": "kb1"}, [("file", "big.html", b"a", "text/html")])
     visible = ("<p>" + "word " * 100 + "</p>\n").encode() * 3000
     head, tail = b"<html><body>" + visible + b"<script>", b"</script></body></html>"
     size = 5 * MIB - len(raw) + 1
     data = head + b"x" * (size - len(head) - len(tail)) + tail
-    raw, ctype = multipart({"knowledge_id": "kb1"}, ("big.html", data, "text/html"))
+    raw, ctype = multipart({"knowledge_id": "kb1"}, [("file", "big.html", data, "text/html")])
     assert len(raw) == 5 * MIB
     resp = await alice.request("POST", "/api/documents/upload", raw=raw, headers={"Content-Type": ctype})
     assert resp.code == 201, resp.body
@@ -277,21 +231,21 @@ async def test_more_than_2_mb_of_text_is_refused(alice):
 
 
 async def test_5_mib_plus_one_raw_socket_content_length(http_server_client, alice):
-    port = int(http_server_client.get_url("/").rsplit(":", 1)[1].split("/")[0])
+    port = http_server_client.get_http_port()
     size = 5 * MIB + 1
     parts = [b"a" * (64 * 1024)] * (size // (64 * 1024)) + [b"a" * (size % (64 * 1024))]
-    status, resp_body = await _exchange(port, _head(port, f"Content-Length: {size}\r\n"), parts)
+    head = request_head("POST", UPLOAD, port, MULTIPART_TYPE, f"Content-Length: {size}\r\n")
+    status, _, resp_body = await raw_exchange(port, head, parts)
     assert status == 413 and json.loads(resp_body)["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert body(await alice.request("GET", "/api/documents")) == {"documents": []}
 
 
 async def test_5_mib_plus_one_chunked_without_content_length_is_413(http_server_client, alice):
-    port = int(http_server_client.get_url("/").rsplit(":", 1)[1].split("/")[0])
+    port = http_server_client.get_http_port()
     raw = _oversized_file()
-    step = 64 * 1024
-    parts = [b"%x\r\n" % len(raw[i:i + step]) + raw[i:i + step] + b"\r\n" for i in range(0, len(raw), step)]
-    parts.append(b"0\r\n\r\n")
-    status, resp_body = await _exchange(port, _head(port, "Transfer-Encoding: chunked\r\n"), parts)
+    parts = chunked_body(raw)
+    head = request_head("POST", UPLOAD, port, MULTIPART_TYPE, "Transfer-Encoding: chunked\r\n")
+    status, _, resp_body = await raw_exchange(port, head, parts)
     assert status == 413 and json.loads(resp_body)["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert body(await alice.request("GET", "/api/documents")) == {"documents": []}
 
@@ -306,9 +260,9 @@ async def test_chunked_upload_via_body_producer(alice, http_server_client):
 
     resp = await http_server_client.fetch(
         "/api/documents/upload", method="POST", body_producer=producer, raise_error=False,
-        headers={**alice.headers(), "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        headers={**alice.headers(), "Content-Type": MULTIPART_TYPE})
     assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
-    small, ctype = multipart({"knowledge_id": "kb1"}, ("s.txt", b"small chunked refund", "text/plain"))
+    small, ctype = multipart({"knowledge_id": "kb1"}, [("file", "s.txt", b"small chunked refund", "text/plain")])
 
     async def small_producer(write):
         await write(small[:10])
@@ -375,10 +329,6 @@ async def test_demo_agent_searches_documents_on_natural_phrasing(alice):
 
 async def test_demo_agent_parks_a_refund_for_approval(alice):
     task_id = await alice.start_ok("natural-refund", "please refund order 42")
-    for _ in range(200):
-        info = await alice.task(task_id)
-        if info["status"] == "parked":
-            break
-        await asyncio.sleep(0.01)
+    info = await alice.wait_status(task_id, "parked")
     assert info["status"] == "parked" and info["parked"]["prompt"] == "please refund order 42"
     await alice.request("DELETE", f"/task/{task_id}")

@@ -1,17 +1,12 @@
 """The job surface (seed 003): jobs are tasks; signals wake parked jobs; trace and events."""
-import asyncio
 import json
 import re
 
 from auth.ratelimit import SlidingWindow
 from runs.manager import StartRequest
-from tests.helpers import parse_frames, text_of
+from tests.helpers import body, parse_frames, text_of
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def body(resp):
-    return json.loads(resp.body)
 
 
 async def submit(client, message, **inp):
@@ -20,20 +15,10 @@ async def submit(client, message, **inp):
     return body(resp)
 
 
-async def wait_status(client, job_id, status, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        job = body(await client.request("GET", f"/api/jobs/{job_id}"))
-        if job["status"] == status or loop.time() > deadline:
-            return job
-        await asyncio.sleep(0.01)
-
-
 async def test_submit_then_read_job_and_trace(alice):
     created = await submit(alice, "hello jobs")
     assert created["status"] == "pending" and ISO.match(created["created_at"])
-    job = await wait_status(alice, created["job_id"], "completed")
+    job = await alice.wait_job(created["job_id"], "completed")
     assert job["status"] == "completed" and job["agent_id"] == "demo" and job["thread_id"]
     assert set(job) == {"job_id", "status", "agent_id", "current_node", "thread_id", "created_at"}
     trace = body(await alice.request("GET", f"/api/jobs/{created['job_id']}/trace"))
@@ -46,7 +31,7 @@ async def test_submit_then_read_job_and_trace(alice):
 async def test_parked_job_signal_flow(alice):
     created = await submit(alice, "/approve refund order-123")
     job_id = created["job_id"]
-    job = await wait_status(alice, job_id, "parked")
+    job = await alice.wait_job(job_id, "parked")
     assert job["status"] == "parked" and job["current_node"] == "wait_approval"
     trace = body(await alice.request("GET", f"/api/jobs/{job_id}/trace"))
     parked = next(e for e in trace["timeline"] if e["event"] == "JobParked")
@@ -61,7 +46,7 @@ async def test_parked_job_signal_flow(alice):
     assert ok.code == 200 and body(ok)["job_id"] == job_id
     again = await alice.request("POST", f"/api/jobs/{job_id}/signal", {"correlation_key": key, "payload": {"approved": False}})
     assert again.code == 200
-    await wait_status(alice, job_id, "completed")
+    await alice.wait_job(job_id, "completed")
     trace = body(await alice.request("GET", f"/api/jobs/{job_id}/trace"))
     signals = [e for e in trace["timeline"] if e["event"] == "SignalReceived"]
     assert len(signals) == 1 and signals[0]["payload"] == {"approved": True, "reason": "fair"}
@@ -81,7 +66,7 @@ async def test_signal_before_the_park_is_kept(parley, alice):
     # The runner has not run yet: this signal reaches the store before the park.
     early = await parley.runs.signal(task.id, f"approval-{task.id}-1", {"approved": False, "reason": "too soon"})
     assert early.status in ("pending", "running")
-    job = await wait_status(alice, task.id, "completed")
+    job = await alice.wait_job(task.id, "completed")
     assert job["status"] == "completed"
     _, frames = await alice.stream(task.id)
     assert "Rejected: early bird (reason: too soon)" in text_of(frames)
@@ -135,7 +120,7 @@ async def test_busy_thread_is_409_naming_the_live_job(alice):
 
 async def test_events_stream_timeline_and_resume(alice):
     created = await submit(alice, "/tool calculator 6*7")
-    await wait_status(alice, created["job_id"], "completed")
+    await alice.wait_job(created["job_id"], "completed")
     resp = await alice.request("GET", f"/api/jobs/{created['job_id']}/events")
     assert resp.code == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
     frames = [f for f in parse_frames(resp.body) if f.id is not None]

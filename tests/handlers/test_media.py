@@ -11,8 +11,6 @@ import pytest
 from agents import demo, media_gen
 from store import events as events_sql
 from tests.handlers.test_plans import (  # noqa: F401  (fixtures)
-    body,
-    finished,
     jwt_client,
     ledger,
     parley_config,
@@ -20,7 +18,7 @@ from tests.handlers.test_plans import (  # noqa: F401  (fixtures)
     profile,
     with_config,
 )
-from tests.helpers import Client
+from tests.helpers import ENDED, Client, body
 
 TASK_KEYS = {"taskId", "threadId", "status", "error", "createdAt", "finishedAt", "media"}
 APNG_URL = "data:image/apng;base64,"
@@ -30,7 +28,7 @@ WAV_URL = "data:audio/wav;base64,"
 async def run_ok(client, thread_id, content):
     """Start a run and wait until it ends: its task id (asserting it completed)."""
     task_id = await client.start_ok(thread_id, content)
-    task = await finished(client, task_id)
+    task = await client.wait_status(task_id, *ENDED)
     assert task["status"] == "completed", task
     return task_id
 
@@ -132,7 +130,7 @@ async def test_prices_come_from_the_config(parley, alice):
 async def test_music_without_credits_fails_then_submit_retries_after_a_grant(parley, alice, bob, http_server_client):
     jwt_alice = jwt_client(parley, http_server_client, "alice")
     started = await initialize(alice, "music", {"threadId": "t-broke", "prompt": "a waltz"})
-    failed = await finished(alice, started["taskId"])
+    failed = await alice.wait_status(started["taskId"], *ENDED)
     assert failed["status"] == "failed" and failed["error"]["reason"] == "insufficient_credits"
     assert "generate_music costs 3 credits and the balance is 2" in failed["error"]["message"]
     shown = await media_task(alice, "music", started["taskId"])
@@ -149,7 +147,7 @@ async def test_music_without_credits_fails_then_submit_retries_after_a_grant(par
     await parley.runs.plans.grant("alice", 1, "test")  # as `server.py admin grant-credits alice 1` does
     ok = await jwt_alice.request("POST", f"/music/submit/{started['taskId']}", {})
     assert ok.code == 200 and body(ok)["success"] is True, ok.body
-    retried = await finished(alice, body(ok)["taskId"])
+    retried = await alice.wait_status(body(ok)["taskId"], *ENDED)
     assert retried["status"] == "completed" and retried["threadId"] == "t-broke"
     shown = await media_task(alice, "music", retried["taskId"])
     (file,) = shown["media"]
@@ -165,13 +163,13 @@ async def test_music_without_credits_fails_then_submit_retries_after_a_grant(par
 async def test_submit_while_the_thread_runs_is_409_with_the_live_task(parley, alice, http_server_client):
     jwt_alice = jwt_client(parley, http_server_client, "alice")
     failed = await initialize(alice, "video", {"threadId": "t-busy", "prompt": "a boat"})
-    await finished(alice, failed["taskId"])
+    await alice.wait_status(failed["taskId"], *ENDED)
     await parley.runs.plans.grant("alice", 5, "test")
     live = await alice.start_ok("t-busy", "/sleep 5")
     busy = await jwt_alice.request("POST", f"/video/submit/{failed['taskId']}", {})
     assert busy.code == 409 and body(busy) == {"taskId": live, "reason": "running"}  # native, like POST /task
     await alice.request("DELETE", f"/task/{live}")
-    await finished(alice, live)
+    await alice.wait_status(live, *ENDED)
     live = await alice.start_ok("t-busy", "/sleep 5")
     busy = await jwt_alice.request("POST", f"/music/submit/{failed['taskId']}", {})
     assert busy.code == 409 and body(busy) == {"message": "the thread already has a running task", "taskId": live}
@@ -246,14 +244,14 @@ async def test_info_takes_fifty(alice):
 async def test_initialize_starts_the_command(alice, kind, media_type):
     started = await initialize(alice, kind, {"prompt": "  northern lights "})
     assert set(started) == {"taskId", "threadId"}
-    task = await finished(alice, started["taskId"])
+    task = await alice.wait_status(started["taskId"], *ENDED)
     assert task["status"] == "completed" and task["agentId"] == "demo" and task["threadId"] == started["threadId"]
     assert task["userMessage"]["parts"] == [{"type": "text", "text": f"/{kind} northern lights"}]
     (file,) = (await media_task(alice, kind, started["taskId"]))["media"]
     assert file["mediaType"] == media_type
     again = await initialize(alice, kind, {"threadId": started["threadId"], "prompt": "more"})
     assert again["threadId"] == started["threadId"] and again["taskId"] != started["taskId"]
-    await finished(alice, again["taskId"])
+    await alice.wait_status(again["taskId"], *ENDED)
 
 
 async def test_initialize_refusals(parley, alice, bob):
@@ -344,7 +342,7 @@ async def test_versions_keep_the_files_of_rewound_runs(alice):
     first = await run_ok(alice, "t-rw", "/image a boat")
     messages = body(await alice.request("GET", "/messages/t-rw"))["messages"]
     second = await alice.start_ok("t-rw", "/image a ship", rewindFrom=messages[0]["id"])
-    assert (await finished(alice, second))["status"] == "completed"
+    assert (await alice.wait_status(second, *ENDED))["status"] == "completed"
     live = body(await alice.request("GET", "/messages/t-rw"))["messages"]
     assert len(live) == 2  # the first exchange is superseded
     versions = body(await alice.request("GET", "/version/versions/t-rw"))["versions"]

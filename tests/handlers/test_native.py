@@ -1,14 +1,9 @@
 """The native API's status codes and stream semantics (SPEC section 4)."""
 import asyncio
-import json
 
 import pytest
 
-from tests.helpers import Client, parse_frames, text_of
-
-
-def body(resp):
-    return json.loads(resp.body)
+from tests.helpers import Client, body, parse_frames, text_of
 
 
 async def test_post_task_returns_201_and_taskinfo(alice):
@@ -95,11 +90,7 @@ async def test_failed_run_reports_reason(alice):
 
 async def test_parked_run_holds_lock_and_shows_parked(alice, parley):
     task_id = await alice.start_ok("park", "/approve refund order 7")
-    for _ in range(100):
-        info = await alice.task(task_id)
-        if info["status"] == "parked":
-            break
-        await asyncio.sleep(0.01)
+    info = await alice.wait_status(task_id, "parked")
     assert info["status"] == "parked" and info["currentNode"] == "wait_approval"
     assert info["parked"]["prompt"] == "refund order 7" and info["parked"]["correlationKey"]
     resp = await alice.start("park", "next")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 
 import pytest
 
@@ -13,10 +12,8 @@ from runs.plans import DEFAULT_PRICES, FREE, PlanConfig
 from server import Config, Parley
 from store import accounts as accounts_sql
 from store import plans as plans_sql
-from tests.helpers import INTERNAL_KEY, Client
+from tests.helpers import ENDED, INTERNAL_KEY, Client, body
 from tests.mcp.test_mcp_server import mcp_session
-
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 @pytest.fixture
@@ -36,20 +33,6 @@ def with_config(extra):
         test = pytest.mark.parametrize("plans_extra", [extra], indirect=True, ids=["config"])(test)
         return pytest.mark.usefixtures("plans_extra")(test)
     return mark
-
-
-def body(resp):
-    return json.loads(resp.body)
-
-
-async def finished(client, task_id, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        task = await client.task(task_id)
-        if task["status"] in TERMINAL or loop.time() > deadline:
-            return task
-        await asyncio.sleep(0.01)
 
 
 def jwt_client(parley, http, user):
@@ -78,7 +61,7 @@ async def test_without_plans_config_everyone_is_on_free_with_100_credits(parley,
     assert FREE.runs_per_day == 0 and FREE.agents == ("*",) and FREE.credits == 100 and FREE.max_running == 10
     assert DEFAULT_PRICES == {"generate_image": 1, "generate_music": 3, "generate_video": 5}
     for n in range(12):  # no limit per day (one at a time: at most 10 may run at once)
-        await finished(alice, await alice.start_ok(f"t-free-{n}"))
+        await alice.wait_status(await alice.start_ok(f"t-free-{n}"), *ENDED)
     me = await profile(alice)
     assert me == {"id": "alice", "plan": "free", "credits": 100, "runsToday": 12, "runsPerDay": None}
     resp = await alice.request("POST", "/api/runs", {"workflow_id": "w", "input": {"message": "hi"}})
@@ -196,7 +179,7 @@ async def test_profile_shapes(parley, http_server_client):
 
 async def test_image_debits_one_credit_and_the_ledger_says_so(parley, alice):
     task_id = await alice.start_ok("t-img", "/image a cat")
-    assert (await finished(alice, task_id))["status"] == "completed"
+    assert (await alice.wait_status(task_id, *ENDED))["status"] == "completed"
     assert (await profile(alice))["credits"] == 99
     rows = await ledger(parley, "alice")
     assert [(r["reason"], r["delta"], r["balance"]) for r in rows] == [("tool:generate_image", -1, 99), ("initial", 100, 100)]
@@ -205,7 +188,7 @@ async def test_image_debits_one_credit_and_the_ledger_says_so(parley, alice):
 
 async def test_a_failing_paid_tool_is_refunded(parley, alice):
     task_id = await alice.start_ok("t-refund", "/tool generate_image")  # an empty prompt: the tool fails
-    assert (await finished(alice, task_id))["status"] == "completed"
+    assert (await alice.wait_status(task_id, *ENDED))["status"] == "completed"
     assert (await profile(alice))["credits"] == 100
     reasons = [r["reason"] for r in await ledger(parley, "alice")]
     assert reasons == ["refund:generate_image", "tool:generate_image", "initial"]
@@ -214,7 +197,7 @@ async def test_a_failing_paid_tool_is_refunded(parley, alice):
 @with_config({"plans": {"free": {"credits": 0}}, "credits": {"generate_image": 2}})
 async def test_without_credits_the_run_fails_insufficient_credits(parley, alice):
     task_id = await alice.start_ok("t-broke", "/image a cat")
-    task = await finished(alice, task_id)
+    task = await alice.wait_status(task_id, *ENDED)
     assert task["status"] == "failed"
     assert task["error"]["reason"] == "insufficient_credits"
     assert "generate_image costs 2 credits and the balance is 0" in task["error"]["message"]
@@ -224,14 +207,14 @@ async def test_without_credits_the_run_fails_insufficient_credits(parley, alice)
     assert any(c["type"] == "tool-output-error" for c in chunks)
     assert not any(c["type"] == "file" for c in chunks)
     assert (await profile(alice))["credits"] == 0
-    assert (await finished(alice, await alice.start_ok("t-broke-2", "still here?")))["status"] == "completed"
+    assert (await alice.wait_status(await alice.start_ok("t-broke-2", "still here?"), *ENDED))["status"] == "completed"
 
 
 @with_config({"plans": {"free": {"credits": 0}}})
 async def test_video_submit_retries_once_the_balance_allows(parley, alice, bob, http_server_client):
     jwt_alice = jwt_client(parley, http_server_client, "alice")
     failed_id = await alice.start_ok("t-retry", "/image a red fox")
-    assert (await finished(alice, failed_id))["status"] == "failed"
+    assert (await alice.wait_status(failed_id, *ENDED))["status"] == "failed"
 
     low = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})
     assert low.code == 400 and "balance is 0" in body(low)["error"]  # the native surface's shape
@@ -244,7 +227,7 @@ async def test_video_submit_retries_once_the_balance_allows(parley, alice, bob, 
     assert ok.code == 200, ok.body
     assert body(ok)["success"] is True
     new_id = body(ok)["taskId"]
-    task = await finished(alice, new_id)
+    task = await alice.wait_status(new_id, *ENDED)
     assert task["status"] == "completed" and task["threadId"] == "t-retry"
     assert task["userMessage"]["parts"] == [{"type": "text", "text": "/image a red fox"}]
     _, frames = await alice.stream(new_id)
@@ -263,7 +246,7 @@ async def test_video_submit_retries_once_the_balance_allows(parley, alice, bob, 
 async def test_video_submit_while_the_thread_runs_is_409(parley, alice, http_server_client):
     jwt_alice = jwt_client(parley, http_server_client, "alice")
     failed_id = await alice.start_ok("t-retry-busy", "/image a boat")
-    await finished(alice, failed_id)
+    await alice.wait_status(failed_id, *ENDED)
     await parley.runs.plans.grant("alice", 5, "test")
     live = await alice.start_ok("t-retry-busy", "/sleep 5")
     busy = await jwt_alice.request("POST", f"/video/submit/{failed_id}", {})

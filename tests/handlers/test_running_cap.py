@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 
 import pytest
 
 from runs.plans import FREE, PlanConfig
 from server import Config
-from tests.helpers import INTERNAL_KEY, Client
+from tests.helpers import INTERNAL_KEY, Client, body
 
 
 @pytest.fixture
@@ -28,22 +27,9 @@ def with_config(extra):
     return pytest.mark.parametrize("plans_extra", [extra], indirect=True, ids=["config"])
 
 
-def body(resp):
-    return json.loads(resp.body)
-
-
 async def fill(client, n, prefix="t-run"):
     """`n` sleeping runs on `n` threads: their task ids."""
     return [await client.start_ok(f"{prefix}-{i}", "/sleep 30") for i in range(n)]
-
-
-async def wait_status(client, task_id, status, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (info := await client.task(task_id))["status"] != status:
-        assert loop.time() < deadline, info
-        await asyncio.sleep(0.01)
-    return info
 
 
 def assert_too_many(resp):
@@ -73,14 +59,14 @@ async def test_a_busy_thread_is_still_409_at_the_limit(alice):
 async def test_parked_runs_do_not_count(alice):
     parked = [await alice.start_ok(f"t-park-{i}", "/approve ship it") for i in range(3)]
     for task_id in parked:
-        await wait_status(alice, task_id, "parked")
+        await alice.wait_status(task_id, "parked", timeout=5.0)
     await fill(alice, 10)
     assert_too_many(await alice.start("t-one-more", "/sleep 30"))
     # A parked run woken by its signal runs again (the limit is on starts); it counts from then on.
     key = (await alice.task(parked[0]))["parked"]["correlationKey"]
     resp = await alice.request("POST", f"/api/jobs/{parked[0]}/signal", {"correlation_key": key, "payload": {"approved": True}})
     assert resp.code == 200
-    assert (await wait_status(alice, parked[0], "completed"))["status"] == "completed"
+    assert (await alice.wait_status(parked[0], "completed", timeout=5.0))["status"] == "completed"
 
 
 async def test_30_concurrent_starts_start_exactly_10(alice):
@@ -118,7 +104,7 @@ async def test_429_on_every_surface(parley, alice, http_server_client):
 
 async def test_a_replay_is_a_start_too(alice):
     done = await alice.start_ok("t-replayed", "hello")
-    await wait_status(alice, done, "completed")
+    await alice.wait_status(done, "completed", timeout=5.0)
     await fill(alice, 10)
     resp = await alice.request("POST", f"/api/jobs/{done}/replay")
     assert_too_many(resp)

@@ -1,10 +1,7 @@
 """kira-be thread routes (seed 001): create, list newest first, delete."""
 import asyncio
-import json
 
-
-def body(resp):
-    return json.loads(resp.body)
+from tests.helpers import body
 
 
 async def test_create_list_delete(alice, bob):

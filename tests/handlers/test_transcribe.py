@@ -13,12 +13,11 @@ from agents import AgentRegistry
 from server import Config, serve
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake, refused_url  # noqa: F401  (fixtures)
-from tests.handlers.test_attachments import MP3, _exchange, _port, assert_detail, body, multipart
-from tests.helpers import INTERNAL_KEY
+from tests.handlers.test_attachments import MP3, assert_detail
+from tests.helpers import INTERNAL_KEY, body, chunked_body, multipart, raw_exchange, request_head
 
 MIB = 1024 * 1024
 ROUTE = "/api/v1/agent/transcribe"
-BOUNDARY = "parleyattachments5f1c"
 
 
 def wav_bytes(seconds: float, rate: int = 16000, channels: int = 1, width: int = 2) -> bytes:
@@ -45,8 +44,7 @@ def fmt(channels=1, rate=16000, bits=16, byte_rate=None, block_align=None, audio
 
 
 async def transcribe(client, data, filename="speech.wav", field="file", ctype="audio/wav"):
-    raw, content_type = multipart({}, [(field, filename, data, ctype)])
-    return await client.request("POST", ROUTE, raw=raw, headers={"Content-Type": content_type})
+    return await client.upload(ROUTE, {}, [(field, filename, data, ctype)])
 
 
 @pytest.fixture
@@ -160,13 +158,9 @@ async def test_10_mib_plus_one_is_413_and_the_server_keeps_serving(alice, fake, 
     raw = raw.replace(b"a\r\n--", b"a" * (10 * MIB + 1 - len(raw) + 1) + b"\r\n--")
     assert len(raw) == 10 * MIB + 1
     assert_detail(await alice.request("POST", ROUTE, raw=raw, headers={"Content-Type": ctype}), 413)
-    port = _port(http_server_client)
-    step = 64 * 1024
-    parts = [b"%x\r\n" % len(raw[i:i + step]) + raw[i:i + step] + b"\r\n" for i in range(0, len(raw), step)]
-    parts.append(b"0\r\n\r\n")
-    head = (f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Internal-Key: {INTERNAL_KEY}\r\n"
-            f"X-User-Id: alice\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
-    status, resp_body = await _exchange(port, head, parts)
+    port = http_server_client.get_http_port()
+    head = request_head("POST", ROUTE, port, ctype, "Transfer-Encoding: chunked\r\n")
+    status, _, resp_body = await raw_exchange(port, head, chunked_body(raw))
     assert status == 413 and "detail" in json.loads(resp_body)
     assert fake.audio_requests == []
     # a recording of almost 10 MiB is taken

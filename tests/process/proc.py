@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import Frame, parse_frame
+
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "process-test-key"
 USER = "u1"
@@ -197,18 +199,6 @@ class Server:
 # -- SSE --------------------------------------------------------------------------
 
 @dataclass
-class Frame:
-    id: int | None = None
-    event: str | None = None
-    data: str = ""
-
-    @property
-    def chunks(self) -> list[dict[str, Any]]:
-        assert self.event is None, f"frame {self.id} is an `event: {self.event}` frame"
-        return list(json.loads(self.data))
-
-
-@dataclass
 class SSEReader:
     """Reads one SSE response in a thread, frame by frame, as the bytes arrive."""
 
@@ -234,9 +224,7 @@ class SSEReader:
         self._thread.start()
 
     def _run(self) -> None:
-        frame = Frame()
-        data: list[str] = []
-        has_field = False
+        block: list[bytes] = []
         try:
             while True:
                 raw = self.resp.readline()
@@ -245,26 +233,16 @@ class SSEReader:
                         self.ended = True
                         self._cond.notify_all()
                     return
-                line = raw.decode().rstrip("\n")
-                if line == "":
-                    if has_field and (data or frame.event is not None):
-                        frame.data = "\n".join(data)
-                        with self._cond:
-                            self.frames.append(frame)
-                            self._cond.notify_all()
-                    frame, data, has_field = Frame(), [], False
+                line = raw.rstrip(b"\n")
+                if line:
+                    block.append(line)
                     continue
-                if line.startswith(":"):
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                has_field = True
-                if name == "id":
-                    frame.id = int(value)
-                elif name == "event":
-                    frame.event = value
-                elif name == "data":
-                    data.append(value)
+                frame = parse_frame(b"\n".join(block))
+                block = []
+                if frame.has_data or frame.event is not None:  # not a comment, an id or a retry alone
+                    with self._cond:
+                        self.frames.append(frame)
+                        self._cond.notify_all()
         except BaseException as exc:
             with self._cond:
                 self.broken = exc

@@ -213,10 +213,7 @@ async def test_409_refusal_reaches_the_client_as_an_http_error(alice):
         "threadId": "ag-busy", "runId": "hold", "messages": [{"id": "hold-u", "role": "user", "content": "/approve hold"}]})
     assert resp.code == 201, resp.body
     task_id = json.loads(resp.body)["taskId"]
-    for _ in range(500):
-        if (await alice.task(task_id))["status"] == "parked":
-            break
-        await asyncio.sleep(0.01)
+    await alice.wait_status(task_id, "parked")
     result = await run_client(spec_for(alice, "ag-busy", "me too"))
     (turn,) = result["turns"]
     assert turn["events"] == []

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.helpers import Client, Cut, Frame, parse_frames
+from tests.helpers import Client, Cut, Frame, complete_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "protocol" / "ui_stream.mjs"
@@ -149,7 +149,7 @@ async def read_stream(
     cut = [False]
 
     def complete() -> list[Frame]:
-        return parse_frames(bytes(buf[: buf.rfind(b"\n\n") + 2]))
+        return complete_frames(buf)
 
     def on_chunk(data: bytes) -> None:
         buf.extend(data)
@@ -184,17 +184,6 @@ async def stored_assistant(client: Client, thread_id: str) -> dict[str, Any]:
     messages = json.loads(resp.body)["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"], messages
     return messages[1]
-
-
-async def wait_status(client: Client, task_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        info = await client.task(task_id)
-        if info["status"] == status or loop.time() > deadline:
-            assert info["status"] == status, info
-            return info
-        await asyncio.sleep(0.01)
 
 
 # -- checks shared by the scenarios ------------------------------------------------
@@ -429,7 +418,7 @@ async def test_parked_run(alice, pkg):
     frames = await read_stream(
         alice, task_id, stop=lambda fs: any(c["type"] == "data-parked" for c in chunks_of(fs)))
     chunks = chunks_of(frames)
-    info = await wait_status(alice, task_id, "parked")
+    info = await alice.wait_status(task_id, "parked")
     assert chunks[-1]["type"] == "data-parked", chunks[-3:]
     result = await assemble(pkg, chunks)
     assert result["errors"] == []
@@ -449,7 +438,7 @@ async def test_parked_run(alice, pkg):
 async def test_parked_run_signalled(alice, pkg):
     # After the signal the run goes on; the SDK keeps the data-signal part, and so must /messages.
     task_id = await alice.start_ok("t-park-signal", "/approve ship it")
-    info = await wait_status(alice, task_id, "parked")
+    info = await alice.wait_status(task_id, "parked")
     key = info["parked"]["correlationKey"]
     resp = await alice.request("POST", f"/api/jobs/{task_id}/signal",
                                {"correlation_key": key, "payload": {"approved": True, "reason": "ok"}})
@@ -468,7 +457,7 @@ async def test_parked_run_signalled(alice, pkg):
 
 async def test_parked_run_cancelled(alice, pkg):
     task_id = await alice.start_ok("t-park-cancel", "/approve some text")
-    info = await wait_status(alice, task_id, "parked")
+    info = await alice.wait_status(task_id, "parked")
     resp = await alice.request("DELETE", f"/task/{task_id}")
     assert resp.code == 204
     frames, chunks = await read_all(alice, task_id)
