@@ -4,7 +4,7 @@ import time
 import pytest
 
 from agents import extraction, knowledge
-from tests.handlers.test_document_limits import shared_stream_pdf
+from tests.handlers.jobs.test_document_limits import shared_stream_pdf
 
 
 def test_pages_sharing_one_stream_count_their_text_together(monkeypatch):

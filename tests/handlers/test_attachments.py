@@ -17,7 +17,7 @@ from agents.images import render_png
 from runs.files import STORED_PATH
 from server import Config, Parley
 from store import attachments as attachments_sql
-from tests.handlers.test_documents import make_pdf
+from tests.handlers.jobs.test_documents import make_pdf
 from tests.helpers import (
     BOUNDARY,
     INTERNAL_KEY,

@@ -12,7 +12,7 @@ import pytest
 from agents import knowledge
 from handlers.jobs import documents
 from server import Config
-from tests.handlers.test_documents import assert_error, make_pdf, upload, upload_ok
+from tests.handlers.jobs.test_documents import assert_error, make_pdf, upload, upload_ok
 from tests.helpers import INTERNAL_KEY, body
 
 KIB = 1024
