@@ -163,12 +163,12 @@ async def test_version(http_server_client):
     assert json.loads(resp.body)["service"] == "parley"
 
 
-def test_sliding_window_slides():
+async def test_sliding_window_slides():
     now = [0.0]
     window = SlidingWindow(2, 60, clock=lambda: now[0])
-    assert window.hit("u") == 0 and window.hit("u") == 0
-    assert window.hit("u") == 60
+    assert await window.hit("u") == 0 and await window.hit("u") == 0
+    assert await window.hit("u") == 60
     now[0] = 30
-    assert window.hit("u") == 30
+    assert await window.hit("u") == 30
     now[0] = 60.5
-    assert window.hit("u") == 0
+    assert await window.hit("u") == 0
