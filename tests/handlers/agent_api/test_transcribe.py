@@ -13,7 +13,7 @@ from agents import AgentRegistry
 from server import Config, serve
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake, refused_url  # noqa: F401  (fixtures)
-from tests.handlers.test_attachments import MP3, assert_detail
+from tests.handlers.agent_api.test_attachments import MP3, assert_detail
 from tests.helpers import INTERNAL_KEY, body, chunked_body, multipart, raw_exchange, request_head
 
 MIB = 1024 * 1024
