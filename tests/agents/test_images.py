@@ -14,8 +14,8 @@ from agents.tools import BUILTIN_TOOLS, ToolEnv, ToolError, for_model
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake, refused_url  # noqa: F401  (fixtures)
 from tests.agents.test_replay import replay_and_compare
+from tests.handlers.mcp.test_server import internal, mcp_session
 from tests.helpers import ENDED
-from tests.mcp.test_mcp_server import internal, mcp_session
 from tests.protocol import test_ai_sdk as sdk
 
 ENV = ToolEnv("alice", "task", "thread")

@@ -12,8 +12,8 @@ from runs.plans import DEFAULT_PRICES, FREE, PlanConfig
 from server import Config, Parley
 from store import accounts as accounts_sql
 from store import plans as plans_sql
+from tests.handlers.mcp.test_server import mcp_session
 from tests.helpers import ENDED, INTERNAL_KEY, Client, body
-from tests.mcp.test_mcp_server import mcp_session
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""A small MCP server written with the official SDK, for tests/mcp/test_mcp_client.py.
+"""A small MCP server written with the official SDK, for tests/agents/test_mcp_client.py.
 
-    python sample_server.py             # stdio
-    python sample_server.py http PORT   # streamable HTTP at http://127.0.0.1:PORT/mcp
+    python mcp_sample_server.py             # stdio
+    python mcp_sample_server.py http PORT   # streamable HTTP at http://127.0.0.1:PORT/mcp
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from handlers.mcp.server import MAX_SESSIONS_PER_USER, SESSION_IDLE_S, McpSessions
-from tests.mcp.test_mcp_server import INIT, internal, mcp_session, rpc
+from tests.handlers.mcp.test_server import INIT, internal, mcp_session, rpc
 
 
 class FakeClock:

@@ -16,7 +16,7 @@ from agents import AgentRegistry
 from agents.mcp_client import McpServerConfig, McpTools
 from agents.tools import ToolEnv, ToolError
 
-SAMPLE = str(Path(__file__).with_name("sample_server.py"))
+SAMPLE = str(Path(__file__).with_name("mcp_sample_server.py"))
 ENV = ToolEnv(user_id="alice", task_id="t", thread_id="th")
 
 
@@ -155,8 +155,8 @@ async def test_run_uses_an_mcp_tool_end_to_end(parley, alice):
 
 async def test_parley_tools_over_mcp_include_proxied_ones(parley, http_server_client):
     """A tool proxied from an MCP server is itself offered at Parley's /mcp."""
+    from tests.handlers.mcp.test_server import mcp_session
     from tests.helpers import INTERNAL_KEY
-    from tests.mcp.test_mcp_server import mcp_session
 
     mcp = await McpTools.start([stdio_table()], parley.agents)
     try:
