@@ -33,3 +33,13 @@ async def forget(db: Store, data_dir: Path, name: str) -> None:
         await blobs.delete(db, name)
     else:
         (data_dir / name).unlink()
+
+
+async def keep(db: Store, data_dir: Path, name: str, data: bytes) -> None:
+    """Keep `data` as `name` where the server would (without its record), as an older server left it."""
+    if db.shared:
+        await blobs.put(db, name, data)
+    else:
+        path = data_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
