@@ -41,6 +41,7 @@ from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
 from store import Database, make_store
+from workers import Supervisor, WorkerSlot
 
 VERSION = "0.1.0"
 STREAM_GRACE_S = 5.0
@@ -170,10 +171,10 @@ class Parley:
             except OSError as exc:  # not ours to change (a mounted volume): say so, and go on
                 log.warning("could not make %s private (mode %o): %s", path, mode, exc)
 
-    def bind(self) -> None:
-        """Take the port first, so that a busy port fails before anything is opened."""
-        family = socket.AF_INET if ":" not in self.config.host else socket.AF_UNSPEC
-        self._sockets = bind_sockets(self.config.port, self.config.host, family=family)
+    def bind(self, sockets: list[socket.socket] | None = None) -> None:
+        """Take the port first, so that a busy port fails before anything is opened (or the
+        sockets a supervisor bound for all its workers, `--workers`)."""
+        self._sockets = sockets or bind_listeners(self.config)
         self.port = self._sockets[0].getsockname()[1]
 
     def listen(self) -> None:
@@ -190,17 +191,8 @@ class Parley:
         self.server.add_sockets(self._sockets)
 
     @property
-    def store_description(self) -> str:
-        if isinstance(self.db, Database):
-            return f"sqlite (WAL) {self.db.path}"
-        return f"postgresql {redacted(self.config.store)}"
-
-    @property
     def url(self) -> str:
-        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return listen_url(self.config.host, self.port)
 
     @property
     def public_url(self) -> str:
@@ -218,8 +210,13 @@ class Parley:
         """Graceful drain (SPEC section 6), then close the store."""
         log.info("draining: new runs refused, %d live run(s) get %ss", self.runs.live_runs, self.config.drain_timeout)
         await self.runs.drain(self.config.drain_timeout)
-        # Streams of ended runs close after their terminal frame; those of parked
-        # runs are ended here.  Slow readers get a few seconds to take the rest.
+        # Streams of ended runs close after their terminal frame (on a shared store, once the
+        # event bus has brought it back); those of parked runs are ended here.  Slow readers
+        # get a few seconds to take the rest.
+        try:
+            await asyncio.wait_for(self.db.published(), STREAM_GRACE_S)
+        except TimeoutError:
+            log.warning("the event bus did not bring back this instance's last events within %ss", STREAM_GRACE_S)
         self.hub.close_all()
         if not await self.streams.wait_idle(STREAM_GRACE_S):
             log.warning("%d stream(s) still open after %ss; closing them", self.streams.total, STREAM_GRACE_S)
@@ -295,48 +292,101 @@ def make_app(parley: Parley) -> web.Application:
 
 
 def setup_logging(cfg: Config) -> None:
+    process = " [%(process)d]" if cfg.workers > 1 else ""  # which worker said it
     logging.basicConfig(
         level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-        format="%(message)s" if cfg.log_format == "json" else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(message)s" if cfg.log_format == "json" else f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s",
         stream=sys.stderr,
     )
 
 
-async def serve(cfg: Config) -> int:
+def bind_listeners(cfg: Config) -> list[socket.socket]:
+    family = socket.AF_INET if ":" not in cfg.host else socket.AF_UNSPEC
+    return bind_sockets(cfg.port, cfg.host, family=family)
+
+
+def listen_url(host: str, port: int) -> str:
+    host = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def start_line(cfg: Config, port: int) -> str:
+    """The one line printed once the server listens: where its data is, its store, and its web page."""
+    data_dir = cfg.data_dir.resolve()
+    store = f"sqlite (WAL) {data_dir / 'parley.db'}" if cfg.store == "sqlite" else f"postgresql {redacted(cfg.store)}"
+    workers = f" · {cfg.workers} workers" if cfg.workers > 1 else ""
+    return f"Parley {VERSION} · data {data_dir} · store {store}{workers} · open {listen_url(cfg.host, port)}/ui/"
+
+
+class _Stop:
+    """Drains the server on the first SIGTERM or SIGINT (SPEC 6); a second signal exits at once.
+
+    A worker of `--workers` drains once whatever else it is sent: its supervisor is the one
+    that escalates (workers.py), and one stop may reach a worker twice (Ctrl-C reaches the
+    whole process group, and the supervisor passes it on)."""
+
+    def __init__(self, parley: Parley, worker: WorkerSlot | None) -> None:
+        self.parley = parley
+        self.worker = worker
+        self.seen = 0
+        self.drain: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.__call__, signal.Signals(sig).name)
+        if worker is not None:
+            loop.add_reader(worker.supervisor_fd, self._supervisor_gone)
+
+    def __call__(self, why: str) -> None:
+        self.seen += 1
+        if self.seen == 1:
+            log.info("received %s", why)
+            self.drain = asyncio.ensure_future(self.parley.shutdown())
+        elif self.worker is None:
+            log.warning("second signal: exiting at once")
+            os._exit(1)
+
+    def _supervisor_gone(self) -> None:
+        assert self.worker is not None
+        asyncio.get_running_loop().remove_reader(self.worker.supervisor_fd)
+        log.warning("the supervisor of this worker is gone: draining")
+        self("the end of the supervisor")
+
+
+async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
+    """Serve until a signal has drained the server; `worker`: as one of the processes of `--workers`."""
     try:
         parley = Parley(cfg)
     except ValueError as exc:  # a config table that does not fit
         print(f"server.py: error: config: {exc}", file=sys.stderr)
         return 2
-    parley.bind()
+    parley.bind(worker.sockets if worker is not None else None)
     try:
         await parley.open()
     except BaseException:
         await parley.db.close()
         raise
     parley.listen()
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-    drain_task: list[asyncio.Future[None]] = []
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            log.warning("second signal: exiting at once")
-            os._exit(1)
-        log.info("received %s", signal.Signals(signum).name)
-        drain_task.append(asyncio.ensure_future(parley.shutdown()))
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    print(
-        f"Parley {VERSION} · data {parley.data_dir} · store {parley.store_description} · "
-        f"open {parley.url}/ui/",
-        flush=True,
-    )
+    _Stop(parley, worker)  # kept alive by the loop's signal handlers
+    if worker is None:
+        print(start_line(cfg, parley.port), flush=True)
+    else:
+        worker.ready()  # the supervisor prints the start line once every worker listens
     await parley.wait_stopped()
     return 0
+
+
+def serve_workers(cfg: Config) -> int:
+    """`--workers N` (workers.py): the sockets are bound here, and the workers forked before this
+    process has an event loop, a thread or a store connection; each worker opens its own."""
+    sockets = bind_listeners(cfg)
+    port = sockets[0].getsockname()[1]
+    supervisor = Supervisor(cfg.workers, sockets, work=lambda slot: asyncio.run(serve(cfg, slot)),
+                            on_ready=lambda: print(start_line(cfg, port), flush=True))
+    try:
+        return supervisor.run()
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def admin(argv: list[str]) -> int:
@@ -361,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         return admin(argv[1:])
     cfg = parse_config(argv)
     setup_logging(cfg)
+    if cfg.workers > 1:
+        return serve_workers(cfg)
     return asyncio.run(serve(cfg))
 
 

@@ -141,6 +141,8 @@ class PostgresDatabase(GroupCommitStore):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-pg-writer")
         self._last_id = 0
         self._seen = 0  # the last event id the bus delivered
+        self._published = 0  # the last event id handed to on_commit (or to the log, after a gap)
+        self._heard = asyncio.Event()  # set when _published moves
 
     # -- life cycle -------------------------------------------------------
 
@@ -241,6 +243,13 @@ class PostgresDatabase(GroupCommitStore):
 
     # -- the event bus ------------------------------------------------------
 
+    async def published(self) -> None:
+        """Returns once the event bus has brought back every event this instance has committed so far."""
+        committed = self._last_id  # above what the bus brought back only by this instance's own commits
+        while self._published < committed:
+            self._heard.clear()
+            await self._heard.wait()
+
     async def _listen(self) -> None:
         """Hand every committed event to `on_commit`, in commit order; control messages to `on_control`.
 
@@ -258,6 +267,7 @@ class PostgresDatabase(GroupCommitStore):
                     self._last_id = max(self._last_id, self._seen)
                     if reconnecting:
                         self.on_gap()
+                    self._published_up_to(self._seen)
                     self._listening.set()
                     async for note in conn.notifies():
                         if note.channel == CONTROL:
@@ -295,6 +305,11 @@ class PostgresDatabase(GroupCommitStore):
             self.on_commit(events)
         except Exception:
             log.exception("on_commit hook failed for events %d-%d", first, last)
+        self._published_up_to(last)
+
+    def _published_up_to(self, last: int) -> None:
+        self._published = last
+        self._heard.set()
 
     def _control(self, payload: str) -> None:
         try:

@@ -82,6 +82,10 @@ class GroupCommitStore:
     async def send_control(self, message: dict[str, Any]) -> None:
         """Tell every instance sharing the store (`on_control`); a store of one process has none."""
 
+    async def published(self) -> None:
+        """Returns once `on_commit` has been given every event this store has committed so far
+        (at once where commits publish themselves)."""
+
     # -- writing --------------------------------------------------------------
 
     def _start_writer(self) -> None:

@@ -1,0 +1,233 @@
+"""`--workers N` (SPEC section 14): N processes of one instance on one machine, sharing the port.
+
+Real processes on a real PostgreSQL, leases of 3 s.  Which worker takes a connection is the
+kernel's choice; for a connection that a given worker serves, the tests stop (SIGSTOP) the other
+while it connects: only a running process can accept it.  Requests sent on that connection
+afterwards (keep-alive) are the given worker's.
+"""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.process.proc import AUTH, ROOT, Server, SSEReader, wait_until
+
+LEASE_S = 3
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
+    found: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found.extend(int(c) for c in fh.read().split())
+    return sorted(found)
+
+
+def state_of(pid: int) -> str | None:
+    """The process's state letter in /proc (S, R, T: stopped, Z: exited, not reaped), None once reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def gone(pid: int) -> bool:
+    return state_of(pid) in (None, "Z")
+
+
+def workers_of(server: Server, n: int = 2) -> list[int]:
+    def found() -> list[int] | None:
+        pids = children_of(server.proc.pid)
+        return pids if len(pids) == n else None
+
+    return list(wait_until(found, 10, f"{n} workers"))
+
+
+@contextlib.contextmanager
+def only(worker: int, workers: list[int]) -> Iterator[None]:
+    """While inside, every other worker is stopped: `worker` is the one that accepts connections."""
+    others = [pid for pid in workers if pid != worker]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for pid in others:
+            wait_until(lambda pid=pid: state_of(pid) == "T", 5, f"worker {pid} stopped")
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def pinned() -> Iterator[Callable[[Server, int, list[int]], http.client.HTTPConnection]]:
+    """`pinned(server, worker, workers)`: a keep-alive connection that `worker` accepted: every
+    request sent on it is that worker's.
+
+    Taken while the workers are idle: a worker stopped in the middle of a commit would hold its
+    locks in the database until it goes on."""
+    conns: list[http.client.HTTPConnection] = []
+
+    def pin(server: Server, worker: int, workers: list[int]) -> http.client.HTTPConnection:
+        conn = server.conn(30)
+        conns.append(conn)
+        with only(worker, workers):
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+        return conn
+
+    yield pin
+    for conn in conns:
+        conn.close()
+
+
+def start_on(conn: http.client.HTTPConnection, thread_id: str, content: str) -> str:
+    conn.request("POST", "/task", body=json.dumps({"threadId": thread_id, "content": content}),
+                 headers={**AUTH, "Content-Type": "application/json"})
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 201, (response.status, body)
+    return str(json.loads(body)["taskId"])
+
+
+@pytest.fixture
+def start_workers(start_server, pg_url, tmp_path):
+    """`start_workers(n)`: a server of n workers on a fresh database.  Afterwards its workers are
+    killed with it (its supervisor stopped first, so that it replaces none of them)."""
+    servers: list[Server] = []
+
+    def start(n: int = 2, **options) -> Server:
+        server = start_server(tmp_path / f"data-{len(servers)}", demo_delay_ms=20,
+                              extra=["--store", pg_url, "--lease-s", str(LEASE_S), "--workers", str(n)], **options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGSTOP)
+        for pid in children_of(server.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_two_workers_serve_the_port_and_a_killed_one_ends_only_its_runs(start_workers, pinned):
+    server = start_workers(2)
+    assert sum("open http://" in line for line in server._stdout) == 1  # one start line, from the supervisor
+    first, second = workers_of(server)
+    to_first, to_second = pinned(server, first, [first, second]), pinned(server, second, [first, second])
+    on_first = start_on(to_first, "w1", "/sleep 60")
+    on_second = start_on(to_second, "w2", "/sleep 60")
+    reader = server.stream(on_first)
+    reader.wait_for(lambda r: r.ids, 10, "the first run's first event")
+
+    os.kill(first, signal.SIGKILL)
+    killed_at = time.monotonic()
+    reader.wait_over(LEASE_S + 10)  # its stream was on either worker: it ends, or breaks with its worker
+    info = server.wait_status(on_first, ("failed",), timeout=LEASE_S + 10)
+    assert time.monotonic() - killed_at <= LEASE_S + 5
+    assert info["error"]["reason"] == "interrupted"
+    # the run of the other worker, a different process, goes on; the port is still served
+    assert server.task(on_second)["status"] == "running"
+    assert server.request("DELETE", f"/task/{on_second}").status == 204
+    assert server.task(on_second)["status"] == "cancelled"
+    done = server.stream(server.start_task("w1", "/count 5"))  # the killed worker's thread is free
+    done.wait_ended(10)
+    assert done.terminal.event == "done"
+    # the supervisor started another worker in its place, and it serves
+    replacement = wait_until(lambda: [p for p in children_of(server.proc.pid) if p not in (first, second)],
+                             10, "a replacement worker")[0]
+    assert children_of(server.proc.pid) == sorted([second, replacement])
+    to_replacement = pinned(server, replacement, [second, replacement])
+    assert server.wait_status(start_on(to_replacement, "w3", "/count 3"), ("completed",))
+
+
+def test_runs_started_through_the_shared_port_stream_to_done(start_workers, pinned):
+    server = start_workers(2)
+    first, second = workers_of(server)
+    to_first, to_second = pinned(server, first, [first, second]), pinned(server, second, [first, second])
+    tasks = [start_on(conn, f"s{n}", "/count 20") for n, conn in enumerate((to_first, to_second, to_first, to_second))]
+    readers = [server.stream(task) for task in tasks]  # on whichever worker the kernel chooses
+    for reader in readers:
+        reader.wait_ended(20)
+        assert reader.terminal.event == "done"
+        assert reader.deltas == [f"{k} " for k in range(1, 21)]
+        live = [f.id for f in reader.data_frames]
+        assert live == sorted(set(live))  # ids strictly increase, whichever worker committed them
+    assert all(server.task(task)["status"] == "completed" for task in tasks)
+
+
+def test_sigterm_drains_every_worker(start_workers, pinned):
+    server = start_workers(2)
+    first, second = workers_of(server)
+    readers = []
+    for worker, thread in ((first, "d1"), (second, "d2")):
+        conn = pinned(server, worker, [first, second])
+        task = start_on(conn, thread, "/count 80")
+        readers.append(SSEReader(conn, f"/stream/{task}", dict(AUTH)))  # on the worker running it
+    for reader in readers:
+        reader.wait_for(lambda r: len(r.deltas) >= 3, 10, "the first deltas")
+
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(20) == 0, server.log_tail()
+    for reader in readers:
+        reader.wait_ended(5)
+        assert reader.terminal.event == "done" and len(reader.deltas) == 80  # each run finished
+    assert gone(first) and gone(second)
+
+
+def test_a_second_signal_stops_the_workers_at_once(start_workers):
+    server = start_workers(2)
+    first, second = workers_of(server)
+    with only(first, [first, second]):
+        reader = server.stream(server.start_task("x1", "/sleep 60"))
+    reader.wait_for(lambda r: r.ids, 10, "the first event")
+    server.signal(signal.SIGINT)
+    wait_until(lambda: server.request("GET", "/health", auth=False).status == 503, 5, "draining")
+    server.signal(signal.SIGINT)
+    assert server.wait_exit(5) == 1
+    wait_until(lambda: gone(first) and gone(second), 5, "the workers gone")
+
+
+def test_workers_whose_supervisor_is_killed_drain_and_exit(start_workers):
+    server = start_workers(2)
+    first, second = workers_of(server)
+    server.kill()
+    wait_until(lambda: gone(first) and gone(second), 15, "the workers gone after their supervisor")
+    assert "the supervisor of this worker is gone: draining" in server.log_path.read_text()
+
+
+def test_a_worker_that_fails_to_start_stops_the_instance(pg_url, tmp_path):
+    bad = tmp_path / "parley.toml"
+    bad.write_text("[demo]\nmax_count = -1\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "server.py"), "--port", "0", "--data-dir", str(tmp_path / "d"),
+                           "--store", pg_url, "--workers", "2", "--config", str(bad)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30, env=_env())
+    assert proc.returncode == 2, proc.stderr
+    assert "open http://" not in proc.stdout
+    assert "max_count must be a whole number" in proc.stderr
+
+
+def test_workers_with_sqlite_are_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "server.py"), "--port", "0", "--data-dir", str(tmp_path / "d"),
+                           "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=30, env=_env())
+    assert proc.returncode == 2
+    assert "--workers needs the PostgreSQL store (--store postgresql://…)" in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "d").exists()
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
