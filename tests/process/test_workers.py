@@ -231,3 +231,34 @@ def test_workers_with_sqlite_are_refused(tmp_path):
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+
+
+def test_a_replacement_that_fails_to_start_is_not_replaced_again(start_workers, tmp_path):
+    server = start_workers(2)
+    first, second = workers_of(server)
+    # a data dir that is now a file: a new worker fails as it opens it; the running ones go on
+    server.data_dir.rename(tmp_path / "moved")
+    server.data_dir.write_text("")
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: "not replaced again (1 worker(s) left)" in server.log_path.read_text(), 15,
+               "the replacement's failure")
+    assert children_of(server.proc.pid) == [second]
+    assert server.request("GET", "/health").status == 200  # the instance goes on with one worker
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(20) == 1  # it drained, but one of its workers had failed
+
+
+def test_sigterm_to_every_process_at_once_drains_once(start_workers, pinned):
+    """As systemd stops a unit (SIGTERM to each of its processes) or Ctrl-C (the process group):
+    each worker hears the stop twice, directly and from its supervisor, and drains once."""
+    server = start_workers(2)
+    first, second = workers_of(server)
+    conn = pinned(server, first, [first, second])
+    task = start_on(conn, "g1", "/count 60")
+    reader = SSEReader(conn, f"/stream/{task}", dict(AUTH))
+    reader.wait_for(lambda r: len(r.deltas) >= 3, 10, "the first deltas")
+    for pid in (first, second, server.proc.pid):
+        os.kill(pid, signal.SIGTERM)
+    assert server.wait_exit(20) == 0, server.log_tail()
+    reader.wait_ended(5)
+    assert reader.terminal.event == "done" and len(reader.deltas) == 60
