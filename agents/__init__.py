@@ -124,47 +124,77 @@ class AgentRegistry:
             self.add(agent)
 
     def _agent_from_table(self, i: int, entry: Any, providers: dict[str, LLMProvider]) -> AgentDef:
-        if not isinstance(entry, dict):
-            raise ValueError(f"[[agents]] #{i + 1} must be a table")
-        agent_id = entry.get("id")
-        if not isinstance(agent_id, str) or not agent_id.strip():
-            raise ValueError(f"[[agents]] #{i + 1}: id must be a non-empty string")
+        """The agent of the `[[agents]]` table number `i` (from 0), checked key by key."""
+        agent_id = _table_id(i, entry)
         where = f"[[agents]] {agent_id!r}"
-        known = {"id", "name", "type", "llm", "tools", "instructions", "description", "max_steps"}
-        unknown = sorted(set(entry) - known)
+        unknown = sorted(set(entry) - _AGENT_KEYS)
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_AGENT_KEYS))})")
         agent_type = entry.get("type", "react")
         if agent_type not in AGENT_TYPES:
             raise ValueError(f"{where}: type must be one of {', '.join(AGENT_TYPES)}, not {agent_type!r}")
-        llm = entry.get("llm")
-        if agent_type == "react":
-            if not isinstance(llm, str) or not llm:
-                raise ValueError(f"{where}: a react agent needs llm = the name of an [llm.NAME] table")
-            if llm not in providers:
-                configured = ", ".join(sorted(providers)) or "none"
-                raise ValueError(f"{where}: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")
-        elif llm is not None and not isinstance(llm, str):
-            raise ValueError(f"{where}: llm must be a string")
-        tools = entry.get("tools", [])
-        if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
-            raise ValueError(f"{where}: tools must be a list of tool names")
+        llm = _table_llm(where, entry, agent_type, providers)
+        tools = _table_tools(where, entry)
         missing = [t for t in tools if t not in self.tools]
         if missing:  # MCP tools and later built-ins may register after the config is read
             log.warning("%s: tool(s) %s are not (yet) available", where, ", ".join(missing))
-        texts: dict[str, str] = {}
-        for key in ("name", "instructions", "description"):
-            value = entry.get(key, agent_id if key == "name" else "")
-            if not isinstance(value, str):
-                raise ValueError(f"{where}: {key} must be a string")
-            texts[key] = value
-        extra: dict[str, Any] = {}
-        if "max_steps" in entry:
-            steps = entry["max_steps"]
-            if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= react.MAX_MAX_STEPS:
-                raise ValueError(f"{where}: max_steps must be a whole number from 1 to {react.MAX_MAX_STEPS}")
-            extra["max_steps"] = steps
+        texts = _table_texts(where, entry, agent_id)
         return AgentDef(
             id=agent_id, name=texts["name"], type=agent_type, description=texts["description"], llm=llm,
-            tools=tuple(tools), instructions=texts["instructions"], extra=extra,
+            tools=tuple(tools), instructions=texts["instructions"], extra=_table_extra(where, entry),
         )
+
+
+_AGENT_KEYS = frozenset({"id", "name", "type", "llm", "tools", "instructions", "description", "max_steps"})
+
+
+def _table_id(i: int, entry: Any) -> str:
+    if not isinstance(entry, dict):
+        raise ValueError(f"[[agents]] #{i + 1} must be a table")
+    agent_id = entry.get("id")
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise ValueError(f"[[agents]] #{i + 1}: id must be a non-empty string")
+    return agent_id
+
+
+def _table_llm(where: str, entry: dict[str, Any], agent_type: str, providers: dict[str, LLMProvider]) -> str | None:
+    """The agent's provider name: required, and configured, for a react agent."""
+    llm = entry.get("llm")
+    if agent_type == "react":
+        if not isinstance(llm, str) or not llm:
+            raise ValueError(f"{where}: a react agent needs llm = the name of an [llm.NAME] table")
+        if llm not in providers:
+            configured = ", ".join(sorted(providers)) or "none"
+            raise ValueError(f"{where}: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")
+    elif llm is not None and not isinstance(llm, str):
+        raise ValueError(f"{where}: llm must be a string")
+    return llm
+
+
+def _table_tools(where: str, entry: dict[str, Any]) -> list[str]:
+    tools = entry.get("tools", [])
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        raise ValueError(f"{where}: tools must be a list of tool names")
+    return tools
+
+
+def _table_texts(where: str, entry: dict[str, Any], agent_id: str) -> dict[str, str]:
+    """The agent's name (its id by default), instructions and description."""
+    texts: dict[str, str] = {}
+    for key in ("name", "instructions", "description"):
+        value = entry.get(key, agent_id if key == "name" else "")
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: {key} must be a string")
+        texts[key] = value
+    return texts
+
+
+def _table_extra(where: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The agent's settings beyond AgentDef's fields: `max_steps`."""
+    extra: dict[str, Any] = {}
+    if "max_steps" in entry:
+        steps = entry["max_steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= react.MAX_MAX_STEPS:
+            raise ValueError(f"{where}: max_steps must be a whole number from 1 to {react.MAX_MAX_STEPS}")
+        extra["max_steps"] = steps
+    return extra

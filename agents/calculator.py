@@ -87,28 +87,8 @@ def evaluate(expression: str) -> int | float:
         tree = ast.parse(expression.replace("^", "**").replace("×", "*").replace("÷", "/"), mode="eval")
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         raise CalculationError(f"not an arithmetic expression: {expression!r}") from None
-
-    def ev(node: ast.AST) -> int | float:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return _checked(node.value)
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            left, right = ev(node.left), ev(node.right)
-            return _checked(_BINARY[type(node.op)](left, right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            return _checked(_UNARY[type(node.op)](ev(node.operand)))
-        if isinstance(node, ast.Name) and node.id in _CONSTS:
-            return _CONSTS[node.id]
-        if (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-            and not node.keywords and len(node.args) <= 3
-        ):
-            return _checked(_FUNCS[node.func.id](*(ev(a) for a in node.args)))
-        raise CalculationError(f"unsupported element in expression: {ast.dump(node)[:40]}")
-
     try:
-        value = ev(tree)
+        value = _value(tree)
     except ZeroDivisionError:
         raise CalculationError("division by zero") from None
     except RecursionError:
@@ -118,3 +98,29 @@ def evaluate(expression: str) -> int | float:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return int(value)
     return value
+
+
+def _value(node: ast.AST) -> int | float:
+    """The value of an expression's node, each step checked (CalculationError for what is not arithmetic)."""
+    if isinstance(node, ast.Expression):
+        return _value(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return _checked(node.value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _value(node.left), _value(node.right)
+        return _checked(_BINARY[type(node.op)](left, right))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _checked(_UNARY[type(node.op)](_value(node.operand)))
+    if isinstance(node, ast.Name) and node.id in _CONSTS:
+        return _CONSTS[node.id]
+    if isinstance(node, ast.Call):
+        return _call(node)
+    raise CalculationError(f"unsupported element in expression: {ast.dump(node)[:40]}")
+
+
+def _call(node: ast.Call) -> int | float:
+    """A call of one of _FUNCS by name, with at most three positional arguments."""
+    func = node.func
+    if not isinstance(func, ast.Name) or func.id not in _FUNCS or node.keywords or len(node.args) > 3:
+        raise CalculationError(f"unsupported element in expression: {ast.dump(node)[:40]}")
+    return _checked(_FUNCS[func.id](*(_value(a) for a in node.args)))

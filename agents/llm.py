@@ -188,35 +188,9 @@ class LLMProvider:
 
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncGenerator[LLMEvent, None]:
         """Stream one model call.  Use it under `contextlib.aclosing` so that an early exit closes the response."""
-        cfg = self.config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.total_timeout_s
+        deadline = asyncio.get_running_loop().time() + self.config.total_timeout_s
         client = self._client_for_loop()
-        kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages, "stream": True}
-        if tools:
-            kwargs["tools"] = tools
-        if cfg.temperature is not None:
-            kwargs["temperature"] = cfg.temperature
-        if cfg.max_tokens is not None:
-            kwargs["max_tokens"] = cfg.max_tokens
-        if cfg.extra_body:
-            kwargs["extra_body"] = cfg.extra_body
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await client.chat.completions.create(**kwargs)
-        except TimeoutError:
-            raise self._timeout() from None
-        except openai.APITimeoutError:
-            raise self._timeout() from None
-        except openai.APIConnectionError as exc:
-            raise AgentError("llm_unavailable", f"The LLM provider {self.name!r} at {cfg.base_url} cannot be reached: "
-                             f"{_cause(exc)}") from None
-        except openai.APIStatusError as exc:
-            raise AgentError("llm_http_error", f"The LLM provider {self.name!r} answered HTTP {exc.status_code}: "
-                             f"{_short(_status_message(exc))}") from None
-        except openai.OpenAIError as exc:
-            raise AgentError("llm_error", f"The LLM provider {self.name!r} failed: {_short(str(exc))}") from None
-
+        response = await self._open(client, self._request(messages, tools), deadline)
         finished = False
         try:
             iterator = response.__aiter__()
@@ -230,29 +204,66 @@ class LLMProvider:
                     if isinstance(event, Finish):
                         finished = True
                     yield event
-        except TimeoutError:
-            raise self._timeout() from None
-        except openai.APITimeoutError:
-            raise self._timeout() from None
-        except openai.APIConnectionError as exc:
-            raise self._lost(_cause(exc)) from None
-        except openai.APIStatusError as exc:
-            raise AgentError("llm_http_error", f"The LLM provider {self.name!r} answered HTTP {exc.status_code}: "
-                             f"{_short(_status_message(exc))}") from None
-        except openai.APIError as exc:
-            raise AgentError("llm_error", f"The LLM provider {self.name!r} reported an error: {_short(exc.message)}") from None
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # json.JSONDecodeError is a ValueError
-            raise AgentError("llm_bad_response", f"The LLM provider {self.name!r} sent a malformed stream chunk: "
-                             f"{_short(f'{type(exc).__name__}: {exc}')}") from None
-        except Exception as exc:  # transport errors that openai 1.x lets through raw (httpx.ReadTimeout, ...)
-            if "Timeout" in type(exc).__name__:
-                raise self._timeout() from None
-            raise self._lost(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            raise self._broken_off(exc) from None
         finally:
             with contextlib.suppress(Exception):
                 await response.close()
         if not finished:
             raise self._lost("the stream ended without a finish reason")
+
+    def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+        """The arguments of a streamed chat completion: the configured ones beside the messages and tools."""
+        cfg = self.config
+        kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages, "stream": True}
+        if tools:
+            kwargs["tools"] = tools
+        if cfg.temperature is not None:
+            kwargs["temperature"] = cfg.temperature
+        if cfg.max_tokens is not None:
+            kwargs["max_tokens"] = cfg.max_tokens
+        if cfg.extra_body:
+            kwargs["extra_body"] = cfg.extra_body
+        return kwargs
+
+    async def _open(self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], deadline: float) -> Any:
+        """The streaming response of the request; AgentError when none comes."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await client.chat.completions.create(**kwargs)
+        except TimeoutError:
+            raise self._timeout() from None
+        except openai.APITimeoutError:
+            raise self._timeout() from None
+        except openai.APIConnectionError as exc:
+            raise AgentError("llm_unavailable", f"The LLM provider {self.name!r} at {self.config.base_url} cannot be reached: "
+                             f"{_cause(exc)}") from None
+        except openai.APIStatusError as exc:
+            raise self._http_error(exc) from None
+        except openai.OpenAIError as exc:
+            raise AgentError("llm_error", f"The LLM provider {self.name!r} failed: {_short(str(exc))}") from None
+
+    def _broken_off(self, exc: Exception) -> AgentError:
+        """The AgentError of what broke a streaming response off."""
+        if isinstance(exc, TimeoutError | openai.APITimeoutError):
+            return self._timeout()
+        if isinstance(exc, openai.APIConnectionError):
+            return self._lost(_cause(exc))
+        if isinstance(exc, openai.APIStatusError):
+            return self._http_error(exc)
+        if isinstance(exc, openai.APIError):
+            return AgentError("llm_error", f"The LLM provider {self.name!r} reported an error: {_short(exc.message)}")
+        if isinstance(exc, ValueError | TypeError | KeyError | AttributeError):  # json.JSONDecodeError is a ValueError
+            return AgentError("llm_bad_response", f"The LLM provider {self.name!r} sent a malformed stream chunk: "
+                              f"{_short(f'{type(exc).__name__}: {exc}')}")
+        # Transport errors that openai 1.x lets through raw (httpx.ReadTimeout, ...).
+        if "Timeout" in type(exc).__name__:
+            return self._timeout()
+        return self._lost(f"{type(exc).__name__}: {exc}")
+
+    def _http_error(self, exc: openai.APIStatusError) -> AgentError:
+        return AgentError("llm_http_error", f"The LLM provider {self.name!r} answered HTTP {exc.status_code}: "
+                          f"{_short(_status_message(exc))}")
 
     def _timeout(self) -> AgentError:
         cfg = self.config

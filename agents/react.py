@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agents.context import AgentError, Parked, RunContext
-from agents.llm import ChatModel, Finish, ReasoningDelta, TextDelta, ToolCallDelta
+from agents.llm import ChatModel, ReasoningDelta, TextDelta, ToolCallDelta
 from agents.tools import Tool, for_model
 from store.event_types import (
     REASONING_DELTA,
@@ -173,6 +173,39 @@ def _dumps(value: Any) -> str:
         return orjson.dumps(str(value)).decode()
 
 
+class _StreamedAnswer:
+    """The text and reasoning of one model answer as they stream: one part of each open at most,
+    the reasoning closed when the text begins."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.text_part: str | None = None
+        self.reasoning_part: str | None = None
+        self.pieces: list[str] = []  # the text, as it came
+
+    async def text(self, delta: str) -> None:
+        if self.reasoning_part is not None:
+            await self.ctx.sink.emit(REASONING_END, {"partId": self.reasoning_part})
+            self.reasoning_part = None
+        if self.text_part is None:
+            self.text_part = await self.ctx.text_start()
+        await self.ctx.text_delta(self.text_part, delta)
+        self.pieces.append(delta)
+
+    async def reasoning(self, delta: str) -> None:
+        if self.reasoning_part is None:
+            self.reasoning_part = f"rsn_{uuid.uuid4().hex[:16]}"
+            await self.ctx.sink.emit(REASONING_START, {"messageId": self.ctx.message_id, "partId": self.reasoning_part})
+        await self.ctx.sink.emit(REASONING_DELTA, {"partId": self.reasoning_part, "delta": delta})
+
+    async def close(self) -> None:
+        """End the open parts, the reasoning first."""
+        if self.reasoning_part is not None:
+            await self.ctx.sink.emit(REASONING_END, {"partId": self.reasoning_part})
+        if self.text_part is not None:
+            await self.ctx.text_end(self.text_part)
+
+
 class ReactLoop:
     def __init__(self, ctx: RunContext, provider: ChatModel, *, instructions: str = "",
                  max_steps: int = DEFAULT_MAX_STEPS) -> None:
@@ -211,53 +244,37 @@ class ReactLoop:
 
     async def _call_model(self) -> tuple[str, list[dict[str, Any]]]:
         """One streamed model call: its text and its tool calls (announced, inputs complete)."""
-        ctx = self.ctx
-        text_part: str | None = None
-        reasoning_part: str | None = None
-        pieces: list[str] = []
+        answer = _StreamedAnswer(self.ctx)
         calls: dict[int, dict[str, Any]] = {}
         try:
             async with contextlib.aclosing(self.provider.stream(self.messages, self.schemas)) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
-                        if reasoning_part is not None:
-                            await ctx.sink.emit(REASONING_END, {"partId": reasoning_part})
-                            reasoning_part = None
-                        if text_part is None:
-                            text_part = await ctx.text_start()
-                        await ctx.text_delta(text_part, event.text)
-                        pieces.append(event.text)
+                        await answer.text(event.text)
                     elif isinstance(event, ReasoningDelta):
-                        if reasoning_part is None:
-                            reasoning_part = f"rsn_{uuid.uuid4().hex[:16]}"
-                            await ctx.sink.emit(REASONING_START, {"messageId": ctx.message_id, "partId": reasoning_part})
-                        await ctx.sink.emit(REASONING_DELTA, {"partId": reasoning_part, "delta": event.text})
+                        await answer.reasoning(event.text)
                     elif isinstance(event, ToolCallDelta):
                         await self._tool_delta(calls, event)
-                    elif isinstance(event, Finish):
-                        pass
         except AgentError:
             # Close what is open so that every dialect sees whole parts before the run's error.
-            if reasoning_part is not None:
-                await ctx.sink.emit(REASONING_END, {"partId": reasoning_part})
-            if text_part is not None:
-                await ctx.text_end(text_part)
+            await answer.close()
             raise
-        if reasoning_part is not None:
-            await ctx.sink.emit(REASONING_END, {"partId": reasoning_part})
-        if text_part is not None:
-            await ctx.text_end(text_part)
+        await answer.close()
         done = [calls[i] for i in sorted(calls)]
         for call in done:
-            if not call["started"]:  # a call whose name never came
-                await self._announce(call)
-            self._parse(call)
-            await ctx.sink.emit(TOOL_CALL_END, {
-                "toolCallId": call["id"], "toolName": call["name"],
-                "input": call["input"] if call["error"] is None else call["arguments"],
-            })
-            del call["started"]
-        return "".join(pieces), done
+            await self._end_call(call)
+        return "".join(answer.pieces), done
+
+    async def _end_call(self, call: dict[str, Any]) -> None:
+        """Announce the call if its name never came, parse its arguments, emit its complete input."""
+        if not call["started"]:  # a call whose name never came
+            await self._announce(call)
+        self._parse(call)
+        await self.ctx.sink.emit(TOOL_CALL_END, {
+            "toolCallId": call["id"], "toolName": call["name"],
+            "input": call["input"] if call["error"] is None else call["arguments"],
+        })
+        del call["started"]
 
     async def _tool_delta(self, calls: dict[int, dict[str, Any]], event: ToolCallDelta) -> None:
         call = calls.get(event.index)
