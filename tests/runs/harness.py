@@ -14,7 +14,8 @@ from agents import AgentDef, AgentRegistry
 from agents.context import RunContext
 from agents.replay import Recording
 from runs.hub import EventHub
-from runs.manager import RunManager, StartRequest
+from runs.manager import RunManager
+from runs.start import StartRequest
 from store import Event
 
 AgentFn = Callable[[RunContext], Awaitable[None]]

@@ -1,5 +1,5 @@
 """RunManager edge cases that need no HTTP."""
-from runs.manager import StartRequest
+from runs.start import StartRequest
 from tests.runs.harness import TaskWatch
 
 

@@ -16,7 +16,9 @@ import asyncio
 import pytest
 
 from agents.context import AgentError, RunContext
-from runs.manager import Draining, RunManager, SignalRefused, StartRequest, ThreadBusy
+from runs.errors import Draining, SignalRefused, ThreadBusy
+from runs.manager import RunManager
+from runs.start import StartRequest
 from store import NotFound
 from store import tasks as tasks_sql
 from store.tasks import TaskRow
