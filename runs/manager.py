@@ -2,11 +2,12 @@
 background, aborts, parks and resumes them, recovers after a crash, drains.
 
 Every status change and its event are written in one transaction, so the
-task row and the event log never disagree.  The pieces it drives have their
-own modules: runs/start.py (the start's transaction), runs/runner.py (one
-activation of an agent), runs/transitions.py (park, signal, end), runs/reruns.py
-(replay and retry), runs/titles.py (naming threads), runs/errors.py (its
-refusals, re-exported here with StartRequest for the surfaces).
+task row and the event log never disagree.  Its pieces: runs/start.py (the
+start's transaction), runs/runner.py (one activation of an agent),
+runs/transitions.py (park, signal, end), runs/reruns.py (replay, retry),
+runs/titles.py (naming threads), runs/agent_catalog.py (the agents users may
+run), runs/reads.py (what surfaces read), runs/errors.py (its refusals,
+re-exported here with StartRequest for the surfaces).
 """
 from __future__ import annotations
 
