@@ -300,9 +300,9 @@ def setup_logging(cfg: Config) -> None:
     )
 
 
-def bind_listeners(cfg: Config) -> list[socket.socket]:
+def bind_listeners(cfg: Config, port: int | None = None, reuse_port: bool = False) -> list[socket.socket]:
     family = socket.AF_INET if ":" not in cfg.host else socket.AF_UNSPEC
-    return bind_sockets(cfg.port, cfg.host, family=family)
+    return bind_sockets(cfg.port if port is None else port, cfg.host, family=family, reuse_port=reuse_port)
 
 
 def listen_url(host: str, port: int) -> str:
@@ -376,16 +376,21 @@ async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
 
 
 def serve_workers(cfg: Config) -> int:
-    """`--workers N` (workers.py): the sockets are bound here, and the workers forked before this
-    process has an event loop, a thread or a store connection; each worker opens its own."""
-    sockets = bind_listeners(cfg)
-    port = sockets[0].getsockname()[1]
-    supervisor = Supervisor(cfg.workers, sockets, work=lambda slot: asyncio.run(serve(cfg, slot)),
+    """`--workers N` (workers.py): the sockets are bound here, one per worker on the one port, and
+    the workers forked before this process has an event loop, a thread or a store connection;
+    each worker opens its own."""
+    if cfg.port != 0:
+        for sock in bind_listeners(cfg):  # SO_REUSEPORT would share a port another server holds so
+            sock.close()
+    first = bind_listeners(cfg, reuse_port=True)
+    port = first[0].getsockname()[1]
+    listeners = [first, *(bind_listeners(cfg, port, reuse_port=True) for _ in range(1, cfg.workers))]
+    supervisor = Supervisor(listeners, work=lambda slot: asyncio.run(serve(cfg, slot)),
                             on_ready=lambda: print(start_line(cfg, port), flush=True))
     try:
         return supervisor.run()
     finally:
-        for sock in sockets:
+        for sock in (s for sockets in listeners for s in sockets):
             sock.close()
 
 

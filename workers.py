@@ -3,7 +3,9 @@
 The supervisor binds the sockets, then forks the workers before it has an event loop, a thread
 or a database connection (forking a process that has them is unsafe), so each worker opens its
 own: its own store connections, hub and RunManager, and its own instance id on the shared store.
-The kernel hands each new connection to one of the workers accepting on the shared sockets.
+Each worker listens on a socket of its own, all bound to the one port with SO_REUSEPORT: the
+kernel spreads new connections evenly over them (on one shared socket, whichever worker wakes
+first takes a whole burst of connections, and the other core idles).
 
 - SIGTERM or SIGINT to the supervisor: the workers drain (each as one server would) and the
   supervisor exits when they all have, 0 when every one drained cleanly.  A second signal
@@ -11,7 +13,9 @@ The kernel hands each new connection to one of the workers accepting on the shar
   reaches the whole process group, and systemd signals every process of a unit.
 - A worker that dies while the instance runs (a crash, kill -9) is logged and replaced; the
   runs it was running end `failed`/`interrupted` when their leases run out, as those of any
-  instance that dies.  A replacement that dies before it listens is not replaced again.
+  instance that dies.  The connections the kernel gives its socket meanwhile wait for the
+  replacement.  A replacement that dies before it listens is not replaced again, and its socket
+  is closed: the others take every connection.
 - A worker whose supervisor is gone (kill -9) drains and exits rather than serve unsupervised.
 """
 from __future__ import annotations
@@ -38,7 +42,7 @@ class WorkerSlot:
     """What a worker process is given: the supervisor's sockets, and the pipes to it."""
 
     index: int
-    sockets: list[socket.socket]
+    sockets: list[socket.socket]  # this worker's: bound to the port with SO_REUSEPORT
     ready_fd: int  # write a byte once listening; closed by the worker's exit
     supervisor_fd: int  # read end of a pipe whose only writer is the supervisor: EOF when it is gone
 
@@ -64,10 +68,10 @@ class Supervisor:
     calls `on_ready` once when every first worker listens, and returns the instance's exit code
     when they all have exited: 0 if they were asked to and drained cleanly."""
 
-    def __init__(self, count: int, sockets: list[socket.socket], work: Callable[[WorkerSlot], int],
+    def __init__(self, listeners: list[list[socket.socket]], work: Callable[[WorkerSlot], int],
                  on_ready: Callable[[], None]) -> None:
-        self.count = count
-        self.sockets = sockets
+        self.count = len(listeners)
+        self.listeners = listeners  # worker i's sockets: listeners[i]
         self.work = work
         self.on_ready = on_ready
         self.workers: dict[int, _Worker] = {}  # by ready_fd
@@ -101,7 +105,7 @@ class Supervisor:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            os._exit(self._worker_main(WorkerSlot(index, self.sockets, ready_w, self._life_r), ready_r))
+            os._exit(self._worker_main(WorkerSlot(index, self.listeners[index], ready_w, self._life_r), ready_r))
         os.close(ready_w)
         self.workers[ready_r] = _Worker(index, pid, ready_r, replacement)
 
@@ -114,6 +118,9 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             for fd in (ready_r, self._life_w, *self.workers):
                 os.close(fd)
+            for index, sockets in enumerate(self.listeners):  # a socket kept open here would outlive its worker
+                if index != slot.index:
+                    _close(sockets)
             code = self.work(slot)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -162,6 +169,7 @@ class Supervisor:
         elif worker.replacement and not worker.ready:
             log.error("%s %s before it listened: not replaced again (%d worker(s) left)", name, how, len(self.workers))
             self._failed(code or 1)
+            _close(self.listeners[worker.index])  # no connection waits for it any more
         else:
             log.warning("%s %s; its runs end when their leases run out; starting another", name, how)
             with _signals_blocked():
@@ -191,6 +199,11 @@ class Supervisor:
                 os.kill(worker.pid, signum)
             except ProcessLookupError:  # exited, not yet reaped
                 pass
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 class _signals_blocked:
