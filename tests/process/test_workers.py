@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -264,3 +265,16 @@ def test_sigterm_to_every_process_at_once_drains_once(start_workers, pinned):
     assert server.wait_exit(20) == 0, server.log_tail()
     reader.wait_ended(5)
     assert reader.terminal.event == "done" and len(reader.deltas) == 60
+
+
+def test_a_port_another_server_holds_is_refused(tmp_path):
+    """SO_REUSEPORT lets sockets of one user share a port: the workers' must not join another server's."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        proc = subprocess.run([sys.executable, str(ROOT / "server.py"), "--port", str(other.getsockname()[1]),
+                               "--data-dir", str(tmp_path / "d"), "--store", "postgresql://127.0.0.1:1/none",
+                               "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=30, env=_env())
+    assert proc.returncode != 0 and "Address already in use" in proc.stderr
+    assert "open http://" not in proc.stdout
