@@ -160,8 +160,9 @@ class Supervisor:
         how = f"exited with {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
         name = f"worker {worker.index} (pid {worker.pid})"
         if self.stopping:
-            log.log(logging.INFO if code == 0 else logging.WARNING, "%s %s", name, how)
-            self._failed(code)
+            stopped = code == 0 or (code == -signal.SIGTERM and not worker.ready)  # stopped before it listened
+            log.log(logging.INFO if stopped else logging.WARNING, "%s %s", name, how)
+            self._failed(0 if stopped else code)
         elif not self.started:
             log.error("%s %s before it listened: stopping the instance", name, how)
             self._failed(code or 1)

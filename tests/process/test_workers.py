@@ -278,3 +278,25 @@ def test_a_port_another_server_holds_is_refused(tmp_path):
                                "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=30, env=_env())
     assert proc.returncode != 0 and "Address already in use" in proc.stderr
     assert "open http://" not in proc.stdout
+
+
+def test_a_stop_before_the_workers_listen_is_a_clean_exit(pg_url, tmp_path):
+    """SIGTERM while the first worker still opens the store (held here at the migrations' lock)."""
+    import psycopg
+
+    from store.postgres import MIGRATION_LOCK
+
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--port", "0", "--data-dir", str(tmp_path / "d"),
+                                 "--store", pg_url, "--workers", "2"], cwd=ROOT, env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: children_of(proc.pid), 15, "the first worker")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "open http://" not in out
