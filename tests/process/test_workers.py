@@ -209,7 +209,9 @@ def test_workers_whose_supervisor_is_killed_drain_and_exit(start_workers):
     first, second = workers_of(server)
     server.kill()
     wait_until(lambda: gone(first) and gone(second), 15, "the workers gone after their supervisor")
-    assert "the supervisor of this worker is gone: draining" in server.log_path.read_text()
+    log = server.log_path.read_text()
+    for pid in (first, second):  # each worker says it, and its log lines say which worker it is
+        assert f"WARNING [{pid}] parley: the supervisor of this worker is gone: draining" in log
 
 
 def test_a_worker_that_fails_to_start_stops_the_instance(pg_url, tmp_path):
