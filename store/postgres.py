@@ -64,6 +64,10 @@ def to_pyformat(sql: str) -> str:
     return "".join(out)
 
 
+class _JobFailed(Exception):
+    """A job of a batch run without savepoints failed: the batch runs again with them."""
+
+
 class PgCursor:
     """What a write function gets back from `tx.execute`: the rows and the row count."""
 
@@ -195,7 +199,19 @@ class PostgresDatabase(GroupCommitStore):
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, batch)
 
     def _commit_sync(self, batch: list[Event | Job]) -> BatchResults:
-        """Runs in the writer's thread: one transaction for the whole batch, a savepoint per job."""
+        """Runs in the writer's thread: one transaction for the whole batch.
+
+        Every statement is a round trip to the server, so the batch first runs without a
+        savepoint per job (two round trips each); only when a job fails is the transaction
+        rolled back and the batch run again with savepoints, so that the failed job is
+        undone alone.  Write functions are pure functions of the transaction: running one
+        again is safe (the SQLite store retries a failed batch as a whole too)."""
+        try:
+            return self._run_jobs(batch, savepoints=False)
+        except _JobFailed:
+            return self._run_jobs(batch, savepoints=True)
+
+    def _run_jobs(self, batch: list[Event | Job], savepoints: bool) -> BatchResults:
         conn = self._conn
         assert conn is not None
         events: list[Event] = []
@@ -206,6 +222,14 @@ class PostgresDatabase(GroupCommitStore):
                     events.append(item)
                     continue
                 tx = PgWriteTx(conn)
+                if not savepoints:
+                    try:
+                        value = item.fn(tx)
+                    except Exception as job_error:
+                        raise _JobFailed from job_error
+                    events.extend(tx.events)
+                    results.append((item.future, value, None))
+                    continue
                 try:
                     with conn.transaction(savepoint_name="job"):
                         value = item.fn(tx)
