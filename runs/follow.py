@@ -7,11 +7,12 @@ the log is read from, and when the stream ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
 from runs.hub import Batch, EventHub, Subscription
 from store import Event
+from store.event_types import JOB_PARKED, JOB_SIGNAL, RUN_STARTED
 
 if TYPE_CHECKING:
     from runs.manager import RunManager
@@ -32,8 +33,11 @@ class Follower:
 
     Subscribes before reading the log and drops ids already handed out, so an
     event committed between the two is neither missed nor repeated.  A reader
-    that fell behind (its queue was dropped) catches up from the log.
+    that fell behind (its queue was dropped) catches up from the log.  Once the
+    stream's last event is out (`finished`), nothing is new and nothing is waited for.
     """
+
+    __slots__ = ("cursor", "finished", "hub", "keepalive_s", "runs")
 
     def __init__(self, runs: RunManager, hub: EventHub, cursor: int, keepalive_s: float) -> None:
         self.runs = runs
@@ -47,21 +51,26 @@ class Follower:
     def _subscribe(self) -> Subscription:
         raise NotImplementedError
 
+    def _in_memory(self) -> list[Event] | None:
+        """The next page of the log (at most REPLAY_PAGE events after the cursor), read without an
+        await when memory holds the log; None when it does not."""
+        return None
+
     async def _read(self) -> list[Event]:
-        """At most REPLAY_PAGE events of the log after the cursor."""
+        """The next page of the log, from memory or the store; [] once caught up or once the stream's last event is out."""
         raise NotImplementedError
 
-    def _note(self, events: list[Event]) -> None:
-        """Learn from events about to be handed out (whether the stream ends with them, when it went idle)."""
+    async def _caught_up(self) -> None:
+        """Called when a replay of the log found nothing more."""
 
-    async def _ended(self) -> bool:
-        """Whether the stream ends once the log is replayed: its last event is out."""
-        return self.finished
+    def _hand_out(self, events: list[Event]) -> None:
+        """Advance the cursor past events about to be handed out, and learn from them."""
+        self.cursor = events[-1].id
 
     def _wait_s(self, sub: Subscription) -> float | None:
-        """How long to wait for a commit before a keep-alive; None: the stream ends now
-        (its subscription was closed, and everything queued is out)."""
-        return None if sub.closed else self.keepalive_s
+        """How long to wait for a commit before a keep-alive; None: the stream ends now (its last
+        event is out, or its subscription was closed and everything queued is out)."""
+        return None if self.finished or sub.closed else self.keepalive_s
 
     def _idle_over(self) -> bool:
         """After a wait that saw no commit: whether the stream ends instead of keeping alive."""
@@ -75,29 +84,9 @@ class Follower:
             on_subscribed(sub)
         return sub
 
-    async def _page(self) -> list[Event]:
-        """The next page of the log: [] once caught up, or once the stream's last event is out."""
-        if self.finished:
-            return []
-        page = await self._read()
-        if page:
-            self._hand_out(page)
-        return page
-
-    def _fresh(self, batches: list[Batch]) -> Iterator[Batch]:
-        """The live batches' events not handed out yet, up to the stream's last one."""
-        for queued in batches:
-            batch = unseen(queued, self.cursor)
-            if batch is None:
-                continue
-            self._hand_out(batch.events)
-            yield batch
-            if self.finished:
-                return
-
-    def _hand_out(self, events: list[Event]) -> None:
-        self.cursor = events[-1].id
-        self._note(events)
+    def _unseen(self, queued: Batch) -> Batch | None:
+        """The part of a live batch not handed out yet (the replay of the log may have handed out the rest)."""
+        return None if self.finished else unseen(queued, self.cursor)
 
     async def batches(self, on_subscribed: Callable[[Subscription], None] | None = None) -> AsyncGenerator[Batch | None, None]:
         """Yield the events after the cursor in batches, None when `keepalive_s` passes without any.
@@ -109,21 +98,21 @@ class Follower:
         sub = self._open(on_subscribed)
         try:
             while True:  # a turn: replay the log from the cursor, then follow live commits until the reader lags
-                # The first page is read right after subscribing: the log and the subscription
-                # together hold every committed event.
-                while page := await self._page():
+                # The first page is read right after subscribing, without an await when memory
+                # holds it: the log and the subscription together hold every committed event.
+                while page := self._in_memory() or await self._read():
+                    self._hand_out(page)
                     yield Batch(page)
-                if await self._ended():
-                    return
+                await self._caught_up()
                 while not sub.lagged:
                     batches = sub.take()
-                    for batch in self._fresh(batches):
+                    for queued in batches:
+                        if (batch := self._unseen(queued)) is None:
+                            continue
+                        self._hand_out(batch.events)
                         yield batch
-                        del batch  # an idle stream keeps no events alive
-                    if self.finished:
-                        return
                     if batches:
-                        del batches
+                        del batch, queued, batches  # an idle stream keeps no events alive
                         continue
                     wait = self._wait_s(sub)
                     if wait is None:
@@ -139,7 +128,10 @@ class Follower:
 
 
 class TaskFollower(Follower):
-    """One task: read from the in-memory log of recent tasks when it holds the task, ends after the terminal event."""
+    """One task: read from the in-memory log of recent tasks when it holds the task; the stream
+    ends after the terminal event, or at once when the run was over at the cursor."""
+
+    __slots__ = ("_checked_end", "task_id")
 
     def __init__(self, runs: RunManager, hub: EventHub, task_id: str, cursor: int, keepalive_s: float) -> None:
         super().__init__(runs, hub, cursor, keepalive_s)
@@ -149,25 +141,29 @@ class TaskFollower(Follower):
     def _subscribe(self) -> Subscription:
         return self.hub.subscribe_task(self.task_id)
 
-    async def _read(self) -> list[Event]:
-        # No await before the in-memory log is read: with the subscription it holds every committed event.
-        recent = self.hub.recent.after(self.task_id, self.cursor)
-        if recent is not None:
-            return recent[:REPLAY_PAGE]
-        return await self.runs.events_after(self.task_id, self.cursor, REPLAY_PAGE)
-
-    def _note(self, events: list[Event]) -> None:
-        self.finished = events[-1].terminal
-
-    async def _ended(self) -> bool:
-        """Also when the stream resumed at or after the end of a run that is over: nothing will follow."""
+    def _in_memory(self) -> list[Event] | None:
         if self.finished:
-            return True
-        if self._checked_end:
-            return False
-        self._checked_end = True
-        last = await self.runs.last_event(self.task_id)
-        return last is not None and last.terminal and last.id <= self.cursor
+            return None
+        recent = self.hub.recent.after(self.task_id, self.cursor)
+        return recent[:REPLAY_PAGE] if recent is not None else None
+
+    async def _read(self) -> list[Event]:
+        if self.finished:
+            return []
+        page = self._in_memory()
+        return page if page is not None else await self.runs.events_after(self.task_id, self.cursor, REPLAY_PAGE)
+
+    async def _caught_up(self) -> None:
+        # Resumed at or after the end of a run that is over: nothing will follow.
+        if not self.finished and not self._checked_end:
+            self._checked_end = True
+            last = await self.runs.last_event(self.task_id)
+            self.finished = last is not None and last.terminal and last.id <= self.cursor
+
+    def _hand_out(self, events: list[Event]) -> None:
+        last = events[-1]
+        self.cursor = last.id
+        self.finished = last.terminal
 
 
 class ThreadFollower(Follower):
@@ -177,6 +173,8 @@ class ThreadFollower(Follower):
     before following starts; events handed out after it correct it).  A parked
     task waits for a person and counts as idle.
     """
+
+    __slots__ = ("_loop", "active", "idle_limit_s", "idle_since", "thread_id")
 
     def __init__(self, runs: RunManager, hub: EventHub, thread_id: str, cursor: int, keepalive_s: float,
                  *, active: bool, idle_limit_s: float) -> None:
@@ -194,11 +192,12 @@ class ThreadFollower(Follower):
     async def _read(self) -> list[Event]:
         return await self.runs.thread_events_after(self.thread_id, self.cursor, REPLAY_PAGE)
 
-    def _note(self, events: list[Event]) -> None:
+    def _hand_out(self, events: list[Event]) -> None:
+        self.cursor = events[-1].id
         for ev in events:
-            if ev.type in ("run.started", "job.signal"):
+            if ev.type in (RUN_STARTED, JOB_SIGNAL):
                 self.idle_since = None
-            elif ev.terminal or ev.type == "job.parked":
+            elif ev.terminal or ev.type == JOB_PARKED:
                 self.idle_since = self._loop.time()
 
     def _wait_s(self, sub: Subscription) -> float | None:
