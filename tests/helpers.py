@@ -14,7 +14,7 @@ from tornado.tcpclient import TCPClient
 
 INTERNAL_KEY = "test-internal-key"
 
-# The statuses a run does not leave on its own.
+# The statuses of a run that is over.
 ENDED = ("completed", "failed", "cancelled")
 
 T = TypeVar("T")
