@@ -90,10 +90,7 @@ def _load_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
     if path.exists():
         return path.read_bytes()
     value = make()
-    try:
-        _write_private(path, value)
-    except FileExistsError:  # made meanwhile by another process: that one counts
-        return path.read_bytes()
+    _write_private(path, value)
     return value
 
 
