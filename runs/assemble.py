@@ -8,6 +8,23 @@ from __future__ import annotations
 from typing import Any
 
 from store import Event
+from store.event_types import (
+    FILE,
+    JOB_PARKED,
+    JOB_SIGNAL,
+    REASONING_DELTA,
+    REASONING_END,
+    REASONING_START,
+    STEP_STARTED,
+    TEXT_DELTA,
+    TEXT_END,
+    TEXT_START,
+    TOOL_CALL_END,
+    TOOL_CALL_START,
+    TOOL_ERROR,
+    TOOL_RESULT,
+    UI,
+)
 
 
 class MessageAssembler:
@@ -92,19 +109,19 @@ class MessageAssembler:
 
 
 _HANDLERS: dict[str, Any] = {
-    "step.started": MessageAssembler._start_step,
-    "text.start": lambda a, d: a._start_span("text", d),
-    "text.delta": MessageAssembler._delta,
-    "text.end": MessageAssembler._end_span,
-    "reasoning.start": lambda a, d: a._start_span("reasoning", d),
-    "reasoning.delta": MessageAssembler._delta,
-    "reasoning.end": MessageAssembler._end_span,
-    "tool.call.start": MessageAssembler._tool_start,
-    "tool.call.end": MessageAssembler._tool_input,
-    "tool.result": MessageAssembler._tool_result,
-    "tool.error": MessageAssembler._tool_error,
-    "file": MessageAssembler._file,
-    "ui": lambda a, d: a._data("ui", d),
-    "job.parked": lambda a, d: a._data("parked", d),
-    "job.signal": lambda a, d: a._data("signal", d),
+    STEP_STARTED: MessageAssembler._start_step,
+    TEXT_START: lambda a, d: a._start_span("text", d),
+    TEXT_DELTA: MessageAssembler._delta,
+    TEXT_END: MessageAssembler._end_span,
+    REASONING_START: lambda a, d: a._start_span("reasoning", d),
+    REASONING_DELTA: MessageAssembler._delta,
+    REASONING_END: MessageAssembler._end_span,
+    TOOL_CALL_START: MessageAssembler._tool_start,
+    TOOL_CALL_END: MessageAssembler._tool_input,
+    TOOL_RESULT: MessageAssembler._tool_result,
+    TOOL_ERROR: MessageAssembler._tool_error,
+    FILE: MessageAssembler._file,
+    UI: lambda a, d: a._data("ui", d),
+    JOB_PARKED: lambda a, d: a._data("parked", d),
+    JOB_SIGNAL: lambda a, d: a._data("signal", d),
 }

@@ -14,6 +14,7 @@ from collections import defaultdict, deque
 from typing import Any
 
 from store import Event
+from store.event_types import RUN_STARTED
 
 
 class Batch:
@@ -117,7 +118,7 @@ class RecentLogs:
     def add(self, task_id: str, events: list[Event]) -> None:
         log = self._logs.get(task_id)
         if log is None:
-            if events[0].type != "run.started":
+            if events[0].type != RUN_STARTED:
                 return  # began before this process, or was let go: the store has it
             log = self._logs[task_id] = []
         if len(log) + len(events) > self.per_task:

@@ -55,6 +55,17 @@ from handlers.validation import check_id
 from runs.follow import follow_task
 from runs.hub import Batch, EventHub
 from runs.manager import Forbidden, PlanRefused, RunError, StartRequest, text_message
+from store.event_types import (
+    JOB_PARKED,
+    JOB_SIGNAL,
+    RUN_ERROR,
+    RUN_FINISHED,
+    TEXT_DELTA,
+    TOOL_CALL_END,
+    TOOL_CALL_START,
+    TOOL_ERROR,
+    TOOL_RESULT,
+)
 
 MAX_MESSAGE = 8000
 DEFAULT_TIMEOUT_S = 300.0
@@ -85,26 +96,26 @@ class ChatEvents:
         self.events.append({k: v for k, v in ev.items() if v is not None})
 
     def apply(self, type: str, data: dict[str, Any]) -> None:
-        if type in ("tool.call.start", "tool.call.end") and data.get("toolCallId"):
+        if type in (TOOL_CALL_START, TOOL_CALL_END) and data.get("toolCallId"):
             self._tools[data["toolCallId"]] = data.get("toolName", "")
-        if type == "text.delta":
+        if type == TEXT_DELTA:
             delta = data.get("delta", "")
             self._parts.setdefault(str(data.get("partId", "")), []).append(delta)
             self._add("text_delta", delta=delta)
-        elif type == "tool.call.end":
+        elif type == TOOL_CALL_END:
             self._add("tool_call", tool_name=data.get("toolName"), input=_text(data.get("input")))
-        elif type == "tool.result":
+        elif type == TOOL_RESULT:
             self._add("tool_result", tool_name=self._tools.get(data.get("toolCallId", "")), result=_text(data.get("output")))
-        elif type == "tool.error":
+        elif type == TOOL_ERROR:
             self._add("tool_error", tool_name=self._tools.get(data.get("toolCallId", "")), error=_text(data.get("error")))
-        elif type == "job.parked":
+        elif type == JOB_PARKED:
             self._add("parked", correlation_key=data.get("correlationKey"), prompt=data.get("prompt"))
-        elif type == "job.signal":
+        elif type == JOB_SIGNAL:
             self.status = "running"
-        elif type == "run.finished":
+        elif type == RUN_FINISHED:
             self.status = "completed"
             self._add("done", output=self.output)
-        elif type == "run.error":
+        elif type == RUN_ERROR:
             self.status = str(data.get("status") or "failed")
             self._add("error", error=data.get("message") or data.get("reason") or "the run failed")
 
@@ -146,7 +157,7 @@ class AccountsAgentChatsHandler(APIHandler):
                         continue
                     for ev in batch.events:
                         chat.apply(ev.type, ev.data)
-                    if chat.status == "running" and batch.events[-1].type in ("job.parked", "job.signal"):
+                    if chat.status == "running" and batch.events[-1].type in (JOB_PARKED, JOB_SIGNAL):
                         current = await self.runs.get_task(task.id)
                         if current.status == "parked":
                             chat.status = "parked"
