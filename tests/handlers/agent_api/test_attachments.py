@@ -29,6 +29,7 @@ from tests.helpers import (
     raw_exchange,
     request_head,
 )
+from tests.shared_state.kept import forget, keep, kept, kept_names
 
 MIB = 1024 * 1024
 ROUTE = "/api/v1/agent/attachments"
@@ -109,8 +110,7 @@ async def test_upload_each_allowed_kind(alice, parley, filename, data, media_typ
     assert (out["bucket"], out["name"], out["size"], out["mimeType"]) == ("attachments", filename, len(data), media_type)
     assert STORED_PATH.fullmatch(out["path"]) and out["path"].endswith("." + ext)
     assert out["path"].split("/")[0] == parley.url_signer.owner_folder("alice") != parley.url_signer.owner_folder("bob")
-    stored = parley.data_dir / "attachments" / "attachments" / out["path"]
-    assert stored.read_bytes() == data
+    assert await kept(parley.db, parley.data_dir, f"attachments/attachments/{out['path']}") == data
     row = await parley.db.read(lambda c: attachments_sql.get(c, "attachments", out["path"]))
     assert (row.user_id, row.bucket, row.media_type, row.size, row.sha256) == \
         ("alice", "attachments", media_type, len(data), hashlib.sha256(data).hexdigest())
@@ -171,9 +171,7 @@ async def test_files_stored_under_the_old_folder_name_are_still_served(alice, bo
     """Attachments uploaded before the folder became an HMAC: their row holds the path, so they stay readable."""
     png = render_png("an old upload", 16)
     path = f"{hashlib.sha256(b'parley-attachments:alice').hexdigest()[:32]}/{'1' * 8}-2222-3333-4444-{'5' * 12}.png"
-    stored = parley.data_dir / "attachments" / "attachments" / path
-    stored.parent.mkdir(parents=True)
-    stored.write_bytes(png)
+    await keep(parley.db, parley.data_dir, f"attachments/attachments/{path}", png)
     await parley.db.write(lambda tx: attachments_sql.insert(
         tx, "attachments", path, "alice", "old.png", "image/png", len(png), hashlib.sha256(png).hexdigest()))
     resp = await signed_url(alice, "attachments", path)
@@ -187,7 +185,7 @@ async def test_custom_bucket_and_thread_and_type_from_a_name_without_extension(a
     out = await upload_ok(alice, "blob", render_png("blue sky", 16), ctype="image/png",
                           fields={"bucket": "agent-inputs", "threadId": "t-attach"})
     assert out["bucket"] == "agent-inputs" and out["path"].endswith(".png") and out["mimeType"] == "image/png"
-    assert (parley.data_dir / "attachments" / "agent-inputs" / out["path"]).is_file()
+    assert await kept(parley.db, parley.data_dir, f"attachments/agent-inputs/{out['path']}") is not None
     row = await parley.db.read(lambda c: attachments_sql.get(c, "agent-inputs", out["path"]))
     assert row.thread_id == "t-attach"
     # a thread of another user is refused
@@ -286,7 +284,8 @@ async def test_hostile_filenames_never_reach_the_disk(alice, parley, tmp_path):
     assert body(resp)["attachment"]["name"] == "evil.txt"
     outs.append(body(resp)["attachment"])
     root = parley.data_dir / "attachments"
-    stored = sorted(str(p.relative_to(root / "attachments")) for p in root.rglob("*") if p.is_file())
+    names = await kept_names(parley.db, parley.data_dir, "attachments/")
+    stored = sorted(n.removeprefix("attachments/attachments/") for n in names)
     assert stored == sorted(o["path"] for o in outs)
     assert all(STORED_PATH.fullmatch(p) for p in stored)
     assert all(p.resolve().is_relative_to(parley.data_dir.resolve()) for p in root.rglob("*"))
@@ -302,7 +301,10 @@ async def test_nothing_outside_data_dir_and_keys_are_private(alice, parley, tmp_
     assert resp.code == 200
     assert {p.name for p in tmp_path.iterdir()} == {"data"}
     secret = parley.data_dir / "keys" / "attachment-url.secret"
-    assert secret.is_file() and secret.stat().st_mode & 0o777 == 0o600
+    if parley.db.shared:  # the secret is in the store, for every instance
+        assert not secret.exists()
+    else:
+        assert secret.is_file() and secret.stat().st_mode & 0o777 == 0o600
 
 
 # ---------------------------------------------------------------------------
@@ -427,7 +429,7 @@ async def test_ranges_and_etag(alice, http_server_client):
 
 async def test_a_file_gone_from_disk_is_404(alice, parley, http_server_client):
     out = await upload_ok(alice, "gone.txt", b"soon gone")
-    (parley.data_dir / "attachments" / out["bucket"] / out["path"]).unlink()
+    await forget(parley.db, parley.data_dir, f"attachments/{out['bucket']}/{out['path']}")
     assert_detail(await fetch(http_server_client, out["url"]), 404)
 
 
@@ -458,8 +460,9 @@ async def test_5_mib_plus_one_with_content_length_is_413(alice, parley, http_ser
     assert len(raw) == 5 * MIB
     resp = await alice.request("POST", ROUTE, raw=raw, headers={"Content-Type": ctype})
     assert resp.code == 201, resp.body
-    stored = [p for p in (parley.data_dir / "attachments").rglob("*") if p.is_file()]
-    assert len(stored) == 1 and stored[0].stat().st_size == body(resp)["attachment"]["size"]
+    stored = await kept_names(parley.db, parley.data_dir, "attachments/")
+    assert len(stored) == 1
+    assert len(await kept(parley.db, parley.data_dir, stored.pop()) or b"") == body(resp)["attachment"]["size"]
 
 
 async def test_5_mib_plus_one_without_content_length_is_413(alice, parley, http_server_client):

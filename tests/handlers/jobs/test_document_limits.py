@@ -14,6 +14,7 @@ from handlers.jobs import documents
 from server import Config
 from tests.handlers.jobs.test_documents import assert_error, make_pdf, upload, upload_ok
 from tests.helpers import INTERNAL_KEY, body
+from tests.shared_state.kept import kept
 
 KIB = 1024
 
@@ -85,7 +86,9 @@ async def test_a_pdf_bomb_is_stopped_at_the_time_limit_and_its_worker_killed(ali
     assert_error(call.result(), 422, "DOCUMENT_TOO_COMPLEX")
     assert "longer than 1 s" in body(call.result())["error"]["message"]
     assert 0.9 < elapsed < 3.0
-    assert max(latencies) < 0.25, latencies  # the event loop never waited on the parse
+    # the event loop never waited on the parse (blocked, one probe would wait the whole 1 s limit; a loaded
+    # 2-core machine shared with the worker still answers well under that)
+    assert max(latencies) < 0.6, latencies
     assert workers and not workers & set(knowledge.EXTRACTION.pids)
     for pid in workers:  # killed and reaped: nothing keeps a core busy after the limit
         with pytest.raises(ProcessLookupError):
@@ -120,7 +123,7 @@ async def test_documents_count_against_the_quota_and_deleting_frees_it(alice, bo
     assert_error(await bob.request("DELETE", f"/api/documents/{first['id']}"), 403, "FORBIDDEN")
     resp = await alice.request("DELETE", f"/api/documents/{first['id']}")
     assert resp.code == 204 and not resp.body
-    assert not (parley.data_dir / "documents" / first["id"]).exists()
+    assert await kept(parley.db, parley.data_dir, f"documents/{first['id']}") is None
     assert body(await alice.request("GET", "/api/documents")) == {"documents": []}
     second = await upload_ok(alice, "b.txt", b"bravo " * (50 * KIB))
     assert [d["id"] for d in body(await alice.request("GET", "/api/documents"))["documents"]] == [second["id"]]

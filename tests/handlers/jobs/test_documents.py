@@ -11,6 +11,7 @@ from agents.tools import ToolEnv
 from handlers.jobs import documents
 from handlers.openapi import OPERATIONS, document, route_paths
 from tests.helpers import MULTIPART_TYPE, body, chunked_body, multipart, raw_exchange, request_head, text_of
+from tests.shared_state.kept import kept, kept_names
 
 MIB = 1024 * 1024
 UPLOAD = "/api/documents/upload"
@@ -109,11 +110,8 @@ async def test_stored_file_is_named_by_uuid_under_data_dir(alice, parley):
     data = b"original bytes of the document"
     doc = await upload_ok(alice, "../../etc/evil name.txt", data)
     assert doc["filename"] == "evil name.txt"
-    docs_dir = parley.data_dir / "documents"
-    stored = docs_dir / doc["id"]
-    assert stored.read_bytes() == data
-    assert [p.name for p in docs_dir.iterdir()] == [doc["id"]]
-    assert stored.resolve().is_relative_to(parley.data_dir.resolve())
+    assert await kept(parley.db, parley.data_dir, f"documents/{doc['id']}") == data
+    assert await kept_names(parley.db, parley.data_dir, "documents/") == {f"documents/{doc['id']}"}
     assert not _files_named(parley.data_dir, "evil*")
 
 
@@ -140,7 +138,7 @@ async def test_422s(alice, parley):
                                headers={"Content-Type": "multipart/form-data"})
     assert resp.code in (400, 422)
     assert body(await alice.request("GET", "/api/documents")) == {"documents": []}
-    assert not (parley.data_dir / "documents").exists() or not list((parley.data_dir / "documents").iterdir())
+    assert await kept_names(parley.db, parley.data_dir, "documents/") == set()
 
 
 async def test_auth_required(http_server_client):
