@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from handlers.errors import ApiError
-from runs.manager import text_message
+from runs.manager import StartRequest, text_message
 
 MAX_ID = 128
 MAX_CONTENT = 100_000
@@ -72,3 +72,14 @@ def _checked_parts(parts: Any) -> list[Any]:
     if size > MAX_CONTENT:
         raise ApiError(422, f"message text longer than {MAX_CONTENT} characters")
     return parts
+
+
+def start_request_from(body: dict[str, Any], user_id: str, default_agent: str) -> StartRequest:
+    """A run start as `POST /task` (and kira-be's `POST /agent/task`) take it: `threadId` (a new
+    UUID when absent), `content` or `message`, `agentId`, `rewindFrom` (422 on the first bad one)."""
+    thread_id = check_id(body.get("threadId"), "threadId", required=False) or str(uuid.uuid4())
+    message = user_message_from(body)
+    agent_id = check_id(body.get("agentId"), "agentId", required=False) or default_agent
+    rewind_from = check_id(body.get("rewindFrom"), "rewindFrom", required=False)
+    return StartRequest(user_id, thread_id, message, agent_id, rewind_from)
+

@@ -107,16 +107,8 @@ def match_expression(query: str) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-_SEARCH = """
-WITH hits AS (
-    SELECT c.document_id AS document_id,
-           bm25(document_chunks_fts) AS rank,
-           snippet(document_chunks_fts, 0, '**', '**', '…', 16) AS snippet
-    FROM document_chunks_fts
-    JOIN document_chunks c ON c.id = document_chunks_fts.rowid
-    JOIN documents d ON d.id = c.document_id
-    WHERE document_chunks_fts MATCH ? AND d.user_id = ? {scope}
-), best AS (
+# The best chunk of each matching document, best documents first (`hits` ranks chunks: lower is better).
+_BEST_PER_DOCUMENT = """), best AS (
     SELECT document_id, rank, snippet,
            row_number() OVER (PARTITION BY document_id ORDER BY rank) AS n
     FROM hits
@@ -127,6 +119,17 @@ WHERE b.n = 1
 ORDER BY b.rank, d.created_at
 LIMIT ?
 """
+
+_SEARCH = """
+WITH hits AS (
+    SELECT c.document_id AS document_id,
+           bm25(document_chunks_fts) AS rank,
+           snippet(document_chunks_fts, 0, '**', '**', '…', 16) AS snippet
+    FROM document_chunks_fts
+    JOIN document_chunks c ON c.id = document_chunks_fts.rowid
+    JOIN documents d ON d.id = c.document_id
+    WHERE document_chunks_fts MATCH ? AND d.user_id = ? {scope}
+""" + _BEST_PER_DOCUMENT
 
 
 async def search(conn: aiosqlite.Connection, user_id: str, match: str, knowledge_id: str | None,
@@ -161,17 +164,7 @@ hits AS (
     FROM document_chunks c CROSS JOIN q
     JOIN documents d ON d.id = c.document_id
     WHERE c.tsv @@ q.query AND d.user_id = ? {scope}
-), best AS (
-    SELECT document_id, rank, snippet,
-           row_number() OVER (PARTITION BY document_id ORDER BY rank) AS n
-    FROM hits
-)
-SELECT d.id, d.filename, d.knowledge_id, b.rank, b.snippet
-FROM best b JOIN documents d ON d.id = b.document_id
-WHERE b.n = 1
-ORDER BY b.rank, d.created_at
-LIMIT ?
-"""
+""" + _BEST_PER_DOCUMENT
 
 
 def _tsquery(match: str) -> str:

@@ -8,14 +8,13 @@ replay the thread's live run from its `start`, or answer 204 when nothing runs.
 """
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.sse import AI_SDK_HEADER, ai_sdk_frames
 from handlers.streaming import EventStreamHandler
-from handlers.validation import ID, check_id, user_message_from
+from handlers.validation import ID, check_id, start_request_from, user_message_from
 from runs.manager import Forbidden, StartRequest
 from store.tasks import TaskRow
 
@@ -144,12 +143,8 @@ class AppTaskRootHandler(AppAgentHandler):
 
     async def post(self) -> None:
         """Start a run like POST /task: 201 {taskId, threadId}; 409 {message, taskId} while the thread runs."""
-        body = self.json_body()
-        thread_id = check_id(body.get("threadId"), "threadId", required=False) or str(uuid.uuid4())
-        message = user_message_from(body)
-        agent_id = check_id(body.get("agentId"), "agentId", required=False) or self.settings["default_agent"]
-        rewind_from = check_id(body.get("rewindFrom"), "rewindFrom", required=False)
-        task = await self.start_run(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
+        req = start_request_from(self.json_body(), self.user_id, self.settings["default_agent"])
+        task = await self.start_run(req)
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 

@@ -1,7 +1,6 @@
 """The native run API (seed 000, SPEC section 4): tasks, streams, messages."""
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from auth import AuthError
@@ -10,8 +9,8 @@ from handlers.errors import ApiError, native_busy
 from handlers.schema import JSON, TASK_INFO, error_responses, response
 from handlers.sse import native_frames, native_terminal_frame
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
-from handlers.validation import ID, check_id, user_message_from
-from runs.manager import Forbidden, RunError, StartRequest, ThreadBusy
+from handlers.validation import ID, start_request_from
+from runs.manager import Forbidden, RunError, ThreadBusy
 from store import NotFound
 from store.tasks import TaskRow
 
@@ -55,12 +54,8 @@ class NativeTaskRootHandler(NativeHandler):
 
     async def post(self) -> None:
         """Start a run: 201 {taskId}; 409 {taskId, reason: "running"} while the thread has one."""
-        body = self.json_body()
-        thread_id = check_id(body.get("threadId"), "threadId", required=False) or str(uuid.uuid4())
-        message = user_message_from(body)
-        agent_id = check_id(body.get("agentId"), "agentId", required=False) or self.settings["default_agent"]
-        rewind_from = check_id(body.get("rewindFrom"), "rewindFrom", required=False)
-        task = await self.start_run(StartRequest(self.user_id, thread_id, message, agent_id, rewind_from))
+        req = start_request_from(self.json_body(), self.user_id, self.settings["default_agent"])
+        task = await self.start_run(req)
         self.write_json({"taskId": task.id, "threadId": task.thread_id}, 201)
 
 
