@@ -14,8 +14,9 @@ first takes a whole burst of connections, and the other core idles).
 - A worker that dies while the instance runs (a crash, kill -9) is logged and replaced; the
   runs it was running end `failed`/`interrupted` when their leases run out, as those of any
   instance that dies.  The connections the kernel gives its socket meanwhile wait for the
-  replacement.  A replacement that dies before it listens is not replaced again, and its socket
-  is closed: the others take every connection.
+  replacement.  A replacement that dies before it listens is not replaced again.  The socket of
+  a worker that is not replaced (that one, or one that has drained) is closed: the others take
+  every connection.
 - A worker whose supervisor is gone (kill -9) drains and exits rather than serve unsupervised.
 """
 from __future__ import annotations
@@ -159,6 +160,9 @@ class Supervisor:
     def _exited(self, worker: _Worker, code: int) -> None:
         how = f"exited with {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
         name = f"worker {worker.index} (pid {worker.pid})"
+        replaced = self.started and not self.stopping and (worker.ready or not worker.replacement)
+        if not replaced:  # no connection is to wait for a worker that is not coming back: the others take them all
+            _close(self.listeners[worker.index])
         if self.stopping:
             stopped = code == 0 or (code == -signal.SIGTERM and not worker.ready)  # stopped before it listened
             log.log(logging.INFO if stopped else logging.WARNING, "%s %s", name, how)
@@ -167,14 +171,15 @@ class Supervisor:
             log.error("%s %s before it listened: stopping the instance", name, how)
             self._failed(code or 1)
             self._stop_all(signal.SIGTERM)
-        elif worker.replacement and not worker.ready:
+        elif not replaced:
             log.error("%s %s before it listened: not replaced again (%d worker(s) left)", name, how, len(self.workers))
             self._failed(code or 1)
-            _close(self.listeners[worker.index])  # no connection waits for it any more
         else:
             log.warning("%s %s; its runs end when their leases run out; starting another", name, how)
             with _signals_blocked():
-                if not self.stopping:
+                if self.stopping:
+                    _close(self.listeners[worker.index])
+                else:
                     self._fork(worker.index, replacement=True)
 
     def _failed(self, code: int) -> None:

@@ -198,7 +198,8 @@ def test_a_second_signal_stops_the_workers_at_once(start_workers):
     reader = server.stream(server.start_task("x1", "/sleep 60"))
     reader.wait_for(lambda r: r.ids, 10, "the first event")
     server.signal(signal.SIGINT)
-    wait_until(lambda: server.request("GET", "/health", auth=False).status == 503, 5, "draining")
+    wait_until(lambda: server.log_path.read_text().count("draining: new runs refused") == 2, 5, "both draining")
+    assert not gone(first) or not gone(second)  # the worker of the run gives it the drain timeout (5 s)
     server.signal(signal.SIGINT)
     assert server.wait_exit(5) == 1
     wait_until(lambda: gone(first) and gone(second), 5, "the workers gone")
@@ -302,3 +303,16 @@ def test_a_stop_before_the_workers_listen_is_a_clean_exit(pg_url, tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     assert "open http://" not in out
+
+
+def test_while_one_worker_still_drains_it_takes_every_connection(start_workers, pinned):
+    """The idle worker has drained and exited; the one with a run drains on (drain timeout 5 s)."""
+    server = start_workers(2)
+    first, second = workers_of(server)
+    start_on(pinned(server, first, [first, second]), "r1", "/sleep 60")
+    server.signal(signal.SIGTERM)
+    wait_until(lambda: f"(pid {second}) exited with 0" in server.log_path.read_text(), 10, "the idle worker's exit")
+    assert not gone(first)
+    for _ in range(20):  # none waits at the socket of the worker that has gone
+        assert server.request("GET", "/health", auth=False, timeout=3).status == 503
+    assert server.wait_exit(15) == 0
