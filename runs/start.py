@@ -68,6 +68,7 @@ def _admit(tx: WriteTx, req: StartRequest, agent_id: str, title: str | None, pla
     thread = threads_sql.ensure(tx, req.thread_id, req.user_id, title)
     if thread.user_id != req.user_id:
         raise Forbidden("thread belongs to another user")
+    tasks_sql.serialize_user(tx, req.user_id)  # the counts below hold until this start commits
     refusal = plans.admit(tx, req.user_id, agent_id)
     if refusal is not None:
         raise PlanRefused(refusal.message, refusal.details)

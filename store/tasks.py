@@ -6,7 +6,7 @@ from typing import Any
 
 import aiosqlite
 
-from store.db import WriteTx, dumps, loads
+from store.db import WriteTx, dialect, dumps, loads
 
 LIVE = ("pending", "running", "parked")
 TERMINAL = ("completed", "failed", "cancelled")
@@ -174,4 +174,14 @@ async def owner_of(conn: aiosqlite.Connection, task_id: str) -> tuple[str | None
     """The instance running the task and the end of its lease (None, None when nobody holds it)."""
     rows = list(await conn.execute_fetchall("SELECT owner, lease_until FROM tasks WHERE id = ?", (task_id,)))
     return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+
+def serialize_user(tx: WriteTx, user_id: str) -> None:
+    """Make the transactions that count this user's runs (plan, runs per day, running) take turns.
+
+    SQLite has one writer: they do already.  On PostgreSQL, instances write at once, and under
+    READ COMMITTED two starts could each count nine running runs and both insert a tenth: a lock
+    on the user, held until COMMIT, makes the second count after the first has committed."""
+    if dialect(tx) == "postgresql":
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"parley-user:{user_id}",))
 

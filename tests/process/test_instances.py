@@ -109,3 +109,16 @@ def test_draining_one_instance_leaves_the_other_s_runs_alone(pair):
     assert b.task(on_b)["status"] == "completed"
     wait_until(lambda: b.request("GET", "/health").status == 200, 5, "B healthy")
 
+
+
+def test_a_users_running_runs_are_counted_once_over_both_instances(pair):
+    """The plan's 10 runs going at once (the default) hold for starts that race on two instances."""
+    a, b = pair
+
+    def start(n):
+        server = a if n % 2 else b
+        return server.request("POST", "/task", {"threadId": f"cap-{n}", "content": "/sleep 5"}).status
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=30) as pool:
+        codes = list(pool.map(start, range(30)))
+    assert codes.count(201) == 10 and codes.count(429) == 20, codes
