@@ -306,8 +306,8 @@ def test_a_stop_before_the_workers_listen_is_a_clean_exit(pg_url, tmp_path):
 
 
 def test_while_one_worker_still_drains_it_takes_every_connection(start_workers, pinned):
-    """The idle worker has drained and exited; the one with a run drains on (drain timeout 5 s)."""
-    server = start_workers(2)
+    """The idle worker has drained and exited; the one with a run drains on (drain timeout 3 s)."""
+    server = start_workers(2, drain_timeout=3)
     first, second = workers_of(server)
     start_on(pinned(server, first, [first, second]), "r1", "/sleep 60")
     server.signal(signal.SIGTERM)
