@@ -1,4 +1,4 @@
-"""`--workers N`: one instance as N processes on one machine, sharing the listening sockets (SPEC 14).
+"""`--workers N`: one instance as N processes on one machine, sharing its port (SPEC 14).
 
 The supervisor binds the sockets, then forks the workers before it has an event loop, a thread
 or a database connection (forking a process that has them is unsafe), so each worker opens its
