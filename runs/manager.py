@@ -208,6 +208,8 @@ class RunManager(RunReads):
             if not encodable(parts):
                 parts = await self._reply_from_log(task.id)
             ended = await self._write_end(task, status, reason, message, parts, only_if)
+        if ended:  # a runner's row answers reads from memory (owned_task): it is over from now on
+            task.status = status
         if ended and status == "completed" and not self.draining:
             self.titles.name_after(task, parts or [])
         return ended
