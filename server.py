@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -366,6 +367,11 @@ async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
         await parley.db.close()
         raise
     parley.listen()
+    # What start-up made (the imported libraries' classes, the app) lives as long as the process:
+    # out of the collector's sight, a collection no longer walks some 140,000 objects that never die
+    # (measured: GC time per 960 short runs 4.0 s → 0.25 s, CPU 9.3 s → 6.4 s; bench/README.md).
+    gc.collect()
+    gc.freeze()
     _Stop(parley, worker)  # kept alive by the loop's signal handlers
     if worker is None:
         print(start_line(cfg, parley.port), flush=True)
