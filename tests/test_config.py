@@ -113,7 +113,7 @@ def test_a_bad_store_is_refused_without_its_password(capsys):
         parse_config(["--store", "mysql://root:hunter2@h/db"], environ={})
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--store must be sqlite or a postgresql:// URL" in err and "mysql://root:***@h/db" in err
+    assert "--store: expected sqlite or a postgresql:// URL, got 'mysql://root:***@h/db'" in err
     assert "hunter2" not in err
     assert redacted("postgresql://u:secret@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert redacted("postgresql://h/d") == "postgresql://h/d"
@@ -124,9 +124,9 @@ def test_workers_and_lease(capsys):
     cfg = parse_config(["--store", url, "--workers", "3", "--lease-s", "3"], environ={})
     assert cfg.workers == 3 and cfg.lease_s == 3.0
     assert parse_config([], environ={"PARLEY_WORKERS": "2", "PARLEY_STORE": url}).workers == 2
-    for argv, message in ((["--store", url, "--workers", "0"], "--workers must be 1 or more"),
-                          (["--store", url, "--lease-s", "0.5"], "--lease-s must be at least 1 second"),
-                          (["--workers", "2"], "--workers needs the PostgreSQL store")):
+    for argv, message in ((["--store", url, "--workers", "0"], '--workers: expected an integer, at least 1, got 0'),
+                          (["--store", url, "--lease-s", "0.5"], '--lease-s: expected a number of seconds, at least 1, got 0.5'),
+                          (["--workers", "2"], "--workers: more than one needs the PostgreSQL store")):
         with pytest.raises(SystemExit) as exc:
             parse_config(argv, environ={})
         assert exc.value.code == 2 and message in capsys.readouterr().err, argv
