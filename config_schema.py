@@ -236,7 +236,7 @@ class List(Spec):
 
     @property
     def expected(self) -> str:
-        return f"an array{' (not empty)' if self.min_len else ''} of {_plural(self.item.expected)}"
+        return f"an array{' (not empty)' if self.min_len else ''}, each {self.item.expected}"
 
     def accept(self, value: Any, at: Where, problems: list[Problem]) -> Any:
         if len(value) < self.min_len:
@@ -245,10 +245,6 @@ class List(Spec):
 
     def from_text(self, text: str) -> Any:
         return [self.item.from_text(v.strip()) for v in text.split(",") if v.strip()]
-
-
-def _plural(expected: str) -> str:
-    return re.sub(r"^an? (\S+)", lambda m: m.group(1) + "s", expected)
 
 
 @dataclass(frozen=True)

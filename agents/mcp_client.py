@@ -210,17 +210,15 @@ class McpTools:
         self.registered: list[str] = []
 
     @classmethod
-    async def start(cls, tables: Any, registry: Any) -> McpTools:
+    async def start(cls, tables: list[dict[str, Any]], registry: Any) -> McpTools:
         """Connect to every configured server at once (each bounded by its connect_timeout).
 
-        `registry` is an AgentRegistry (anything with a `tools` dict).  Bad tables and
-        servers that fail are logged and skipped; this never raises for them.
+        `registry` is an AgentRegistry (anything with a `tools` dict); `tables` are as config.py's
+        schema checked them.  A table with neither or both of command and url, and servers that
+        fail, are logged and skipped; this never raises for them.
         """
         self = cls(registry.tools)
         if not tables:
-            return self
-        if not isinstance(tables, list):
-            log.warning("mcp_servers must be an array of tables [[mcp_servers]]; ignored")
             return self
         configs: list[McpServerConfig] = []
         for i, entry in enumerate(tables):
