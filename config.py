@@ -194,19 +194,26 @@ def check_file(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     problems: list[Problem] = []
     values: dict[str, Any] = FILE.check(doc, Where(), problems)
     if isinstance(values.get("store"), dict):
-        values["store"] = values["store"]["url"]
+        url = values.pop("store").get("url")  # none: a problem already
+        if url is not None:
+            values["store"] = url
     return values, [str(p) for p in problems]
 
 
 def _given(spec: Spec, value: Any, where: Where, problems: list[Problem]) -> Any:
-    """A setting from the environment or a flag (text, or a flag's list or True), checked."""
-    if isinstance(value, str):
-        try:
-            value = spec.from_text(value)
-        except ValueError:
-            problems.append(Problem(where, f"expected {spec.expected}, got {shown(value)}"))
-            return None
-    return spec.check(value, where, problems)
+    """A setting from the environment or a flag (text, or a flag's list or True), checked; a problem
+    shows the text as it was given."""
+    if not isinstance(value, str):
+        return spec.check(value, where, problems)
+    found: list[Problem] = []
+    try:
+        checked = spec.check(spec.from_text(value), where, found)
+    except ValueError:
+        found.append(Problem(where, ""))
+    if found:
+        problems.append(Problem(where, f"expected {spec.expected}, got {shown(value)}"))
+        return None
+    return checked
 
 
 def _read(config_path: str | None, environ: dict[str, str], flags: dict[str, Any]) -> tuple[Config, list[str]]:
