@@ -2,6 +2,7 @@
 
     python server.py [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...
     python server.py admin …
+    python server.py check-config FILE
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from auth import Authenticator
 from auth.keys import ACCOUNTS_PEPPER, ATTACHMENT_URL, STREAM_TOKEN, secret, secrets_for, signing_key
 from auth.ratelimit import Windows
 from auth.signed_urls import UrlSigner
-from config import Config, parse_config, redacted
+from config import Config, check_main, parse_config, redacted
 from handlers import accounts as account_routes
 from handlers import agent_api, app, jobs, mcp, native, openapi, page
 from handlers import base as base_handlers
@@ -420,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # every file and directory the server (or its admin CLI) makes is its own (SPEC 13)
     if argv[:1] == ["admin"]:  # python server.py admin [--config F] [--data-dir D] create-user|…|grant-credits|list-users
         return admin(argv[1:])
+    if argv[:1] == ["check-config"]:  # python server.py check-config FILE: the problems of FILE, or FILE: ok
+        return check_main(argv[1:])
     cfg = parse_config(argv)
     setup_logging(cfg)
     if cfg.workers > 1:
