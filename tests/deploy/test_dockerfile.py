@@ -2,15 +2,20 @@
 HEALTHCHECK command is run as it is against a real Parley process.
 
 No image is built here (this machine has no Docker daemon, and the base image is not reachable);
-the install it runs (`pip install .`) is what the wheel test proves."""
+the wheel that its `pip install .` builds is built here from the same build context."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tomllib
+import zipfile
+from pathlib import Path
 
 from tests.deploy.conftest import flags_of
 from tests.pg import free_port
@@ -121,3 +126,50 @@ def test_the_healthcheck_passes_on_a_healthy_server_and_fails_on_a_dead_port_or_
     draining = run_healthcheck(server.port)
     assert draining.returncode != 0 and "503" in draining.stderr, draining.stderr
     assert server.wait_exit(15) == 0
+
+
+def ignored_by_docker(path: str, patterns: list[str]) -> bool:
+    """Whether the build context leaves `path` out (.dockerignore: patterns from the context's
+    root, `*` within a name, `**` across names; a left-out directory leaves out all it holds)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    for pattern in patterns:
+        regex = "".join(".*" if tok == "**/" or tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?"
+                        else re.escape(tok) for tok in re.findall(r"\*\*/?|\*|\?|[^*?]+", pattern.strip("/")))
+        if any(re.fullmatch(regex, p) for p in prefixes):
+            return True
+    return False
+
+
+def build_wheels(sources: list[Path]) -> list[set[str]]:
+    """The files of the wheel built from each source by the build backend that pyproject.toml
+    names (the hook `pip install .` calls; this venv's setuptools, nothing downloaded), side by side."""
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["build-backend"]
+    hook = f"import sys; from {backend} import build_wheel; build_wheel(sys.argv[1])"
+    builds = [subprocess.Popen([sys.executable, "-c", hook, str(src) + "-wheel"], cwd=src,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for src in sources]
+    found: list[set[str]] = []
+    for src, build in zip(sources, builds, strict=True):
+        _, err = build.communicate(timeout=300)
+        assert build.returncode == 0, err.decode(errors="replace")[-3000:]
+        (wheel,) = Path(str(src) + "-wheel").glob("parley-*.whl")
+        with zipfile.ZipFile(wheel) as zf:
+            found.append({n for n in zf.namelist() if ".dist-info/" not in n})
+    return found
+
+
+def test_the_wheel_built_from_the_build_context_is_the_checkouts(tmp_path):
+    """`pip install .` in the image sees only what .dockerignore lets through: built from that
+    context, the wheel holds every file the wheel of the whole checkout holds."""
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert not [p for p in patterns if p.startswith("!")], "no exceptions: the matcher here has none"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    assert ignored_by_docker("node_modules/x/y.js", patterns) and ignored_by_docker("store/__pycache__/a.pyc", patterns)
+    for name, keep in (("checkout", lambda p: True), ("context", lambda p: not ignored_by_docker(p, patterns))):
+        for path in filter(keep, tracked):
+            (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / path, tmp_path / name / path)
+    whole, context = build_wheels([tmp_path / "checkout", tmp_path / "context"])
+    assert "server.py" in whole and any(n.startswith("store/migrations/") for n in whole), sorted(whole)
+    assert context == whole, (whole - context, context - whole)
