@@ -85,12 +85,13 @@ def test_the_server_runs_as_an_unprivileged_user_on_a_data_volume():
     assert any("useradd" in r and user in r and "chown" in r and "/data" in r for r in made), made
 
 
-def test_a_stop_is_the_drain_signal_and_the_command_serves_every_address_on_the_volume():
+def test_a_stop_is_the_drain_signal_and_the_command_serves_every_address_on_the_volume(server_flags):
     assert the("STOPSIGNAL") == "SIGTERM"
     command = exec_form(the("CMD"))
     assert command[:2] == ["parley", "serve"], command
     flags = flags_of(command)
     assert flags["--host"] == "0.0.0.0" and flags["--data-dir"] == "/data", flags
+    assert not set(flags) - server_flags, set(flags) - server_flags
 
 
 def test_the_build_context_leaves_out_what_is_local():
