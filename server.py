@@ -2,6 +2,7 @@
 
     python server.py [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...
     python server.py admin …
+    python server.py backup DEST
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
-from store import Database, make_store
+from store import Database, backup, make_store
+from store.lock import DataDirInUse, DataDirLock, lock_data_dir
 from workers import Supervisor, WorkerSlot
 
 VERSION = "0.1.0"
@@ -359,20 +361,35 @@ async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
     except ValueError as exc:  # a config table that does not fit
         print(f"server.py: error: config: {exc}", file=sys.stderr)
         return 2
-    parley.bind(worker.sockets if worker is not None else None)
     try:
-        await parley.open()
-    except BaseException:
-        await parley.db.close()
-        raise
-    parley.listen()
-    _Stop(parley, worker)  # kept alive by the loop's signal handlers
-    if worker is None:
-        print(start_line(cfg, parley.port), flush=True)
-    else:
-        worker.ready()  # the supervisor prints the start line once every worker listens
-    await parley.wait_stopped()
+        owner = _own_data_dir(parley)
+    except DataDirInUse as exc:
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        parley.bind(worker.sockets if worker is not None else None)
+        try:
+            await parley.open()
+        except BaseException:
+            await parley.db.close()
+            raise
+        parley.listen()
+        _Stop(parley, worker)  # kept alive by the loop's signal handlers
+        if worker is None:
+            print(start_line(cfg, parley.port), flush=True)
+        else:
+            worker.ready()  # the supervisor prints the start line once every worker listens
+        await parley.wait_stopped()
+    finally:
+        if owner is not None:
+            owner.release()
     return 0
+
+
+def _own_data_dir(parley: Parley) -> DataDirLock | None:
+    """The data dir's lock with the SQLite store (store/lock.py); none with PostgreSQL, whose
+    instances (and the workers of one) may share a data dir: it holds no store of theirs."""
+    return lock_data_dir(parley.data_dir) if isinstance(parley.db, Database) else None
 
 
 def serve_workers(cfg: Config) -> int:
@@ -414,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # every file and directory the server (or its admin CLI) makes is its own (SPEC 13)
     if argv[:1] == ["admin"]:  # python server.py admin [--config F] [--data-dir D] create-user|…|grant-credits|list-users
         return admin(argv[1:])
+    if argv[:1] == ["backup"]:  # python server.py backup [--config F] [--data-dir D] DEST
+        return backup.main(argv[1:])
     cfg = parse_config(argv)
     setup_logging(cfg)
     if cfg.workers > 1:
