@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from store import Database, backup
+from store import backup
 
 FILES = {
     "keys/signing-key.pem": b"-----BEGIN PRIVATE KEY-----\n",
@@ -20,17 +20,9 @@ FILES = {
 
 
 @pytest.fixture
-def data_dir(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def db(io_loop, data_dir):
-    """The data dir's store, open (so its -wal and -shm files are there) for the whole test."""
-    database = Database(data_dir / "parley.db")
-    io_loop.run_sync(database.open)
-    yield database
-    io_loop.run_sync(database.close)
+def data_dir(db):
+    """The data dir of the open store `db` (tests/store/conftest.py)."""
+    return db.path.parent
 
 
 def write_files(data_dir, files):
