@@ -3,6 +3,7 @@
     python server.py [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...
     python server.py admin …
     python server.py check-config FILE
+    python server.py backup DEST
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
-from store import Database, make_store
+from store import Database, backup, make_store
+from store.lock import DataDirInUse, DataDirLock, lock_data_dir
 from workers import Supervisor, WorkerSlot
 
 VERSION = "0.1.0"
@@ -361,25 +363,40 @@ async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
     except ValueError as exc:  # a config table that does not fit
         print(f"server.py: error: config: {exc}", file=sys.stderr)
         return 2
-    parley.bind(worker.sockets if worker is not None else None)
     try:
-        await parley.open()
-    except BaseException:
-        await parley.db.close()
-        raise
-    parley.listen()
-    # What start-up made (the imported libraries' classes, the app) lives as long as the process:
-    # out of the collector's sight, a collection no longer walks some 140,000 objects that never die
-    # (measured: GC time per 960 short runs 4.0 s → 0.25 s, CPU 9.3 s → 6.4 s; bench/README.md).
-    gc.collect()
-    gc.freeze()
-    _Stop(parley, worker)  # kept alive by the loop's signal handlers
-    if worker is None:
-        print(start_line(cfg, parley.port), flush=True)
-    else:
-        worker.ready()  # the supervisor prints the start line once every worker listens
-    await parley.wait_stopped()
+        owner = _own_data_dir(parley)
+    except DataDirInUse as exc:
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        parley.bind(worker.sockets if worker is not None else None)
+        try:
+            await parley.open()
+        except BaseException:
+            await parley.db.close()
+            raise
+        parley.listen()
+        # What start-up made (the imported libraries' classes, the app) lives as long as the process:
+        # out of the collector's sight, a collection no longer walks some 140,000 objects that never die
+        # (measured: GC time per 960 short runs 4.0 s → 0.25 s, CPU 9.3 s → 6.4 s; bench/README.md).
+        gc.collect()
+        gc.freeze()
+        _Stop(parley, worker)  # kept alive by the loop's signal handlers
+        if worker is None:
+            print(start_line(cfg, parley.port), flush=True)
+        else:
+            worker.ready()  # the supervisor prints the start line once every worker listens
+        await parley.wait_stopped()
+    finally:
+        if owner is not None:
+            owner.release()
     return 0
+
+
+def _own_data_dir(parley: Parley) -> DataDirLock | None:
+    """The data dir's lock with the SQLite store (store/lock.py); none with PostgreSQL, whose
+    instances (and the workers of one) may share a data dir: it holds no store of theirs."""
+    return lock_data_dir(parley.data_dir) if isinstance(parley.db, Database) else None
 
 
 def serve_workers(cfg: Config) -> int:
@@ -423,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         return admin(argv[1:])
     if argv[:1] == ["check-config"]:  # python server.py check-config FILE: the problems of FILE, or FILE: ok
         return check_main(argv[1:])
+    if argv[:1] == ["backup"]:  # python server.py backup [--config F] [--data-dir D] DEST
+        return backup.main(argv[1:])
     cfg = parse_config(argv)
     setup_logging(cfg)
     if cfg.workers > 1:
