@@ -137,9 +137,12 @@ class Plans:
 
     # -- run starts (inside the writer transaction of RunManager.start_run) ---------
 
-    def admit(self, tx: WriteTx, user_id: str, agent_id: str) -> Refusal | None:
-        """None when the user's plan allows one more run of `agent_id` today."""
-        plan, _ = self._account(tx, user_id)
+    def plan_of(self, tx: WriteTx, user_id: str) -> Plan:
+        """The user's plan, read once for the start's checks (`admit`, `running_refusal`)."""
+        return self._account(tx, user_id)[0]
+
+    def admit(self, tx: WriteTx, plan: Plan, user_id: str, agent_id: str) -> Refusal | None:
+        """None when the user's `plan` allows one more run of `agent_id` today."""
         if not plan.allows(agent_id):
             return Refusal(f"the {plan.name} plan does not include the agent {agent_id!r}",
                            {"plan": plan.name, "agentId": agent_id})
@@ -151,11 +154,9 @@ class Plans:
                                {"plan": plan.name, "runsPerDay": plan.runs_per_day, "runsToday": today})
         return None
 
-    def running_refusal(self, tx: WriteTx, user_id: str) -> Refusal | None:
+    def running_refusal(self, tx: WriteTx, plan: Plan, user_id: str) -> Refusal | None:
         """None while the user has fewer pending or running runs (parked ones do not count) than
-        the plan's `max_running`; called after `admit` in the same transaction."""
-        row = plans_sql.get_tx(tx, user_id)
-        plan = self.config.plan(row.plan if row else None)
+        the `plan`'s `max_running`; called after `admit` in the same transaction."""
         if not plan.max_running:
             return None
         running = tasks_sql.running_for_user_tx(tx, user_id, plan.max_running)

@@ -226,7 +226,7 @@ async def test_set_llm_title_replaces_only_a_message_title(tmp_path):
     await db.open()
     try:
         await db.write(lambda tx: threads_sql.create(tx, "given", "u", "Mine", "given"))
-        await db.write(lambda tx: threads_sql.ensure(tx, "made", "u", "from the message"))
+        await db.write(lambda tx: threads_sql.ensure(tx, "made", "u", "from the message")[0])
         assert not await db.write(lambda tx: threads_sql.set_llm_title(tx, "given", "X"))
         assert await db.write(lambda tx: threads_sql.set_llm_title(tx, "made", "Named"))
         assert not await db.write(lambda tx: threads_sql.set_llm_title(tx, "made", "Again"))
