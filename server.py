@@ -1,7 +1,7 @@
 """Parley: the settings (config.py) -> make_app -> listen; drain on SIGTERM.
 
-    parley [serve] [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...   (in the checkout: python server.py …)
-    parley admin … | parley backup DEST | parley check-config FILE | parley --version | parley --help
+    parley [serve] [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...   (python server.py … in the checkout)
+    parley admin …    (the commands: parley.py)
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +36,7 @@ from handlers.agent_api.attachments import transcribe_limit
 from handlers.jobs.documents import document_settings
 from handlers.jobs.jobs import job_limits
 from handlers.streaming import StreamSlots
+from parley import VERSION, program
 from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
@@ -44,7 +44,6 @@ from runs.plans import PlanConfig
 from store import Database, make_store
 from workers import Supervisor, WorkerSlot
 
-VERSION = "0.2.0"  # the one version: setup.cfg reads it (`attr: server.VERSION`)
 STREAM_GRACE_S = 5.0
 log = logging.getLogger("parley")
 
@@ -358,7 +357,7 @@ async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
     try:
         parley = Parley(cfg)
     except ValueError as exc:  # a config table that does not fit
-        print(f"{_prog()}: error: config: {exc}", file=sys.stderr)
+        print(f"{program()}: error: config: {exc}", file=sys.stderr)
         return 2
     parley.bind(worker.sockets if worker is not None else None)
     try:
@@ -396,8 +395,8 @@ def serve_workers(cfg: Config) -> int:
 
 
 def admin(argv: list[str]) -> int:
-    """The admin CLI (accounts/admin.py) with the server's data directory and plans: `--config`
-    (or PARLEY_CONFIG) is read as the server reads it; the admin's --data-dir wins."""
+    """`parley admin …` (parley.py): the admin CLI (accounts/admin.py) with the server's data directory
+    and plans: `--config` (or PARLEY_CONFIG) is read as the server reads it; the admin's --data-dir wins."""
     from accounts.admin import admin_main, parser
 
     config = getattr(parser().parse_args(argv), "config", None)  # usage errors and --help end here
@@ -405,13 +404,13 @@ def admin(argv: list[str]) -> int:
         cfg = parse_config(["--config", str(config)] if config is not None else [])
         plans = PlanConfig.from_extra(cfg.extra, {*AgentRegistry().tools, "knowledge_search"})
     except (OSError, ValueError) as exc:  # a missing or bad config file
-        print(f"{_prog()} admin: error: config: {exc}", file=sys.stderr)
+        print(f"{program()} admin: error: config: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(admin_main(argv, cfg.data_dir, plans=plans, store=cfg.store))
 
 
 def run(argv: list[str]) -> int:
-    """`parley serve [flags]`: the settings, then one process serving (or `--workers N` of them)."""
+    """`parley serve [flags]` (parley.py): the settings, then one process serving (or `--workers N` of them)."""
     cfg = parse_config(argv)
     setup_logging(cfg)
     if cfg.workers > 1:
@@ -419,62 +418,8 @@ def run(argv: list[str]) -> int:
     return asyncio.run(serve(cfg))
 
 
-def backup(argv: list[str]) -> int:
-    """`parley backup DEST` (store/backup.py), imported only when asked for."""
-    from store.backup import main as backup_main
+if __name__ == "__main__":  # python server.py …: the parley command
+    from parley import main
 
-    return backup_main(argv)
-
-
-def check_config(argv: list[str]) -> int:
-    """`parley check-config FILE` (config.py): the checks of a start, without starting."""
-    from config import check_main  # type: ignore[attr-defined, unused-ignore]  # (until config.py has it)
-
-    return check_main(argv)
-
-
-# name: (function, its arguments, what it does), in the order `--help` lists them
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str, str]] = {
-    "serve": (run, "[FLAGS]", "run the server (the default: flags alone serve too, as in `{prog} --port 0`)"),
-    "admin": (admin, "…", "accounts, plans and credits (`{prog} admin --help`)"),
-    "backup": (backup, "DEST", "a consistent copy of a live SQLite data dir, taken while it serves"),
-    "check-config": (check_config, "FILE", "check a config file as a start does, without starting"),
-}
-
-
-def usage(prog: str) -> str:
-    """The commands, for `--help` and a command that is not one."""
-    rows = [(f"{prog} {name} {args}", text.format(prog=prog)) for name, (_, args, text) in COMMANDS.items()]
-    rows.append((f"{prog} --version", "the version"))
-    width = max(len(left) for left, _ in rows)
-    return "\n".join([f"Parley {VERSION}: a self-hosted agent run server.", "", "commands:",
-                      *(f"  {left:<{width}}  {text}" for left, text in rows), ""])
-
-
-def _prog() -> str:
-    """The name this was started by (`parley`, or `server.py` in the checkout), for usage and errors."""
-    return os.path.basename(sys.argv[0]) or "parley"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`parley COMMAND …` (the console script of the package) and `python server.py COMMAND …`:
-    a first word that is not a flag names the command; none, or flags alone, serve."""
-    argv = sys.argv[1:] if argv is None else argv
-    os.umask(0o077)  # every file and directory the server (or its admin CLI) makes is its own (SPEC 13)
-    if argv[:1] == ["--version"]:
-        print(f"parley {VERSION}")
-        return 0
-    if argv[:1] in (["-h"], ["--help"]):
-        print(f"{usage(_prog())}\nthe flags of serve:", flush=True)
-        return run(["--help"])  # argparse prints the flags, and exits
-    if not argv or argv[0].startswith("-"):
-        return run(argv)
-    command = COMMANDS.get(argv[0])
-    if command is None:
-        print(f"{usage(_prog())}\n{_prog()}: error: no command {argv[0]!r}", file=sys.stderr)
-        return 2
-    return command[0](argv[1:])
-
-
-if __name__ == "__main__":
+    sys.modules["server"] = sys.modules[__name__]  # its commands import `server`: this module, not a second copy
     sys.exit(main())
