@@ -70,11 +70,12 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
     shutil.copytree(ROOT, source, ignore=_ignored)
     page = source / "static" / "index.html"
     page.write_text(page.read_text() + MARKER + "\n")
-    _ok([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(dist), str(source)], base)
+    pip = [sys.executable, "-m", "pip"]
+    _ok([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(dist), str(source)], base)
     (wheel,) = dist.glob("parley-*.whl")
     _ok([sys.executable, "-m", "venv", "--without-pip", str(venv)], base)
     python = str(venv / "bin" / "python")
-    _ok([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", str(wheel)], base)
+    _ok([*pip, "--python", python, "install", "-q", "--no-deps", "--no-index", str(wheel)], base)
     site = Path(_ok([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], base).strip())
     ours = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])  # this venv's dependencies
     (site / "parley-test-dependencies.pth").write_text("".join(f"{p}\n" for p in ours))
