@@ -158,7 +158,6 @@ FILE = Table({
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="server.py",
         description="Parley: a self-hosted agent run server. Every flag also reads PARLEY_<FLAG> "
         "(e.g. PARLEY_INTERNAL_KEY; lists comma-separated) and the same key in the --config TOML file; "
         "flags win over the environment, the environment over the file.",

@@ -1,9 +1,7 @@
 """Parley: the settings (config.py) -> make_app -> listen; drain on SIGTERM.
 
-    python server.py [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...
-    python server.py admin …
-    python server.py check-config FILE
-    python server.py backup DEST
+    parley [serve] [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...   (python server.py … in the checkout)
+    parley admin … | backup DEST | check-config FILE    (the commands: parley.py)
 """
 from __future__ import annotations
 
@@ -31,7 +29,7 @@ from auth import Authenticator
 from auth.keys import ACCOUNTS_PEPPER, ATTACHMENT_URL, STREAM_TOKEN, secret, secrets_for, signing_key
 from auth.ratelimit import Windows
 from auth.signed_urls import UrlSigner
-from config import Config, check_main, parse_config, redacted
+from config import Config, parse_config, redacted
 from handlers import accounts as account_routes
 from handlers import agent_api, app, jobs, mcp, native, openapi, page
 from handlers import base as base_handlers
@@ -39,15 +37,15 @@ from handlers.agent_api.attachments import transcribe_limit
 from handlers.jobs.documents import document_settings
 from handlers.jobs.jobs import job_limits
 from handlers.streaming import StreamSlots
+from parley import VERSION, program
 from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
-from store import Database, backup, make_store
+from store import Database, make_store
 from store.lock import DataDirInUse, DataDirLock, lock_data_dir
 from workers import Supervisor, WorkerSlot
 
-VERSION = "0.1.0"
 STREAM_GRACE_S = 5.0
 log = logging.getLogger("parley")
 
@@ -361,12 +359,12 @@ async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
     try:
         parley = Parley(cfg)
     except ValueError as exc:  # a config table that does not fit
-        print(f"server.py: error: config: {exc}", file=sys.stderr)
+        print(f"{program()}: error: config: {exc}", file=sys.stderr)
         return 2
     try:
         owner = _own_data_dir(parley)
     except DataDirInUse as exc:
-        print(f"server.py: error: {exc}", file=sys.stderr)
+        print(f"{program()}: error: {exc}", file=sys.stderr)
         return 1
     try:
         parley.bind(worker.sockets if worker is not None else None)
@@ -419,8 +417,8 @@ def serve_workers(cfg: Config) -> int:
 
 
 def admin(argv: list[str]) -> int:
-    """The admin CLI (accounts/admin.py) with the server's data directory and plans: `--config`
-    (or PARLEY_CONFIG) is read as the server reads it; the admin's --data-dir wins."""
+    """`parley admin …` (parley.py): the admin CLI (accounts/admin.py) with the server's data directory
+    and plans: `--config` (or PARLEY_CONFIG) is read as the server reads it; the admin's --data-dir wins."""
     from accounts.admin import admin_main, parser
 
     config = getattr(parser().parse_args(argv), "config", None)  # usage errors and --help end here
@@ -428,20 +426,13 @@ def admin(argv: list[str]) -> int:
         cfg = parse_config(["--config", str(config)] if config is not None else [])
         plans = PlanConfig.from_extra(cfg.extra, {*AgentRegistry().tools, "knowledge_search"})
     except (OSError, ValueError) as exc:  # a missing or bad config file
-        print(f"server.py admin: error: config: {exc}", file=sys.stderr)
+        print(f"{program()} admin: error: config: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(admin_main(argv, cfg.data_dir, plans=plans, store=cfg.store))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    os.umask(0o077)  # every file and directory the server (or its admin CLI) makes is its own (SPEC 13)
-    if argv[:1] == ["admin"]:  # python server.py admin [--config F] [--data-dir D] create-user|…|grant-credits|list-users
-        return admin(argv[1:])
-    if argv[:1] == ["check-config"]:  # python server.py check-config FILE: the problems of FILE, or FILE: ok
-        return check_main(argv[1:])
-    if argv[:1] == ["backup"]:  # python server.py backup [--config F] [--data-dir D] DEST
-        return backup.main(argv[1:])
+def run(argv: list[str]) -> int:
+    """`parley serve [flags]` (parley.py): the settings, then one process serving (or `--workers N` of them)."""
     cfg = parse_config(argv)
     setup_logging(cfg)
     if cfg.workers > 1:
@@ -449,5 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(serve(cfg))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python server.py …: the parley command
+    from parley import main
+
+    sys.modules["server"] = sys.modules[__name__]  # its commands import `server`: this module, not a second copy
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python server.py admin ...`: manage local accounts, plans and credits from the command line.
+"""`parley admin ...` (`python server.py admin ...` in the checkout): manage local accounts, plans and credits from the command line.
 
     admin [--config FILE] [--data-dir DIR] COMMAND
     admin create-user EMAIL USERNAME [--password-stdin]
@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
                         help="overrides the server's data directory (flag, PARLEY_DATA_DIR, config file)")
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="the server's TOML config file: its data_dir and plans (default: PARLEY_CONFIG)")
-    p = argparse.ArgumentParser(prog="server.py admin", description="manage local accounts, plans and credits",
+    p = argparse.ArgumentParser(prog=f"{Path(sys.argv[0]).name} admin", description="manage local accounts, plans and credits",
                                 parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("create-user", help="create a confirmed account", parents=[common])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from tornado import web
 
+# beside the packages, in the checkout and in an install alike (the wheel lays static/ beside handlers/: setup.cfg)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 # The page talks only to its own origin and never runs inline code; images, audio and

@@ -146,7 +146,7 @@ def problems(capsys, argv, environ=None):
     with pytest.raises(SystemExit) as exc:
         parse_config(argv, environ=environ or {})
     assert exc.value.code == 2
-    return [line.removeprefix("server.py: error: ") for line in capsys.readouterr().err.splitlines()]
+    return [re.sub(r"^\S+: error: ", "", line, count=1) for line in capsys.readouterr().err.splitlines()]
 
 
 def toml_file(tmp_path, text):

@@ -15,8 +15,8 @@ DEPLOY = ROOT / "deploy"
 
 @pytest.fixture(scope="session")
 def server_flags() -> set[str]:
-    """Every `--flag` that `python server.py --help` lists (the flags `parley serve` takes)."""
-    out = subprocess.run([sys.executable, str(ROOT / "server.py"), "--help"], cwd=ROOT, check=True,
+    """Every `--flag` that `python server.py serve --help` lists (the flags `parley serve` takes)."""
+    out = subprocess.run([sys.executable, str(ROOT / "server.py"), "serve", "--help"], cwd=ROOT, check=True,
                          capture_output=True, text=True, timeout=60).stdout
     return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", out))
 

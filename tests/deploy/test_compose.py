@@ -1,6 +1,6 @@
 """deploy/compose.yaml (issue 13, item 7): PostgreSQL, two Parley instances on one database and
 nginx in front. Read with a YAML parser as `docker compose` reads it (anchors and merge keys
-resolved); each Parley flag it passes must be one that `server.py --help` lists."""
+resolved); each Parley flag it passes must be one that `server.py serve --help` lists."""
 from __future__ import annotations
 
 import ipaddress

@@ -41,10 +41,11 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: flo
 
 
 def server_command(data_dir: Path, *, demo_delay_ms: float = 5, drain_timeout: float = 5, dev: bool = True,
-                   extra: list[str] | None = None) -> list[str]:
-    """The command line of a test server on a free port (`--port 0`) with the internal key `KEY`."""
+                   extra: list[str] | None = None, program: list[str] | None = None) -> list[str]:
+    """The command line of a test server on a free port (`--port 0`) with the internal key `KEY`;
+    `program`: another command that takes the server's flags (an installed `parley serve`)."""
     return [
-        sys.executable, str(ROOT / "server.py"),
+        *(program or [sys.executable, str(ROOT / "server.py")]),
         "--host", "127.0.0.1", "--port", "0",
         "--data-dir", str(data_dir),
         "--internal-key", KEY,
@@ -73,15 +74,19 @@ class Response:
 
 class Server:
     """One `server.py` process on a free port (`--port 0`, read back from its start line), in
-    development mode (`--dev`: the sign-in page shows outbox codes) unless `dev=False`."""
+    development mode (`--dev`: the sign-in page shows outbox codes) unless `dev=False`;
+    `program`: another command that takes the server's flags (an installed `parley serve`),
+    started in `cwd`."""
 
     def __init__(self, data_dir: Path, log_path: Path, *, demo_delay_ms: float = 5, drain_timeout: float = 5,
-                 dev: bool = True, extra: list[str] | None = None) -> None:
+                 dev: bool = True, extra: list[str] | None = None, program: list[str] | None = None,
+                 cwd: Path = ROOT) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
-        cmd = server_command(data_dir, demo_delay_ms=demo_delay_ms, drain_timeout=drain_timeout, dev=dev, extra=extra)
+        cmd = server_command(data_dir, demo_delay_ms=demo_delay_ms, drain_timeout=drain_timeout, dev=dev, extra=extra,
+                             program=program)
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=self._log)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=server_env(), stdout=subprocess.PIPE, stderr=self._log)
         self.port = 0
         self.base = ""
         self._stdout: list[str] = []
