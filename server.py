@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import orjson
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 
 from accounts import Accounts
@@ -94,6 +95,21 @@ class RequestLog:
         else:
             extra = "".join(f" {k}={record[k]}" for k in ("ip", "user", "trace_id") if record[k])
             self.logger.log(level, "%s %s %s %.1fms%s", record["status"], record["method"], record["path"], record["duration_ms"], extra)
+
+
+class NoDelayHTTPServer(HTTPServer):
+    """Every connection keeps TCP_NODELAY for its whole life.  A response or an SSE frame is whole
+    when it is written, so Nagle's algorithm could only hold it back; Tornado would turn it on and
+    off around every request instead (two system calls a request, 4 % of a short run's CPU)."""
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        stream.set_nodelay(True)
+        stream.set_nodelay = _nodelay_stays  # type: ignore[method-assign]
+        super().handle_stream(stream, address)
+
+
+def _nodelay_stays(value: bool) -> None:
+    """The connection's TCP_NODELAY stays on (NoDelayHTTPServer)."""
 
 
 class Parley:
@@ -183,7 +199,7 @@ class Parley:
         assert self.app is not None
         if not self._sockets:
             self.bind()
-        self.server = HTTPServer(
+        self.server = NoDelayHTTPServer(
             self.app,
             idle_connection_timeout=self.config.idle_timeout,
             body_timeout=60,
