@@ -135,9 +135,11 @@ class EventStreamHandler(APIHandler):
         self._sub = sub
 
     async def send(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            self.write(frame)
-            await self.flush()
+        """One write and one flush for a batch's frames, however many they are (none: nothing)."""
+        if not frames:
+            return
+        self.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        await self.flush()
 
     def task_batches(self, task_id: str, cursor: int = 0) -> AsyncIterator[Batch | None]:
         """The task's batches after `cursor` (runs.follow.follow_task); a client that goes away ends them."""
