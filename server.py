@@ -35,12 +35,15 @@ from handlers import base as base_handlers
 from handlers.agent_api.attachments import transcribe_limit
 from handlers.jobs.documents import document_settings
 from handlers.jobs.jobs import job_limits
+from handlers.metrics import Metrics, MetricSources, RouteTemplates, method_label
+from handlers.metrics import default_handlers as metrics_handlers
 from handlers.streaming import StreamSlots
 from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
 from store import Database, make_store
+from telemetry.counters import RequestCounts
 from workers import Supervisor, WorkerSlot
 
 VERSION = "0.1.0"
@@ -63,15 +66,22 @@ _EXPECTED_5XX = frozenset({501, 502, 503})
 
 
 class RequestLog:
-    """One structured line per request: method, path, status, duration, client address, user, trace id."""
+    """One structured line per request: method, path, status, duration, client address, user, trace id;
+    and the request counted for /metrics under its route template (`routes`), never its path."""
 
-    def __init__(self, fmt: str, trusted_proxies: tuple[base_handlers.ProxyNetwork, ...] = ()) -> None:
+    def __init__(self, fmt: str, trusted_proxies: tuple[base_handlers.ProxyNetwork, ...] = (),
+                 counts: RequestCounts | None = None, routes: RouteTemplates | None = None) -> None:
         self.fmt = fmt
         self.trusted_proxies = trusted_proxies
         self.logger = logging.getLogger("parley.access")
+        self.counts = counts
+        self.routes = routes
 
     def __call__(self, handler: web.RequestHandler) -> None:
         status = handler.get_status()
+        if self.counts is not None and self.routes is not None:
+            self.counts.count(self.routes.of(handler), method_label(handler.request.method), status,
+                              handler.request.request_time())
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 or status in _EXPECTED_5XX else logging.ERROR
         if not self.logger.isEnabledFor(level):
             return
@@ -104,6 +114,7 @@ class Parley:
         self.db = make_store(config.store, self.data_dir)
         self.hub = EventHub()
         self.streams = StreamSlots(config.max_streams_per_user)
+        self.requests = RequestCounts()
         self.agents = AgentRegistry()
         self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
         self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
@@ -113,6 +124,7 @@ class Parley:
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans,
                                lease_s=config.lease_s)
         self.files = Files(self.db, self.data_dir)
+        self.metrics = Metrics(MetricSources(self.runs, self.db, self.streams, self.requests, self.agents.providers, VERSION))
         self.auth: Authenticator | None = None
         self.url_signer: UrlSigner | None = None
         self.mcp_tools: McpTools | None = None
@@ -262,6 +274,7 @@ def make_app(parley: Parley) -> web.Application:
         *agent_api.default_handlers,
         *openapi.default_handlers,
         *page.default_handlers,
+        *(metrics_handlers if cfg.metrics_token or cfg.internal_key else []),  # else 404: nothing could get in
     ]
     return web.Application(
         handlers,
@@ -285,7 +298,9 @@ def make_app(parley: Parley) -> web.Application:
         url_signer=parley.url_signer,
         transcribe_limit=transcribe_limit(parley.windows),
         keepalive_s=cfg.keepalive_s,
-        log_function=RequestLog(cfg.log_format, parley.trusted_proxies),
+        metrics=parley.metrics,
+        metrics_token=cfg.metrics_token,
+        log_function=RequestLog(cfg.log_format, parley.trusted_proxies, parley.requests, RouteTemplates(handlers)),
         compress_response=False,
         xsrf_cookies=False,
     )
