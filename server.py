@@ -12,11 +12,9 @@ import re
 import signal
 import socket
 import sys
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -43,6 +41,7 @@ from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
 from store import Database, make_store
+from telemetry import logs
 from telemetry.counters import RequestCounts
 from workers import Supervisor, WorkerSlot
 
@@ -97,11 +96,13 @@ class RequestLog:
             "user": identity.user_id if identity is not None else None,
             "trace_id": getattr(handler, "trace_id", None),
         }
-        if self.fmt == "json":
-            self.logger.log(level, orjson.dumps({"ts": time.time(), "level": logging.getLevelName(level).lower(), **record}).decode())
+        line = "%s %s %s %.1fms"
+        args = (record["status"], record["method"], record["path"], record["duration_ms"])
+        if self.fmt == "json":  # the fields go into the record's JSON object (telemetry/logs.py)
+            self.logger.log(level, line, *args, extra={"fields": record})
         else:
             extra = "".join(f" {k}={record[k]}" for k in ("ip", "user", "trace_id") if record[k])
-            self.logger.log(level, "%s %s %s %.1fms%s", record["status"], record["method"], record["path"], record["duration_ms"], extra)
+            self.logger.log(level, line + "%s", *args, extra)
 
 
 class Parley:
@@ -307,12 +308,10 @@ def make_app(parley: Parley) -> web.Application:
 
 
 def setup_logging(cfg: Config) -> None:
-    process = " [%(process)d]" if cfg.workers > 1 else ""  # which worker said it
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-        format="%(message)s" if cfg.log_format == "json" else f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Every record to stderr, as text lines or one JSON object each (`--log-format json`); with
+    `--workers` each names its process.  Forked workers keep what the supervisor installed."""
+    logs.install(getattr(logging, cfg.log_level.upper(), logging.INFO), json=cfg.log_format == "json",
+                 pid=cfg.workers > 1)
 
 
 def bind_listeners(cfg: Config, port: int | None = None, reuse_port: bool = False) -> list[socket.socket]:
