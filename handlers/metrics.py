@@ -29,6 +29,7 @@ from agents.llm import LLMProvider
 from auth import Authenticator
 from handlers.base import APIHandler, NotFoundHandler
 from handlers.errors import ApiError
+from handlers.openapi import openapi_path
 from handlers.streaming import StreamSlots
 from runs.manager import RunManager
 from store import Store
@@ -36,53 +37,18 @@ from telemetry.counters import Histogram, RequestCounts
 
 UNMATCHED = "unmatched"  # the route of a request no route matched (its path is never a label)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
-
-
-def route_template(pattern: str) -> str:
-    """A route's URL pattern as people write it: `/api/jobs/([^/]{1,128})/trace` -> `/api/jobs/{id}/trace`
-    (a named group gives its name, a `.*` tail is `{path}`)."""
-    out: list[str] = []
-    depth = 0
-    group_start = 0
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            if depth == 0:
-                out.append(pattern[i + 1])
-            i += 2
-            continue
-        if ch == "(":
-            depth += 1
-            group_start = i if depth == 1 else group_start
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                out.append(_placeholder(pattern[group_start:i + 1]))
-        elif depth == 0 and ch not in "^$":
-            out.append(ch)
-        i += 1
-    return "".join(out)
-
-
-def _placeholder(group: str) -> str:
-    named = _NAMED_GROUP.match(group)
-    if named:
-        return "{" + named.group(1) + "}"
-    return "{path}" if group in ("(.*)", "(.+)") else "{id}"
 
 
 class RouteTemplates:
-    """The route template of a handled request: its handler's route (the one of several that
-    matched its path); `unmatched` for the routes' 404."""
+    """The route template of a handled request, as /openapi.json names it: its handler's route (the
+    one of several that matched its path); `unmatched` for the routes' 404."""
 
     def __init__(self, routes: Iterable[Any]) -> None:
         self._by_handler: dict[type, list[tuple[re.Pattern[str], str]]] = {}
         for route in routes:
             pattern, handler = route[0], route[1]
             regex = re.compile(pattern if pattern.endswith("$") else pattern + "$")
-            self._by_handler.setdefault(handler, []).append((regex, route_template(pattern)))
+            self._by_handler.setdefault(handler, []).append((regex, openapi_path(pattern)))
 
     @property
     def templates(self) -> set[str]:
