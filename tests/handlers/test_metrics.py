@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from handlers.metrics import RouteTemplates
 from server import VERSION, Config
 from tests.agents import fake_openai as fo
+from tests.agents.test_react import fake  # noqa: F401  (fixture)
 from tests.helpers import INTERNAL_KEY, wait_until
 
 TOKEN = "metrics-token-7f3a"
@@ -18,15 +19,7 @@ ENDED = ("completed", "failed", "cancelled")
 
 
 @pytest.fixture
-def fake(io_loop):
-    server = fo.FakeOpenAI()
-    server.start()
-    yield server
-    io_loop.run_sync(server.stop)
-
-
-@pytest.fixture
-def parley_config(tmp_path, fake):
+def parley_config(tmp_path, fake):  # noqa: F811
     extra = {
         "llm": {"fake": {"base_url": fake.base_url, "model": "m", "timeout_s": 10}},
         "agents": [{"id": "assistant", "name": "Assistant", "type": "react", "llm": "fake", "tools": ["clock"],
@@ -121,7 +114,7 @@ async def test_open_streams_live_and_parked_runs(http_server_client, alice):
     assert after.value("parley_http_requests_total", route="/stream/{taskId}", method="GET", status="200") == 1
 
 
-async def test_llm_calls_by_provider_and_outcome(http_server_client, alice, fake):
+async def test_llm_calls_by_provider_and_outcome(http_server_client, alice, fake):  # noqa: F811
     fake.script(fo.text("Hello from the model."), fo.http_error(500))
     ok = await alice.start_ok("l1", "hi", agentId="assistant")
     assert (await alice.wait_status(ok, *ENDED))["status"] == "completed"
