@@ -175,3 +175,17 @@ async def test_every_route_has_its_openapi_path_as_template(app):
     assert {"/api/jobs/{jobId}/trace", "/api/v1/agent/runs/{threadId}/events", "/agent/rewind/{threadId}/{messageId}",
             "/video/task/{taskId}", "/music/task/{taskId}", "/metrics", "/ui/{param}"} <= templates
     assert not [t for t in templates if any(c in t for c in "()[]\\^$+?|")], templates
+
+
+async def test_openmetrics_when_the_scraper_asks_for_it(http_server_client, alice):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+    await alice.wait_status(await alice.start_ok("om", "hello"), *ENDED)
+    resp = await http_server_client.fetch("/metrics", headers={
+        "Authorization": f"Bearer {TOKEN}",
+        "Accept": "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5",  # what Prometheus sends
+    })
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    families = {f.name: f for f in openmetrics_families(resp.body.decode())}
+    assert families["parley_runs_started"].samples[0].value == 1
+    assert families["parley_commit_seconds"].type == "histogram"
