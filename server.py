@@ -2,10 +2,13 @@
 
     python server.py [--host 127.0.0.1] [--port 8090] [--data-dir ./data] ...
     python server.py admin …
+    python server.py check-config FILE
+    python server.py backup DEST
 """
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -26,7 +29,7 @@ from auth import Authenticator
 from auth.keys import ACCOUNTS_PEPPER, ATTACHMENT_URL, STREAM_TOKEN, secret, secrets_for, signing_key
 from auth.ratelimit import Windows
 from auth.signed_urls import UrlSigner
-from config import Config, parse_config, redacted
+from config import Config, check_main, parse_config, redacted
 from handlers import accounts as account_routes
 from handlers import agent_api, app, jobs, mcp, native, openapi, page
 from handlers import base as base_handlers
@@ -40,7 +43,8 @@ from runs.files import Files
 from runs.hub import EventHub
 from runs.manager import RunManager
 from runs.plans import PlanConfig
-from store import Database, make_store
+from store import Database, backup, make_store
+from store.lock import DataDirInUse, DataDirLock, lock_data_dir
 from telemetry import logs
 from telemetry.counters import RequestCounts
 from workers import Supervisor, WorkerSlot
@@ -373,20 +377,40 @@ async def serve(cfg: Config, worker: WorkerSlot | None = None) -> int:
     except ValueError as exc:  # a config table that does not fit
         print(f"server.py: error: config: {exc}", file=sys.stderr)
         return 2
-    parley.bind(worker.sockets if worker is not None else None)
     try:
-        await parley.open()
-    except BaseException:
-        await parley.db.close()
-        raise
-    parley.listen()
-    _Stop(parley, worker)  # kept alive by the loop's signal handlers
-    if worker is None:
-        print(start_line(cfg, parley.port), flush=True)
-    else:
-        worker.ready()  # the supervisor prints the start line once every worker listens
-    await parley.wait_stopped()
+        owner = _own_data_dir(parley)
+    except DataDirInUse as exc:
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        parley.bind(worker.sockets if worker is not None else None)
+        try:
+            await parley.open()
+        except BaseException:
+            await parley.db.close()
+            raise
+        parley.listen()
+        # What start-up made (the imported libraries' classes, the app) lives as long as the process:
+        # out of the collector's sight, a collection no longer walks some 140,000 objects that never die
+        # (measured: GC time per 960 short runs 4.0 s → 0.25 s, CPU 9.3 s → 6.4 s; bench/README.md).
+        gc.collect()
+        gc.freeze()
+        _Stop(parley, worker)  # kept alive by the loop's signal handlers
+        if worker is None:
+            print(start_line(cfg, parley.port), flush=True)
+        else:
+            worker.ready()  # the supervisor prints the start line once every worker listens
+        await parley.wait_stopped()
+    finally:
+        if owner is not None:
+            owner.release()
     return 0
+
+
+def _own_data_dir(parley: Parley) -> DataDirLock | None:
+    """The data dir's lock with the SQLite store (store/lock.py); none with PostgreSQL, whose
+    instances (and the workers of one) may share a data dir: it holds no store of theirs."""
+    return lock_data_dir(parley.data_dir) if isinstance(parley.db, Database) else None
 
 
 def serve_workers(cfg: Config) -> int:
@@ -428,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # every file and directory the server (or its admin CLI) makes is its own (SPEC 13)
     if argv[:1] == ["admin"]:  # python server.py admin [--config F] [--data-dir D] create-user|…|grant-credits|list-users
         return admin(argv[1:])
+    if argv[:1] == ["check-config"]:  # python server.py check-config FILE: the problems of FILE, or FILE: ok
+        return check_main(argv[1:])
+    if argv[:1] == ["backup"]:  # python server.py backup [--config F] [--data-dir D] DEST
+        return backup.main(argv[1:])
     cfg = parse_config(argv)
     setup_logging(cfg)
     if cfg.workers > 1:

@@ -79,11 +79,8 @@ class SmtpMailer:
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
-        if not config.get("host"):
-            raise ValueError("[smtp] needs a host")
-        for key in ("starttls", "use_tls"):
-            if key in config and not isinstance(config[key], bool):
-                raise ValueError(f"[smtp] {key} must be true or false")
+        """`config`: the `[smtp]` table as config.py's schema checked it; ValueError when use_tls and
+        starttls = true are both set."""
         self.starttls: bool | None = config.get("starttls")
         self.use_tls = bool(config.get("use_tls", False))
         if self.use_tls and self.starttls:

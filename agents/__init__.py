@@ -91,20 +91,13 @@ class AgentRegistry:
         `[transcribe]` table (agents/transcribe.py) into the speech-to-text backend, and its
         `[demo]` table into the demo agent's limits (`max_count`, `max_sleep_s`).
 
-        Raises ValueError naming the table at fault (e.g. an agent whose `llm` names no provider).
-        Configuring again replaces providers and agents of the same names.
+        `extra` is as config.py's schema checked it (shapes, types, bounds). Raises ValueError naming
+        the table at fault for what needs more than one table (e.g. an agent whose `llm` names no
+        provider). Configuring again replaces providers and agents of the same names.
         """
-        llm_tables = extra.get("llm", {})
-        if not isinstance(llm_tables, dict):
-            raise ValueError("[llm] must hold tables [llm.NAME]")
-        providers = {name: LLMProvider(LLMConfig.from_table(str(name), table)) for name, table in llm_tables.items()}
+        providers = {name: LLMProvider(LLMConfig.from_table(name, table)) for name, table in extra.get("llm", {}).items()}
         known = {**self.providers, **providers}
-        entries = extra.get("agents", [])
-        if not isinstance(entries, list):
-            raise ValueError("agents must be an array of tables [[agents]]")
-        agents: list[AgentDef] = []
-        for i, entry in enumerate(entries):
-            agents.append(self._agent_from_table(i, entry, known))
+        agents = [self._agent_from_table(i, entry, known) for i, entry in enumerate(extra.get("agents", []))]
         ids = [a.id for a in agents]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -123,78 +116,23 @@ class AgentRegistry:
         for agent in agents:
             self.add(agent)
 
-    def _agent_from_table(self, i: int, entry: Any, providers: dict[str, LLMProvider]) -> AgentDef:
-        """The agent of the `[[agents]]` table number `i` (from 0), checked key by key."""
-        agent_id = _table_id(i, entry)
-        where = f"[[agents]] {agent_id!r}"
-        unknown = sorted(set(entry) - _AGENT_KEYS)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_AGENT_KEYS))})")
+    def _agent_from_table(self, i: int, entry: dict[str, Any], providers: dict[str, LLMProvider]) -> AgentDef:
+        """The agent of the `[[agents]]` table number `i` (from 0)."""
+        agent_id = entry["id"]
+        where = f"[[agents]] #{i + 1} ({agent_id!r})"
         agent_type = entry.get("type", "react")
-        if agent_type not in AGENT_TYPES:
-            raise ValueError(f"{where}: type must be one of {', '.join(AGENT_TYPES)}, not {agent_type!r}")
-        llm = _table_llm(where, entry, agent_type, providers)
-        tools = _table_tools(where, entry)
+        llm = entry.get("llm")
+        if agent_type == "react" and llm is None:
+            raise ValueError(f"{where}: a react agent needs llm = the name of an [llm.NAME] table")
+        if agent_type == "react" and llm not in providers:
+            configured = ", ".join(sorted(providers)) or "none"
+            raise ValueError(f"{where}: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")
+        tools = entry.get("tools", [])
         missing = [t for t in tools if t not in self.tools]
         if missing:  # MCP tools and later built-ins may register after the config is read
             log.warning("%s: tool(s) %s are not (yet) available", where, ", ".join(missing))
-        texts = _table_texts(where, entry, agent_id)
         return AgentDef(
-            id=agent_id, name=texts["name"], type=agent_type, description=texts["description"], llm=llm,
-            tools=tuple(tools), instructions=texts["instructions"], extra=_table_extra(where, entry),
+            id=agent_id, name=entry.get("name", agent_id), type=agent_type, description=entry.get("description", ""),
+            llm=llm, tools=tuple(tools), instructions=entry.get("instructions", ""),
+            extra={"max_steps": entry["max_steps"]} if "max_steps" in entry else {},
         )
-
-
-_AGENT_KEYS = frozenset({"id", "name", "type", "llm", "tools", "instructions", "description", "max_steps"})
-
-
-def _table_id(i: int, entry: Any) -> str:
-    if not isinstance(entry, dict):
-        raise ValueError(f"[[agents]] #{i + 1} must be a table")
-    agent_id = entry.get("id")
-    if not isinstance(agent_id, str) or not agent_id.strip():
-        raise ValueError(f"[[agents]] #{i + 1}: id must be a non-empty string")
-    return agent_id
-
-
-def _table_llm(where: str, entry: dict[str, Any], agent_type: str, providers: dict[str, LLMProvider]) -> str | None:
-    """The agent's provider name: required, and configured, for a react agent."""
-    llm = entry.get("llm")
-    if agent_type == "react":
-        if not isinstance(llm, str) or not llm:
-            raise ValueError(f"{where}: a react agent needs llm = the name of an [llm.NAME] table")
-        if llm not in providers:
-            configured = ", ".join(sorted(providers)) or "none"
-            raise ValueError(f"{where}: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")
-    elif llm is not None and not isinstance(llm, str):
-        raise ValueError(f"{where}: llm must be a string")
-    return llm
-
-
-def _table_tools(where: str, entry: dict[str, Any]) -> list[str]:
-    tools = entry.get("tools", [])
-    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
-        raise ValueError(f"{where}: tools must be a list of tool names")
-    return tools
-
-
-def _table_texts(where: str, entry: dict[str, Any], agent_id: str) -> dict[str, str]:
-    """The agent's name (its id by default), instructions and description."""
-    texts: dict[str, str] = {}
-    for key in ("name", "instructions", "description"):
-        value = entry.get(key, agent_id if key == "name" else "")
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: {key} must be a string")
-        texts[key] = value
-    return texts
-
-
-def _table_extra(where: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """The agent's settings beyond AgentDef's fields: `max_steps`."""
-    extra: dict[str, Any] = {}
-    if "max_steps" in entry:
-        steps = entry["max_steps"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= react.MAX_MAX_STEPS:
-            raise ValueError(f"{where}: max_steps must be a whole number from 1 to {react.MAX_MAX_STEPS}")
-        extra["max_steps"] = steps
-    return extra

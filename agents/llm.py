@@ -93,48 +93,16 @@ class LLMConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_table(cls, name: str, table: Any) -> LLMConfig:
-        """Read an `[llm.NAME]` table; ValueError says what is wrong with it."""
-        where = f"[llm.{name}]"
-        if not isinstance(table, dict):
-            raise ValueError(f"{where} must be a table")
-        known = {"base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s", "total_timeout_s",
-                 "max_retries", "temperature", "max_tokens", "extra_body"}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        base_url, model = table.get("base_url"), table.get("model")
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"{where}: base_url must be an http(s) URL, e.g. http://127.0.0.1:11434/v1")
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"{where}: model must be a non-empty string")
-        key_env = table.get("api_key_env")
-        if key_env is not None and (not isinstance(key_env, str) or not key_env):
-            raise ValueError(f"{where}: api_key_env must name an environment variable")
-        extra_body = table.get("extra_body", {})
-        if not isinstance(extra_body, dict):
-            raise ValueError(f"{where}: extra_body must be a table")
-
-        def number(key: str, default: float, minimum: float) -> float:
-            value = table.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-                raise ValueError(f"{where}: {key} must be a number >= {minimum:g}")
-            return float(value)
-
-        def optional(key: str, minimum: float) -> float | None:
-            return number(key, minimum, minimum) if key in table else None
-
-        timeout_s = number("timeout_s", 60.0, 0.001)
-        max_tokens = optional("max_tokens", 1)
+    def from_table(cls, name: str, table: dict[str, Any]) -> LLMConfig:
+        """An `[llm.NAME]` table, as config.py's schema checked it."""
+        timeout_s = float(table.get("timeout_s", 60.0))
         return cls(
-            name=name, base_url=base_url.rstrip("/"), model=model, api_key_env=key_env,
-            timeout_s=timeout_s,
-            connect_timeout_s=number("connect_timeout_s", min(10.0, timeout_s), 0.001),
-            total_timeout_s=number("total_timeout_s", max(600.0, timeout_s), 0.001),
-            max_retries=int(number("max_retries", 0, 0)),
-            temperature=optional("temperature", 0),
-            max_tokens=int(max_tokens) if max_tokens is not None else None,
-            extra_body=dict(extra_body),
+            name=name, base_url=str(table["base_url"]).rstrip("/"), model=table["model"],
+            api_key_env=table.get("api_key_env"), timeout_s=timeout_s,
+            connect_timeout_s=float(table.get("connect_timeout_s", min(10.0, timeout_s))),
+            total_timeout_s=float(table.get("total_timeout_s", max(600.0, timeout_s))),
+            max_retries=table.get("max_retries", 0), temperature=table.get("temperature"),
+            max_tokens=table.get("max_tokens"), extra_body=dict(table.get("extra_body", {})),
         )
 
     def public(self) -> dict[str, Any]:
@@ -358,22 +326,14 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
 
 
-def provider_table(extra: dict[str, Any], name: str, providers: set[str], known: set[str]) -> dict[str, Any] | None:
-    """The config table `[name]` whose `llm` key names an `[llm.NAME]` provider, checked; None without one.
-
-    Raises ValueError naming what is wrong (not a table, an unknown key, no or an unknown provider).
+def provider_table(extra: dict[str, Any], name: str, providers: set[str]) -> dict[str, Any] | None:
+    """The config table `[name]` (its shape checked by config.py's schema) whose `llm` key names an
+    `[llm.NAME]` provider; None without one. Raises ValueError when that provider is not configured.
     """
     if name not in extra:
         return None
-    table = extra[name]
-    if not isinstance(table, dict):
-        raise ValueError(f'[{name}] must be a table, e.g. [{name}] llm = "local"')
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ValueError(f"[{name}]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    llm = table.get("llm")
-    if not isinstance(llm, str) or not llm:
-        raise ValueError(f"[{name}]: llm must name an [llm.NAME] provider")
+    table: dict[str, Any] = extra[name]
+    llm = table["llm"]
     if llm not in providers:
         configured = ", ".join(sorted(providers)) or "none"
         raise ValueError(f"[{name}]: llm {llm!r} names no configured provider (no [llm.{llm}] table; configured: {configured})")

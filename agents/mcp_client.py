@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,6 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from agents.tools import Tool, ToolEnv, ToolError
 
 log = logging.getLogger("parley.mcp")
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_CALL_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 15.0
 CLOSE_TIMEOUT_S = 10.0
@@ -52,43 +50,18 @@ class McpServerConfig:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
     @classmethod
-    def from_table(cls, i: int, entry: Any) -> McpServerConfig:
-        """One `[[mcp_servers]]` table; ValueError names what is wrong."""
-        if not isinstance(entry, dict):
-            raise ValueError(f"[[mcp_servers]] #{i + 1} must be a table")
-        name = entry.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"[[mcp_servers]] #{i + 1}: name must be 1-64 letters, digits, _ or -")
-        where = f"[[mcp_servers]] {name!r}"
-        known = {"name", "command", "url", "headers", "env", "timeout", "connect_timeout"}
-        unknown = sorted(set(entry) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        command = entry.get("command")
-        url = entry.get("url")
+    def from_table(cls, i: int, entry: dict[str, Any]) -> McpServerConfig:
+        """One `[[mcp_servers]]` table, as config.py's schema checked it; ValueError when it names
+        neither or both of a command and a URL."""
+        name = entry["name"]
+        command, url = entry.get("command"), entry.get("url")
         if (command is None) == (url is None):
-            raise ValueError(f"{where}: give either command = [...] (stdio) or url = \"http://.../mcp\"")
-        if isinstance(command, str):
-            command = [command]
-        if command is not None and (not isinstance(command, list) or not command
-                                    or not all(isinstance(c, str) and c for c in command)):
-            raise ValueError(f"{where}: command must be a non-empty list of strings")
-        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
-            raise ValueError(f"{where}: url must be an http:// or https:// URL")
-        tables: dict[str, dict[str, str]] = {}
-        for key in ("headers", "env"):
-            value = entry.get(key, {})
-            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                raise ValueError(f"{where}: {key} must be a table of strings")
-            tables[key] = dict(value)
-        times: dict[str, float] = {}
-        for key, default in (("timeout", DEFAULT_CALL_TIMEOUT_S), ("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)):
-            value = entry.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
-                raise ValueError(f"{where}: {key} must be a number of seconds from 0 to 3600")
-            times[key] = float(value)
-        return cls(name=name, command=tuple(command or ()), url=url, headers=tables["headers"], env=tables["env"],
-                   timeout_s=times["timeout"], connect_timeout_s=times["connect_timeout"])
+            raise ValueError(f"[[mcp_servers]] #{i + 1} ({name!r}): give either command = [...] (stdio) "
+                             "or url = \"http://.../mcp\"")
+        return cls(name=name, command=tuple([command] if isinstance(command, str) else command or ()), url=url,
+                   headers=dict(entry.get("headers", {})), env=dict(entry.get("env", {})),
+                   timeout_s=float(entry.get("timeout", DEFAULT_CALL_TIMEOUT_S)),
+                   connect_timeout_s=float(entry.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)))
 
 
 def _text_of(content: list[Any]) -> str:
@@ -237,17 +210,15 @@ class McpTools:
         self.registered: list[str] = []
 
     @classmethod
-    async def start(cls, tables: Any, registry: Any) -> McpTools:
+    async def start(cls, tables: list[dict[str, Any]], registry: Any) -> McpTools:
         """Connect to every configured server at once (each bounded by its connect_timeout).
 
-        `registry` is an AgentRegistry (anything with a `tools` dict).  Bad tables and
-        servers that fail are logged and skipped; this never raises for them.
+        `registry` is an AgentRegistry (anything with a `tools` dict); `tables` are as config.py's
+        schema checked them.  A table with neither or both of command and url, and servers that
+        fail, are logged and skipped; this never raises for them.
         """
         self = cls(registry.tools)
         if not tables:
-            return self
-        if not isinstance(tables, list):
-            log.warning("mcp_servers must be an array of tables [[mcp_servers]]; ignored")
             return self
         configs: list[McpServerConfig] = []
         for i, entry in enumerate(tables):

@@ -30,9 +30,9 @@ _LABEL = re.compile(r"^title\s*:\s*", re.IGNORECASE)
 def configured_llm(extra: dict[str, Any], providers: set[str]) -> str | None:
     """The provider named by the config file's `[titles]` table, or None without one.
 
-    Raises ValueError naming what is wrong (not a table, unknown key, no such provider).
+    Raises ValueError when it names no configured provider.
     """
-    table = provider_table(extra, "titles", providers, {"llm"})
+    table = provider_table(extra, "titles", providers)
     return None if table is None else str(table["llm"])
 
 

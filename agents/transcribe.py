@@ -45,22 +45,13 @@ class Transcript:
 def configured(extra: dict[str, Any], providers: set[str]) -> TranscribeConfig | None:
     """The config file's `[transcribe]` table, or None without one.
 
-    Raises ValueError naming what is wrong (not a table, unknown key, no such provider, bad value).
+    Raises ValueError when it names no configured provider (config.py's schema checked the rest).
     """
-    table = provider_table(extra, "transcribe", providers, {"llm", "model", "language", "timeout_s"})
+    table = provider_table(extra, "transcribe", providers)
     if table is None:
         return None
-    llm = str(table["llm"])
-    model = table.get("model", DEFAULT_MODEL)
-    if not isinstance(model, str) or not model:
-        raise ValueError("[transcribe]: model must be a non-empty string, e.g. \"whisper-1\"")
-    language = table.get("language")
-    if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 16):
-        raise ValueError("[transcribe]: language must be a language code such as \"en\"")
-    timeout_s = table.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
-        raise ValueError("[transcribe]: timeout_s must be a number of seconds > 0")
-    return TranscribeConfig(llm, model, language, float(timeout_s))
+    return TranscribeConfig(table["llm"], table.get("model", DEFAULT_MODEL), table.get("language"),
+                            float(table.get("timeout_s", DEFAULT_TIMEOUT_S)))
 
 
 async def transcribe(provider: LLMProvider, config: TranscribeConfig, wav: bytes) -> Transcript:

@@ -136,6 +136,11 @@ class RecentLogs:
         if log is not None:
             self.size -= len(log)
 
+    def last(self, task_id: str) -> Event | None:
+        """The task's last committed event, or None when only the store has its log."""
+        log = self._logs.get(task_id)
+        return log[-1] if log else None
+
     def after(self, task_id: str, cursor: int) -> list[Event] | None:
         """The task's events after `cursor`, or None when only the store has them."""
         log = self._logs.get(task_id)

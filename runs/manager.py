@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,8 @@ __all__ = [
 
 log = logging.getLogger("parley.runs")
 
+ENDED_KEPT = 4096  # rows of ended runs kept for the streams opened right after the end
+
 
 class RunManager(RunReads):
     """The one owner of runs: what starts, wakes and ends them, and the store's side of it
@@ -71,6 +74,7 @@ class RunManager(RunReads):
         self._runners: dict[str, Runner] = {}
         self.runs_started = 0  # on this instance (metrics)
         self.runs_finished: dict[tuple[str, str], int] = {}  # ended by this instance, by (status, reason)
+        self._ended: OrderedDict[str, TaskRow] = OrderedDict()  # rows of runs that ended here lately
         self._tasks: set[asyncio.Future[Any]] = set()
         self.titles = ThreadTitles(db, agents)
         self.catalog = AgentCatalog(db, agents)
@@ -84,14 +88,25 @@ class RunManager(RunReads):
     async def owned_task(self, task_id: str, user_id: str, fresh: bool = True) -> TaskRow:
         """The task if it is the user's (Forbidden otherwise).
 
-        With `fresh=False` a task running in this process is answered from
-        memory: its owner and ids are right, its status may lag a commit.
+        With `fresh=False` a task running in this process, or one that ended in it lately, is
+        answered from memory: its owner and ids are right, its status may lag a commit (an
+        ended task's status is final).
         """
-        runner = None if fresh else self._runners.get(task_id)
-        task = runner.task if runner is not None else await self.get_task(task_id)
+        task = None if fresh else self._in_memory(task_id)
+        if task is None:
+            task = await self.get_task(task_id)
         if task.user_id != user_id:
             raise Forbidden("task belongs to another user")
         return task
+
+    def _in_memory(self, task_id: str) -> TaskRow | None:
+        runner = self._runners.get(task_id)
+        return runner.task if runner is not None else self._ended.get(task_id)
+
+    async def last_event(self, task_id: str) -> Any:
+        """The task's last event; from the in-memory log of recent tasks when it holds the task
+        (every event of it this instance has heard of: a later one reaches its live streams)."""
+        return self.hub.recent.last(task_id) or await super().last_event(task_id)
 
     # -- threads --------------------------------------------------------------
 
@@ -179,6 +194,10 @@ class RunManager(RunReads):
     def _runner_done(self, task_id: str, runner: Runner, fut: asyncio.Future[None]) -> None:
         if self._runners.get(task_id) is runner:
             del self._runners[task_id]
+            if runner.task.terminal:  # its stream, opened after the end, needs no read of the row
+                self._ended[task_id] = runner.task
+                if len(self._ended) > ENDED_KEPT:
+                    self._ended.popitem(last=False)
         if not fut.cancelled() and fut.exception() is not None:
             log.error("runner for task %s failed", task_id, exc_info=fut.exception())
 

@@ -43,8 +43,6 @@ from store import plans as plans_sql
 from store import tasks as tasks_sql
 from store.db import WriteTx, now_ms
 
-PLAN_KEYS = ("runs_per_day", "max_running", "agents", "credits")
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -82,59 +80,24 @@ class PlanConfig:
     @classmethod
     def from_extra(cls, extra: dict[str, Any], tools: Collection[str]) -> PlanConfig:
         """Read `[plans]`, `[plans.NAME]` and `[credits]` of the config file (`tools`: the names
-        `[credits]` may price).  Raises ValueError naming the key at fault."""
-        if "default_plan" in extra:
-            raise ValueError("default_plan: set the default plan as `default` in the [plans] table")
+        `[credits]` may price), as config.py's schema checked them.  Raises ValueError when the
+        default plan or a priced tool does not exist."""
         table = extra.get("plans", {})
-        if not isinstance(table, dict):
-            raise ValueError("plans must be a table: [plans] default = NAME, and one [plans.NAME] table per plan")
         default = table.get("default", FREE.name)
-        if not isinstance(default, str) or not default:
-            raise ValueError("[plans] default must be the name of a plan")
         plans = {FREE.name: FREE}
-        for name, entry in table.items():
-            if name == "default":
-                continue
-            if not isinstance(entry, dict):
-                raise ValueError(f"[plans] {name} = …: a plan is a table [plans.{name}] (the only other key is default)")
-            plans[name] = _plan(name, entry)
+        plans.update({name: _plan(name, entry) for name, entry in table.items() if name != "default"})
         if default not in plans:
             raise ValueError(f"[plans] default = {default!r} names no plan (plans: {', '.join(sorted(plans))})")
-        prices = dict(DEFAULT_PRICES)
         costs = extra.get("credits", {})
-        if not isinstance(costs, dict):
-            raise ValueError("credits must be a table [credits] of tool = cost")
-        for tool, cost in costs.items():
+        for tool in costs:
             if tool not in tools:
                 raise ValueError(f"[credits] {tool}: unknown tool (tools: {', '.join(sorted(tools))})")
-            if not _count(cost):
-                raise ValueError(f"[credits] {tool} must be a whole number of credits, 0 or more")
-            prices[tool] = cost
-        return cls(plans, default, prices)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return cls(plans, default, {**DEFAULT_PRICES, **costs})
 
 
 def _plan(name: str, entry: dict[str, Any]) -> Plan:
-    where = f"[plans.{name}]"
-    unknown = sorted(set(entry) - set(PLAN_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(PLAN_KEYS)})")
-    runs = entry.get("runs_per_day", FREE.runs_per_day)
-    if not _count(runs):
-        raise ValueError(f"{where}: runs_per_day must be a whole number, 0 (unlimited) or more")
-    running = entry.get("max_running", FREE.max_running)
-    if not _count(running):
-        raise ValueError(f"{where}: max_running must be a whole number, 0 (unlimited) or more")
-    agents = entry.get("agents", list(FREE.agents))
-    if not isinstance(agents, list) or not all(isinstance(a, str) and a for a in agents):
-        raise ValueError(f'{where}: agents must be a list of agent ids, or ["*"] for every agent')
-    credits = entry.get("credits", FREE.credits)
-    if not _count(credits):
-        raise ValueError(f"{where}: credits must be a whole number, 0 or more")
-    return Plan(name, runs, running, tuple(agents), credits)
+    return Plan(name, entry.get("runs_per_day", FREE.runs_per_day), entry.get("max_running", FREE.max_running),
+                tuple(entry.get("agents", FREE.agents)), entry.get("credits", FREE.credits))
 
 
 @dataclass(frozen=True)
@@ -174,9 +137,12 @@ class Plans:
 
     # -- run starts (inside the writer transaction of RunManager.start_run) ---------
 
-    def admit(self, tx: WriteTx, user_id: str, agent_id: str) -> Refusal | None:
-        """None when the user's plan allows one more run of `agent_id` today."""
-        plan, _ = self._account(tx, user_id)
+    def plan_of(self, tx: WriteTx, user_id: str) -> Plan:
+        """The user's plan, read once for the start's checks (`admit`, `running_refusal`)."""
+        return self._account(tx, user_id)[0]
+
+    def admit(self, tx: WriteTx, plan: Plan, user_id: str, agent_id: str) -> Refusal | None:
+        """None when the user's `plan` allows one more run of `agent_id` today."""
         if not plan.allows(agent_id):
             return Refusal(f"the {plan.name} plan does not include the agent {agent_id!r}",
                            {"plan": plan.name, "agentId": agent_id})
@@ -188,11 +154,9 @@ class Plans:
                                {"plan": plan.name, "runsPerDay": plan.runs_per_day, "runsToday": today})
         return None
 
-    def running_refusal(self, tx: WriteTx, user_id: str) -> Refusal | None:
+    def running_refusal(self, tx: WriteTx, plan: Plan, user_id: str) -> Refusal | None:
         """None while the user has fewer pending or running runs (parked ones do not count) than
-        the plan's `max_running`; called after `admit` in the same transaction."""
-        row = plans_sql.get_tx(tx, user_id)
-        plan = self.config.plan(row.plan if row else None)
+        the `plan`'s `max_running`; called after `admit` in the same transaction."""
         if not plan.max_running:
             return None
         running = tasks_sql.running_for_user_tx(tx, user_id, plan.max_running)

@@ -50,6 +50,8 @@ class Runner:
         self.park_write: asyncio.Future[TaskRow | None] | None = None  # the committing park, once started
         self._started = False
         self._db = manager.db
+        self._node: str | None = task.current_node
+        self._node_queued = False  # a queued write will store `_node` as it is when it runs
 
     # -- Sink -----------------------------------------------------------
 
@@ -68,12 +70,20 @@ class Runner:
             await self._db.committed()
 
     def set_node(self, node: str | None) -> None:
-        task_id = self.task.id
+        """Store the step the task is at; steps taken before the write runs cost no write of their own."""
+        self._node = node
+        if not self._node_queued:
+            self._node_queued = True
+            self._db.submit(self._write_node)
 
-        def _node(tx: WriteTx) -> None:
-            tasks_sql.update(tx, task_id, current_node=node)
+    def _write_node(self, tx: WriteTx) -> None:
+        self._node_queued = False  # from here on, a new step queues a write of its own
+        tasks_sql.update(tx, self.task.id, current_node=self._node)
 
-        self._db.submit(_node)
+    def _write_running(self, tx: WriteTx) -> None:
+        """The task is running, at the step its agent took before this write ran (if any)."""
+        self._node_queued = False
+        tasks_sql.update_if(tx, self.task.id, ("pending",), status="running", started_at=now_ms(), current_node=self._node)
 
     def correlation_key(self, node: str) -> str:
         return next_park_key(self.task)
@@ -146,8 +156,10 @@ class Runner:
         if replay_of:
             recording = Recording(await self.manager.task_events(replay_of)).advance_past(own_events)
         if self.resume is None:
-            # Queued ahead of the agent's first events, committed with them: no extra wait.
-            self._db.submit(lambda tx: tasks_sql.update_if(tx, task.id, ("pending",), status="running", started_at=now_ms()))
+            # Queued ahead of the agent's first events, committed with them: no extra wait; the
+            # agent's first step is stored with it.
+            self._node_queued = True
+            self._db.submit(self._write_running)
         ctx = RunContext(
             self,
             task_id=task.id,

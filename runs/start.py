@@ -47,8 +47,8 @@ def write_start(tx: WriteTx, req: StartRequest, agent_id: str, task_id: str, tit
     Raises Forbidden, PlanRefused, ThreadBusy, TooManyRunning (see `_admit`) or Invalid
     (an unknown rewind point, a message id the thread has, a task not to be retried).
     """
-    _admit(tx, req, agent_id, title, plans)
-    seq = _store_user_message(tx, req, task_id)
+    new_thread = _admit(tx, req, agent_id, title, plans)
+    seq = _store_user_message(tx, req, task_id, new_thread)
     task = TaskRow(
         id=task_id, thread_id=req.thread_id, user_id=req.user_id, agent_id=agent_id, status="pending",
         created_at=now_ms(), started_at=None, finished_at=None, current_node=None, error=None, parked=None,
@@ -61,29 +61,35 @@ def write_start(tx: WriteTx, req: StartRequest, agent_id: str, task_id: str, tit
     return task
 
 
-def _admit(tx: WriteTx, req: StartRequest, agent_id: str, title: str | None, plans: Plans) -> None:
-    """Make the thread if it is new, then refuse the start if the thread is another user's
+def _admit(tx: WriteTx, req: StartRequest, agent_id: str, title: str | None, plans: Plans) -> bool:
+    """Make the thread if it is new (True), then refuse the start if the thread is another user's
     (Forbidden), the plan does not allow it (PlanRefused), the thread has a live task
     (ThreadBusy) or the user has as many runs going as the plan allows (TooManyRunning)."""
-    thread = threads_sql.ensure(tx, req.thread_id, req.user_id, title)
+    thread, new_thread = threads_sql.ensure(tx, req.thread_id, req.user_id, title)
     if thread.user_id != req.user_id:
         raise Forbidden("thread belongs to another user")
     tasks_sql.serialize_user(tx, req.user_id)  # the counts below hold until this start commits
-    refusal = plans.admit(tx, req.user_id, agent_id)
+    plan = plans.plan_of(tx, req.user_id)
+    refusal = plans.admit(tx, plan, req.user_id, agent_id)
     if refusal is not None:
         raise PlanRefused(refusal.message, refusal.details)
-    live = tasks_sql.live_for_thread_tx(tx, req.thread_id)
+    live = None if new_thread else tasks_sql.live_for_thread_tx(tx, req.thread_id)
     if live is not None:
         raise ThreadBusy(live.id)
-    busy = plans.running_refusal(tx, req.user_id)
+    busy = plans.running_refusal(tx, plan, req.user_id)
     if busy is not None:
         raise TooManyRunning(busy.message, busy.details)
+    return new_thread
 
 
-def _store_user_message(tx: WriteTx, req: StartRequest, task_id: str) -> int:
+def _store_user_message(tx: WriteTx, req: StartRequest, task_id: str, new_thread: bool) -> int:
     """Store the run's user message (a retry's is stored already; a rewind supersedes the
-    messages from its point on) and return its seq: the reply goes right after it."""
+    messages from its point on) and return its seq: the reply goes right after it.  The first
+    message of a thread made by this start is its first (seq 1)."""
     msg_id = req.message["id"]
+    if new_thread and req.retry_of is None and req.rewind_from is None:
+        messages_sql.put(tx, req.thread_id, msg_id, 1, "user", req.message["parts"], task_id, req.message.get("metadata"))
+        return 1
     if req.retry_of is not None:
         claim_retry(tx, req.retry_of, task_id)
         return messages_sql.next_seq(tx, req.thread_id) - 1  # the failed task's user message is stored; the reply goes last

@@ -33,8 +33,9 @@ async def get(conn: aiosqlite.Connection, thread_id: str) -> ThreadRow | None:
     return ThreadRow.from_row(rows[0]) if rows else None
 
 
-def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> ThreadRow:
-    """The thread, created for `user_id` if it does not exist yet (owner = first writer)."""
+def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> tuple[ThreadRow, bool]:
+    """The thread, created for `user_id` if it does not exist yet (owner = first writer), and
+    whether this call created it (then it has no message and no task yet)."""
     row = tx.fetchone(_GET, (thread_id,))
     now = now_ms()
     if row is None:
@@ -42,10 +43,10 @@ def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> Thre
             "INSERT INTO threads (id, user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             (thread_id, user_id, title, now, now),
         )
-        return ThreadRow(thread_id, user_id, title, now, now, None, "message")
+        return ThreadRow(thread_id, user_id, title, now, now, None, "message"), True
     thread = ThreadRow.from_row(row)
     if thread.user_id != user_id:
-        return thread
+        return thread, False
     if thread.deleted_at is not None:  # a deleted thread's id used again: a new conversation, a new title
         tx.execute(
             "UPDATE threads SET updated_at = ?, deleted_at = NULL, title = ?, title_source = 'message' WHERE id = ?",
@@ -53,7 +54,7 @@ def ensure(tx: WriteTx, thread_id: str, user_id: str, title: str | None) -> Thre
         )
     else:
         tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) WHERE id = ?", (now, title, thread_id))
-    return thread
+    return thread, False
 
 
 def create(tx: WriteTx, thread_id: str, user_id: str, title: str | None, title_source: str = "message") -> ThreadRow:

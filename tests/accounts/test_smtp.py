@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from accounts.mail import SmtpMailer
+from config import check_file
 from tests.accounts.conftest import Anon, wire
 from tests.helpers import body
 
@@ -161,14 +162,18 @@ async def test_a_failing_smtp_server_is_a_502_for_every_email(parley, http_serve
         svc.close()
 
 
-@pytest.mark.parametrize("config,message", [
-    ({"starttls": "yes"}, "starttls must be true or false"),
-    ({"use_tls": 1}, "use_tls must be true or false"),
-    ({"use_tls": True, "starttls": True}, "exclude each other"),
+@pytest.mark.parametrize("config,problem", [
+    ({"starttls": "yes"}, '[smtp] starttls: expected true or false, got "yes"'),
+    ({"use_tls": 1}, "[smtp] use_tls: expected true or false, got 1"),
+    ({"port": "25a"}, '[smtp] port: expected an integer from 1 to 65535, got "25a"'),
 ])
-def test_bad_smtp_tables_are_refused(config, message):
-    with pytest.raises(ValueError, match=message):
-        SmtpMailer({"host": "smtp.example.com", **config})
+def test_bad_smtp_tables_are_refused(config, problem):
+    assert check_file({"smtp": {"host": "smtp.example.com", **config}})[1] == [problem]
+
+
+def test_implicit_tls_and_starttls_exclude_each_other():
+    with pytest.raises(ValueError, match="exclude each other"):
+        SmtpMailer({"host": "smtp.example.com", "use_tls": True, "starttls": True})
 
 
 def test_default_ports():

@@ -15,6 +15,7 @@ import pytest
 from agents import AgentRegistry
 from agents.mcp_client import McpServerConfig, McpTools
 from agents.tools import ToolEnv, ToolError
+from config import check_file
 
 SAMPLE = str(Path(__file__).with_name("mcp_sample_server.py"))
 ENV = ToolEnv(user_id="alice", task_id="t", thread_id="th")
@@ -107,7 +108,6 @@ async def test_bad_servers_are_skipped(caplog):
         {"name": "silent", "command": [sys.executable, "-c", "import time; time.sleep(30)"], "connect_timeout": 1},
         {"name": "nowhere", "url": f"http://127.0.0.1:{free_port()}/mcp", "connect_timeout": 3},
         {"name": "neither"},
-        "not a table",
         stdio_table(),
     ]
     t0 = time.monotonic()
@@ -127,11 +127,17 @@ async def test_bad_servers_are_skipped(caplog):
 def test_config_tables():
     cfg = McpServerConfig.from_table(0, {"name": "t", "command": ["x", "-y"], "timeout": 5})
     assert cfg.command == ("x", "-y") and cfg.timeout_s == 5.0 and cfg.url is None
-    for bad in ({"name": "t"}, {"name": "t", "command": ["x"], "url": "http://h/mcp"}, {"name": "a.b", "command": ["x"]},
-                {"name": "t", "url": "ftp://x"}, {"name": "t", "command": []}, {"name": "t", "command": ["x"], "nope": 1},
-                {"name": "t", "command": ["x"], "timeout": 0}, {"name": "t", "url": "http://h/mcp", "headers": {"a": 1}}):
-        with pytest.raises(ValueError):
-            McpServerConfig.from_table(0, bad)
+    for neither_or_both in ({"name": "t"}, {"name": "t", "command": ["x"], "url": "http://h/mcp"}):
+        with pytest.raises(ValueError, match="give either command"):
+            McpServerConfig.from_table(0, neither_or_both)
+    for bad, problem in (({"name": "a.b", "command": ["x"]}, 'name: expected 1-64 letters, digits, _ or -, got "a.b"'),
+                         ({"name": "t", "url": "ftp://x"}, "url: expected an http(s) URL"),
+                         ({"name": "t", "command": []}, "command: expected an array (not empty), each a non-empty string, got an array"),
+                         ({"name": "t", "command": ["x"], "nope": 1}, "nope: unknown key"),
+                         ({"name": "t", "command": ["x"], "timeout": 0}, "timeout: expected a number of seconds, above 0"),
+                         ({"name": "t", "url": "http://h/mcp", "headers": {"a": 1}}, "headers.a: expected a string, got 1")):
+        problems = check_file({"mcp_servers": [bad]})[1]
+        assert len(problems) == 1 and problems[0].startswith(f"[[mcp_servers]] #1 {problem}"), problems
 
 
 async def test_run_uses_an_mcp_tool_end_to_end(parley, alice):

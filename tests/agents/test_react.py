@@ -10,6 +10,7 @@ import pytest
 from agents import AgentDef, AgentRegistry
 from agents.react import history_messages, tool_schemas
 from agents.tools import BUILTIN_TOOLS
+from config import check_file
 from server import Config, Parley
 from tests.agents import fake_openai as fo
 from tests.helpers import INTERNAL_KEY, text_of
@@ -442,10 +443,12 @@ def test_configure_rejects_an_agent_without_a_provider():
     registry = AgentRegistry()
     with pytest.raises(ValueError, match=r"llm 'nope' names no configured provider"):
         registry.configure({"agents": [{"id": "a", "type": "react", "llm": "nope"}]})
-    with pytest.raises(ValueError, match=r"base_url"):
-        registry.configure({"llm": {"x": {"model": "m"}}})
-    with pytest.raises(ValueError, match=r"type must be one of"):
-        registry.configure({"agents": [{"id": "a", "type": "graph"}]})
+    assert check_file({"llm": {"x": {"model": "m"}}})[1] == [
+        "[llm.x] base_url: missing (expected an http(s) URL such as https://host.example)"]
+    assert check_file({"agents": [{"id": "a", "type": "graph"}]})[1] == [
+        '[[agents]] #1 type: expected one of react, demo, got "graph"']
+    with pytest.raises(ValueError, match=r"a react agent needs llm"):
+        registry.configure({"agents": [{"id": "a"}]})
     assert [a.id for a in registry.all()] == ["demo"]  # nothing half-configured
 
 

@@ -11,6 +11,7 @@ import pytest
 from agents import AgentRegistry
 from agents import titles as titles_module
 from agents.titles import SYSTEM_PROMPT, clean_title
+from config import check_file
 from server import Config, serve
 from store import Conflict, Database
 from store import threads as threads_sql
@@ -191,12 +192,10 @@ async def test_an_unknown_titles_provider_fails_at_start(tmp_path, capsys):
 def test_configure_checks_the_titles_table():
     registry = AgentRegistry()
     local = {"local": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}
-    with pytest.raises(ValueError, match=r"\[titles\] must be a table"):
-        registry.configure({"llm": local, "titles": "local"})
-    with pytest.raises(ValueError, match=r"\[titles\]: unknown key\(s\) model"):
-        registry.configure({"llm": local, "titles": {"llm": "local", "model": "m"}})
-    with pytest.raises(ValueError, match=r"\[titles\]: llm must name"):
-        registry.configure({"llm": local, "titles": {}})
+    assert check_file({"llm": local, "titles": "local"})[1] == ['titles: expected a table, got "local"']
+    assert check_file({"llm": local, "titles": {"llm": "local", "model": "m"}})[1] == [
+        "[titles] model: unknown key (known: llm)"]
+    assert check_file({"llm": local, "titles": {}})[1] == ["[titles] llm: missing (expected a non-empty string)"]
     with pytest.raises(ValueError, match=r"configured: none"):
         registry.configure({"titles": {"llm": "local"}})
     assert registry.providers == {} and registry.title_model() is None  # nothing half-configured
@@ -227,7 +226,7 @@ async def test_set_llm_title_replaces_only_a_message_title(tmp_path):
     await db.open()
     try:
         await db.write(lambda tx: threads_sql.create(tx, "given", "u", "Mine", "given"))
-        await db.write(lambda tx: threads_sql.ensure(tx, "made", "u", "from the message"))
+        await db.write(lambda tx: threads_sql.ensure(tx, "made", "u", "from the message")[0])
         assert not await db.write(lambda tx: threads_sql.set_llm_title(tx, "given", "X"))
         assert await db.write(lambda tx: threads_sql.set_llm_title(tx, "made", "Named"))
         assert not await db.write(lambda tx: threads_sql.set_llm_title(tx, "made", "Again"))

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from config import check_file
 from runs import plans as plans_module
 from runs.plans import DEFAULT_PRICES, FREE, PlanConfig
 from server import Config, Parley
@@ -280,20 +281,26 @@ async def test_grant_never_goes_below_zero(parley):
 
 @pytest.mark.parametrize("extra, fault", [
     ({"plans": {"default": "gold"}}, "names no plan"),
-    ({"plans": {"pro": {"runs_per_dya": 3}}}, "unknown key(s) runs_per_dya"),
-    ({"plans": {"pro": {"runs_per_day": -1}}}, "runs_per_day"),
-    ({"plans": {"pro": {"credits": True}}}, "credits"),
-    ({"plans": {"pro": {"agents": "demo"}}}, "agents"),
-    ({"plans": {"pro": 3}}, "a plan is a table"),
-    ({"plans": "pro"}, "plans must be a table"),
     ({"credits": {"draw": 1}}, "[credits] draw: unknown tool"),
-    ({"credits": {"generate_image": 1.5}}, "[credits] generate_image"),
-    ({"default_plan": "pro"}, "[plans] table"),
 ])
 def test_bad_plan_config_fails_at_start(tmp_path, extra, fault):
     with pytest.raises(ValueError) as info:
         Parley(Config(data_dir=tmp_path / "data", extra=extra))
     assert fault in str(info.value)
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ({"plans": {"pro": {"runs_per_dya": 3}}}, "[plans.pro] runs_per_dya: unknown key; did you mean runs_per_day?"),
+    ({"plans": {"pro": {"runs_per_day": -1}}}, "[plans.pro] runs_per_day: expected an integer, at least 0, got -1"),
+    ({"plans": {"pro": {"credits": True}}}, "[plans.pro] credits: expected an integer, at least 0, got true"),
+    ({"plans": {"pro": {"agents": "demo"}}}, '[plans.pro] agents: expected an array, each a non-empty string, got "demo"'),
+    ({"plans": {"pro": 3}}, "[plans] pro: expected a table, got 3"),
+    ({"plans": "pro"}, 'plans: expected a table, got "pro"'),
+    ({"credits": {"generate_image": 1.5}}, "[credits] generate_image: expected an integer, at least 0, got 1.5"),
+    ({"default_plan": "pro"}, "default_plan: no longer read: set the default plan as `default` in the [plans] table"),
+])
+def test_the_shape_of_plans_is_checked_by_the_schema(extra, problem):
+    assert check_file(extra)[1] == [problem]
 
 
 def test_plan_config_reading():

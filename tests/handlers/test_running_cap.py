@@ -7,7 +7,8 @@ import copy
 
 import pytest
 
-from runs.plans import FREE, PlanConfig
+from config import check_file
+from runs.plans import FREE
 from server import Config
 from tests.helpers import INTERNAL_KEY, Client, body
 
@@ -121,5 +122,5 @@ async def test_the_limit_is_a_plan_setting(parley, alice, bob):
 
 @pytest.mark.parametrize("value", [-1, "10", 1.5, True])
 def test_max_running_must_be_a_whole_number(value):
-    with pytest.raises(ValueError, match="max_running must be a whole number"):
-        PlanConfig.from_extra({"plans": {"pro": {"max_running": value}}}, set())
+    problems = check_file({"plans": {"pro": {"max_running": value}}})[1]
+    assert len(problems) == 1 and problems[0].startswith("[plans.pro] max_running: expected an integer, at least 0"), problems

@@ -40,6 +40,27 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: flo
         time.sleep(interval)
 
 
+def server_command(data_dir: Path, *, demo_delay_ms: float = 5, drain_timeout: float = 5, dev: bool = True,
+                   extra: list[str] | None = None) -> list[str]:
+    """The command line of a test server on a free port (`--port 0`) with the internal key `KEY`."""
+    return [
+        sys.executable, str(ROOT / "server.py"),
+        "--host", "127.0.0.1", "--port", "0",
+        "--data-dir", str(data_dir),
+        "--internal-key", KEY,
+        "--demo-delay-ms", str(demo_delay_ms),
+        "--drain-timeout", str(drain_timeout),
+        "--keepalive-s", "60",
+        *(["--dev"] if dev else []),
+        *(extra or []),
+    ]
+
+
+def server_env() -> dict[str, str]:
+    """This environment without the PARLEY_ settings of whoever runs the tests."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+
+
 @dataclass
 class Response:
     status: int
@@ -58,20 +79,9 @@ class Server:
                  dev: bool = True, extra: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
-        cmd = [
-            sys.executable, str(ROOT / "server.py"),
-            "--host", "127.0.0.1", "--port", "0",
-            "--data-dir", str(data_dir),
-            "--internal-key", KEY,
-            "--demo-delay-ms", str(demo_delay_ms),
-            "--drain-timeout", str(drain_timeout),
-            "--keepalive-s", "60",
-            *(["--dev"] if dev else []),
-            *(extra or []),
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+        cmd = server_command(data_dir, demo_delay_ms=demo_delay_ms, drain_timeout=drain_timeout, dev=dev, extra=extra)
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._log)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=self._log)
         self.port = 0
         self.base = ""
         self._stdout: list[str] = []

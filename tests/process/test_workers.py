@@ -223,14 +223,14 @@ def test_a_worker_that_fails_to_start_stops_the_instance(pg_url, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=30, env=_env())
     assert proc.returncode == 2, proc.stderr
     assert "open http://" not in proc.stdout
-    assert "max_count must be a whole number" in proc.stderr
+    assert "parley.toml: [demo] max_count: expected an integer, at least 0, got -1" in proc.stderr
 
 
 def test_workers_with_sqlite_are_refused(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "server.py"), "--port", "0", "--data-dir", str(tmp_path / "d"),
                            "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=30, env=_env())
     assert proc.returncode == 2
-    assert "--workers needs the PostgreSQL store (--store postgresql://…)" in proc.stderr
+    assert "--workers: more than one needs the PostgreSQL store (--store postgresql://…)" in proc.stderr
     assert proc.stdout == "" and not (tmp_path / "d").exists()
 
 

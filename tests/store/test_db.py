@@ -8,14 +8,6 @@ from store import Database
 from store import events as events_sql
 
 
-@pytest.fixture
-def db(io_loop, tmp_path):
-    database = Database(tmp_path / "p.db")
-    io_loop.run_sync(database.open)
-    yield database
-    io_loop.run_sync(database.close)
-
-
 async def test_wal_and_synchronous_full(db):
     async def pragma(name):
         async with db._writer_conn.execute(f"PRAGMA {name}") as cur:

@@ -10,6 +10,7 @@ import wave
 import pytest
 
 from agents import AgentRegistry
+from config import check_file
 from server import Config, serve
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake, refused_url  # noqa: F401  (fixtures)
@@ -230,16 +231,15 @@ async def test_an_unknown_transcribe_provider_fails_at_start(tmp_path, capsys):
 def test_configure_checks_the_transcribe_table():
     registry = AgentRegistry()
     local = {"local": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}
-    for table, message in [
-        ("local", r"\[transcribe\] must be a table"),
-        ({"llm": "local", "modle": "x"}, r"\[transcribe\]: unknown key\(s\) modle"),
-        ({}, r"\[transcribe\]: llm must name"),
-        ({"llm": "local", "model": ""}, r"model must be a non-empty string"),
-        ({"llm": "local", "timeout_s": 0}, r"timeout_s must be"),
-        ({"llm": "local", "language": 5}, r"language must be"),
+    for table, problem in [
+        ("local", 'transcribe: expected a table, got "local"'),
+        ({"llm": "local", "modle": "x"}, "[transcribe] modle: unknown key; did you mean model?"),
+        ({}, "[transcribe] llm: missing (expected a non-empty string)"),
+        ({"llm": "local", "model": ""}, '[transcribe] model: expected a non-empty string, got ""'),
+        ({"llm": "local", "timeout_s": 0}, "[transcribe] timeout_s: expected a number of seconds, above 0, got 0"),
+        ({"llm": "local", "language": 5}, '[transcribe] language: expected a language code such as "en", got 5'),
     ]:
-        with pytest.raises(ValueError, match=message):
-            registry.configure({"llm": local, "transcribe": table})
+        assert check_file({"llm": local, "transcribe": table})[1] == [problem]
     with pytest.raises(ValueError, match=r"configured: none"):
         registry.configure({"transcribe": {"llm": "local"}})
     assert registry.providers == {} and registry.transcription is None  # nothing half-configured

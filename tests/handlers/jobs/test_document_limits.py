@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents import knowledge
+from config import check_file
 from handlers.jobs import documents
 from server import Config
 from tests.handlers.jobs.test_documents import assert_error, make_pdf, upload, upload_ok
@@ -139,13 +140,14 @@ async def test_concurrent_uploads_cannot_both_slip_under_the_quota(alice):
 
 
 @pytest.mark.parametrize("table, message", [
-    ({"quota_mb": 0}, "quota_mb"), ({"quota_mb": "big"}, "quota_mb"), ({"uploads_per_minute": 0}, "uploads_per_minute"),
-    ({"extract_timeout_s": 11}, "extract_timeout_s"), ({"extract_timeout_s": 0}, "extract_timeout_s"),
-    ({"quota": 5}, "unknown key"),
+    ({"quota_mb": 0}, "quota_mb: expected a number, above 0, got 0"), ({"quota_mb": "big"}, "quota_mb"),
+    ({"uploads_per_minute": 0}, "uploads_per_minute: expected an integer, at least 1"),
+    ({"extract_timeout_s": 11}, "extract_timeout_s: expected a number of seconds, above 0 and at most 10, got 11"),
+    ({"extract_timeout_s": 0}, "extract_timeout_s"), ({"quota": 5}, "quota: unknown key; did you mean quota_mb?"),
 ])
 def test_the_documents_table_is_checked(table, message):
-    with pytest.raises(ValueError, match=message):
-        knowledge.DocumentLimits.from_extra({"documents": table})
+    problems = check_file({"documents": table})[1]
+    assert len(problems) == 1 and problems[0].startswith(f"[documents] {message}"), problems
 
 
 def test_the_defaults():
