@@ -32,10 +32,6 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
     def cumulative(self) -> list[tuple[str, int]]:
         """The buckets as Prometheus has them: (`le`, observations <= le), the last one `+Inf`."""
         out: list[tuple[str, int]] = []
