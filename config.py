@@ -56,6 +56,7 @@ class Config:
     port: int = field(default=8090, metadata={"help": "port to listen on (0: any free port)"})
     data_dir: Path = field(default=Path("./data"), metadata={"help": "directory holding everything the server owns"})
     internal_key: str | None = field(default=None, metadata={"help": "key for X-Internal-Key (server to server); unset: refused"})
+    metrics_token: str | None = field(default=None, metadata={"help": "token that GET /metrics takes as `Authorization: Bearer TOKEN` (the internal key is taken too); neither set: no /metrics"})
     jwks: list[str] = field(default_factory=list, metadata={"help": "JWKS https:// URL or local file to trust for Bearer JWTs (repeatable; no redirects, 256 KB at most)"})
     jwt_audience: str = field(default="authenticated", metadata={"help": "required JWT `aud`"})
     jwt_issuer: str | None = field(default=None, metadata={"help": "required JWT `iss` of external tokens (checked exactly when set)"})

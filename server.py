@@ -13,11 +13,9 @@ import re
 import signal
 import socket
 import sys
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
@@ -37,6 +35,8 @@ from handlers import base as base_handlers
 from handlers.agent_api.attachments import transcribe_limit
 from handlers.jobs.documents import document_settings
 from handlers.jobs.jobs import job_limits
+from handlers.metrics import Metrics, MetricSources, RouteTemplates, method_label
+from handlers.metrics import default_handlers as metrics_handlers
 from handlers.streaming import StreamSlots
 from parley import VERSION, program
 from runs.files import Files
@@ -45,6 +45,8 @@ from runs.manager import RunManager
 from runs.plans import PlanConfig
 from store import Database, make_store
 from store.lock import DataDirInUse, DataDirLock, lock_data_dir
+from telemetry import logs
+from telemetry.counters import RequestCounts
 from workers import Supervisor, WorkerSlot
 
 STREAM_GRACE_S = 5.0
@@ -66,15 +68,22 @@ _EXPECTED_5XX = frozenset({501, 502, 503})
 
 
 class RequestLog:
-    """One structured line per request: method, path, status, duration, client address, user, trace id."""
+    """One structured line per request: method, path, status, duration, client address, user, trace id;
+    and the request counted for /metrics under its route template (`routes`), never its path."""
 
-    def __init__(self, fmt: str, trusted_proxies: tuple[base_handlers.ProxyNetwork, ...] = ()) -> None:
+    def __init__(self, fmt: str, trusted_proxies: tuple[base_handlers.ProxyNetwork, ...] = (),
+                 counts: RequestCounts | None = None, routes: RouteTemplates | None = None) -> None:
         self.fmt = fmt
         self.trusted_proxies = trusted_proxies
         self.logger = logging.getLogger("parley.access")
+        self.counts = counts
+        self.routes = routes
 
     def __call__(self, handler: web.RequestHandler) -> None:
         status = handler.get_status()
+        if self.counts is not None and self.routes is not None:
+            self.counts.count(self.routes.of(handler), method_label(handler.request.method), status,
+                              handler.request.request_time())
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 or status in _EXPECTED_5XX else logging.ERROR
         if not self.logger.isEnabledFor(level):
             return
@@ -90,11 +99,13 @@ class RequestLog:
             "user": identity.user_id if identity is not None else None,
             "trace_id": getattr(handler, "trace_id", None),
         }
-        if self.fmt == "json":
-            self.logger.log(level, orjson.dumps({"ts": time.time(), "level": logging.getLevelName(level).lower(), **record}).decode())
+        line = "%s %s %s %.1fms"
+        args = (record["status"], record["method"], record["path"], record["duration_ms"])
+        if self.fmt == "json":  # the fields go into the record's JSON object (telemetry/logs.py)
+            self.logger.log(level, line, *args, extra={"fields": record})
         else:
             extra = "".join(f" {k}={record[k]}" for k in ("ip", "user", "trace_id") if record[k])
-            self.logger.log(level, "%s %s %s %.1fms%s", record["status"], record["method"], record["path"], record["duration_ms"], extra)
+            self.logger.log(level, line + "%s", *args, extra)
 
 
 class NoDelayHTTPServer(HTTPServer):
@@ -122,6 +133,7 @@ class Parley:
         self.db = make_store(config.store, self.data_dir)
         self.hub = EventHub()
         self.streams = StreamSlots(config.max_streams_per_user)
+        self.requests = RequestCounts()
         self.agents = AgentRegistry()
         self.agents.configure(config.extra)  # [llm.*] and [[agents]]: a bad table fails here
         self.agents.tools["knowledge_search"] = knowledge.make_tool(self.db, self.data_dir)
@@ -131,6 +143,7 @@ class Parley:
         self.runs = RunManager(self.db, self.hub, self.agents, demo_delay_ms=config.demo_delay_ms, plans=plans,
                                lease_s=config.lease_s)
         self.files = Files(self.db, self.data_dir)
+        self.metrics = Metrics(MetricSources(self.runs, self.db, self.streams, self.requests, self.agents.providers, VERSION))
         self.auth: Authenticator | None = None
         self.url_signer: UrlSigner | None = None
         self.mcp_tools: McpTools | None = None
@@ -280,6 +293,7 @@ def make_app(parley: Parley) -> web.Application:
         *agent_api.default_handlers,
         *openapi.default_handlers,
         *page.default_handlers,
+        *(metrics_handlers if cfg.metrics_token or cfg.internal_key else []),  # else 404: nothing could get in
     ]
     return web.Application(
         handlers,
@@ -303,19 +317,19 @@ def make_app(parley: Parley) -> web.Application:
         url_signer=parley.url_signer,
         transcribe_limit=transcribe_limit(parley.windows),
         keepalive_s=cfg.keepalive_s,
-        log_function=RequestLog(cfg.log_format, parley.trusted_proxies),
+        metrics=parley.metrics,
+        metrics_token=cfg.metrics_token,
+        log_function=RequestLog(cfg.log_format, parley.trusted_proxies, parley.requests, RouteTemplates(handlers)),
         compress_response=False,
         xsrf_cookies=False,
     )
 
 
 def setup_logging(cfg: Config) -> None:
-    process = " [%(process)d]" if cfg.workers > 1 else ""  # which worker said it
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-        format="%(message)s" if cfg.log_format == "json" else f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Every record to stderr, as text lines or one JSON object each (`--log-format json`); with
+    `--workers` each names its process.  Forked workers keep what the supervisor installed."""
+    logs.install(getattr(logging, cfg.log_level.upper(), logging.INFO), json=cfg.log_format == "json",
+                 pid=cfg.workers > 1)
 
 
 def bind_listeners(cfg: Config, port: int | None = None, reuse_port: bool = False) -> list[socket.socket]:

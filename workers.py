@@ -28,7 +28,6 @@ import signal
 import socket
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -126,7 +125,7 @@ class Supervisor:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
-            traceback.print_exc()
+            log.exception("worker %d failed", slot.index)  # one record (one JSON object with --log-format json)
         finally:
             logging.shutdown()
             sys.stdout.flush()

@@ -28,13 +28,15 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
 
 from agents.context import AgentError
+from telemetry.counters import LLM_SECONDS, Histogram
 
 log = logging.getLogger("parley.llm")
 
@@ -114,6 +116,8 @@ class LLMProvider:
         self.config = config
         self._client: openai.AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self.calls: dict[str, int] = {}  # model calls by outcome (metrics)
+        self.call_seconds = Histogram(LLM_SECONDS)
 
     @property
     def name(self) -> str:
@@ -154,31 +158,51 @@ class LLMProvider:
             with contextlib.suppress(Exception):
                 await client.close()
 
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """Count the model call made inside: its outcome (`ok`; the AgentError's reason; `cancelled` when
+        the caller stopped it, e.g. the run was stopped) and its duration."""
+        started = time.monotonic()
+        outcome = "cancelled"
+        try:
+            yield
+            outcome = "ok"
+        except AgentError as exc:
+            outcome = exc.reason
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self.calls[outcome] = self.calls.get(outcome, 0) + 1
+            self.call_seconds.observe(time.monotonic() - started)
+
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncGenerator[LLMEvent, None]:
         """Stream one model call.  Use it under `contextlib.aclosing` so that an early exit closes the response."""
-        deadline = asyncio.get_running_loop().time() + self.config.total_timeout_s
-        client = self._client_for_loop()
-        response = await self._open(client, self._request(messages, tools), deadline)
-        finished = False
-        try:
-            iterator = response.__aiter__()
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                for event in _chunk_events(chunk):
-                    if isinstance(event, Finish):
-                        finished = True
-                    yield event
-        except Exception as exc:
-            raise self._broken_off(exc) from None
-        finally:
-            with contextlib.suppress(Exception):
-                await response.close()
-        if not finished:
-            raise self._lost("the stream ended without a finish reason")
+        with self.counted():
+            deadline = asyncio.get_running_loop().time() + self.config.total_timeout_s
+            client = self._client_for_loop()
+            response = await self._open(client, self._request(messages, tools), deadline)
+            finished = False
+            try:
+                iterator = response.__aiter__()
+                while True:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            chunk = await anext(iterator)
+                    except StopAsyncIteration:
+                        break
+                    for event in _chunk_events(chunk):
+                        if isinstance(event, Finish):
+                            finished = True
+                        yield event
+            except Exception as exc:
+                raise self._broken_off(exc) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await response.close()
+            if not finished:
+                raise self._lost("the stream ended without a finish reason")
 
     def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
         """The arguments of a streamed chat completion: the configured ones beside the messages and tools."""

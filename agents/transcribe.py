@@ -56,6 +56,11 @@ def configured(extra: dict[str, Any], providers: set[str]) -> TranscribeConfig |
 
 async def transcribe(provider: LLMProvider, config: TranscribeConfig, wav: bytes) -> Transcript:
     """The text of a WAV recording, from the provider's transcription endpoint (AgentError on failure)."""
+    with provider.counted():
+        return await _transcribe(provider, config, wav)
+
+
+async def _transcribe(provider: LLMProvider, config: TranscribeConfig, wav: bytes) -> Transcript:
     client = provider.client()
     where = f"The transcription backend {provider.name!r}"
     try:

@@ -72,10 +72,14 @@ class Authenticator:
             return self.verify_internal(internal_key, user_id)
         raise AuthError("missing credentials")
 
+    def internal_key_matches(self, key: str) -> bool:
+        """Whether `key` is the internal key (compared in constant time); False when none is configured."""
+        return self._internal_key is not None and hmac.compare_digest(key.encode(), self._internal_key)
+
     def verify_internal(self, key: str, user_id: str | None) -> Identity:
         if self._internal_key is None:
             raise AuthError("the internal key is not enabled on this server")
-        if not hmac.compare_digest(key.encode(), self._internal_key):
+        if not self.internal_key_matches(key):
             raise AuthError("invalid internal key")
         if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
             raise AuthError("X-User-Id is required with X-Internal-Key")

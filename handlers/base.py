@@ -26,6 +26,7 @@ from runs.manager import (
     TooManyRunning,
 )
 from store.tasks import TaskRow
+from telemetry import context
 
 MAX_JSON_BODY = 1024 * 1024
 LINGER_MAX_BODY = 64 * 1024 * 1024  # larger declared bodies are refused at once
@@ -189,6 +190,8 @@ class APIHandler(web.RequestHandler):
         m = _TRACEPARENT.match(tp)
         if m:
             self.trace_id = m.group(1)
+            # This request's own asyncio task, and the runs it starts: what they log carries the trace id.
+            context.trace_id.set(self.trace_id)
         if self.request.method == "OPTIONS":
             return
         if self.starts_runs and self.runs.draining:

@@ -14,13 +14,18 @@ from tornado.routing import PathMatches, Rule
 
 from handlers import accounts, agent_api, app, jobs, mcp, native
 from handlers.base import APIHandler
-from handlers.schema import response
+from handlers.schema import error_responses, response
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"internalKey": [], "userId": []}]
 
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     **native.OPENAPI, **app.OPENAPI, **agent_api.OPENAPI, **jobs.OPENAPI, **mcp.OPENAPI, **accounts.OPENAPI,
     "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": response("OpenAPI 3.1")}}},
+    # handlers/metrics.py; served only with --metrics-token (the Bearer token here) or --internal-key (no user needed)
+    "/metrics": {"get": {"summary": "Prometheus metrics (text format, or OpenMetrics when the Accept header asks for it)",
+                         "security": [{"bearer": []}, {"internalKey": []}],
+                         "responses": {"200": response("the metrics", {"type": "string"}, "text/plain"),
+                                       **error_responses(401)}}},
 }
 
 COMPONENTS: dict[str, Any] = {
@@ -71,9 +76,14 @@ def route_paths(app: web.Application) -> list[str]:
         target = rule.target
         if not isinstance(matcher, PathMatches) or not (isinstance(target, type) and issubclass(target, APIHandler)):
             continue
-        pattern = matcher.regex.pattern.rstrip("$")
-        out.append(_openapi_path(pattern, OPERATIONS))
+        out.append(openapi_path(matcher.regex.pattern))
     return out
+
+
+def openapi_path(pattern: str) -> str:
+    """A route's URL pattern as this document names it: `/api/jobs/([^/]{1,128})/trace` -> `/api/jobs/{jobId}/trace`
+    (a group of a route it does not describe: `{param}`)."""
+    return _openapi_path(pattern.rstrip("$"), OPERATIONS)
 
 
 def _openapi_path(pattern: str, known: dict[str, Any]) -> str:

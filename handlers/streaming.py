@@ -20,38 +20,43 @@ CURSOR_PARAMETERS: list[dict[str, object]] = [
     {"name": name, "in": where, "schema": {"type": "string"}}
     for name, where in [("Last-Event-ID", "header"), *((n, "query") for n in CURSOR_QUERY_NAMES)]
 ]
+# The surfaces that stream (their `surface`): each is counted in /metrics from the start, at 0.
+STREAM_SURFACES = ("native", "app", "agent_api", "jobs")
 _KEEPALIVE_FRAMES = [KEEPALIVE]
 _RETRY_FRAMES = [RETRY]
 
 
 class StreamSlots:
-    """Open streams: a cap per user, and a wake-up when the last one ends (drain)."""
+    """Open streams: a cap per user, a count per surface (metrics), and a wake-up when the last one ends (drain)."""
 
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
         self._open: dict[str, int] = {}
         self._total = 0
+        self.by_surface: dict[str, int] = dict.fromkeys(STREAM_SURFACES, 0)
         self._idle: asyncio.Event | None = None
 
     @property
     def total(self) -> int:
         return self._total
 
-    def acquire(self, user_id: str) -> bool:
+    def acquire(self, user_id: str, surface: str) -> bool:
         held = self._open.get(user_id, 0)
         if held >= self.per_user:
             return False
         self._open[user_id] = held + 1
         self._total += 1
+        self.by_surface[surface] = self.by_surface.get(surface, 0) + 1
         return True
 
-    def release(self, user_id: str) -> None:
+    def release(self, user_id: str, surface: str) -> None:
         held = self._open.get(user_id, 0) - 1
         if held > 0:
             self._open[user_id] = held
         else:
             self._open.pop(user_id, None)
         self._total -= 1
+        self.by_surface[surface] -= 1
         if self._total == 0 and self._idle is not None:
             self._idle.set()
 
@@ -78,7 +83,7 @@ class EventStreamHandler(APIHandler):
     """
 
     _sub: Subscription | None = None
-    _slot = False
+    _slot: str | None = None  # the surface whose stream slot this request holds
 
     @property
     def slots(self) -> StreamSlots:
@@ -126,10 +131,14 @@ class EventStreamHandler(APIHandler):
 
     def open_stream(self) -> None:
         """Take a stream slot (429 when the user holds too many) and send the headers' values."""
-        if not self.slots.acquire(self.user_id):
-            raise ApiError(429, "too many open streams for this user", "RATE_LIMITED", retry_after=5)
-        self._slot = True
+        self.take_slot()
         self.stream_headers()
+
+    def take_slot(self) -> None:
+        """Take a stream slot of the user's (429 when the user holds too many)."""
+        if not self.slots.acquire(self.user_id, self.surface):
+            raise ApiError(429, "too many open streams for this user", "RATE_LIMITED", retry_after=5)
+        self._slot = self.surface  # released in on_finish / on_connection_close
 
     def keep(self, sub: Subscription) -> None:
         self._sub = sub
@@ -186,9 +195,9 @@ class EventStreamHandler(APIHandler):
             self.finish()
 
     def _release(self) -> None:
-        if self._slot:
-            self._slot = False
-            self.slots.release(self.user_id)
+        if self._slot is not None:
+            surface, self._slot = self._slot, None
+            self.slots.release(self.user_id, surface)
 
     def on_connection_close(self) -> None:
         if self._sub is not None:

@@ -72,6 +72,8 @@ class RunManager(RunReads):
         self.demo_delay_s = demo_delay_ms / 1000.0
         self.draining = False
         self._runners: dict[str, Runner] = {}
+        self.runs_started = 0  # on this instance (metrics)
+        self.runs_finished: dict[tuple[str, str], int] = {}  # ended by this instance, by (status, reason)
         self._ended: OrderedDict[str, TaskRow] = OrderedDict()  # rows of runs that ended here lately
         self._tasks: set[asyncio.Future[Any]] = set()
         self.titles = ThreadTitles(db, agents)
@@ -177,6 +179,7 @@ class RunManager(RunReads):
         except Conflict as exc:  # the unique index refused a second live task
             live = await self.db.read(lambda c: tasks_sql.live_for_thread(c, req.thread_id))
             raise ThreadBusy(live.id if live else "") from exc
+        self.runs_started += 1
         self._spawn(task, agent, None, req.message)
         return task
 
@@ -229,6 +232,8 @@ class RunManager(RunReads):
             ended = await self._write_end(task, status, reason, message, parts, only_if)
         if ended:  # a runner's row answers reads from memory (owned_task): it is over from now on
             task.status = status
+            key = (status, "" if status == "completed" else reason)
+            self.runs_finished[key] = self.runs_finished.get(key, 0) + 1
         if ended and status == "completed" and not self.draining:
             self.titles.name_after(task, parts or [])
         return ended

@@ -27,6 +27,10 @@ class RunReads:
             raise NotFound(f"task {task_id} not found")
         return task
 
+    async def parked_count(self) -> int:
+        """How many tasks are parked, waiting for a signal (all of the store's: they belong to no instance)."""
+        return await self.db.read(lambda c: tasks_sql.count_with_status(c, "parked"))
+
     async def agent_tasks(self, agent_id: str, user_id: str, status: str | None) -> list[TaskRow]:
         return await self.db.read(lambda c: tasks_sql.for_agent(c, agent_id, user_id, status))
 

@@ -23,6 +23,7 @@ from store import WriteTx
 from store import tasks as tasks_sql
 from store.db import now_ms
 from store.tasks import TaskRow
+from telemetry import context
 
 if TYPE_CHECKING:
     from runs.manager import RunManager
@@ -101,6 +102,7 @@ class Runner:
         with its terminal event, which frees the thread's lock."""
         task = self.task
         self._started = True
+        context.task_id.set(task.id)  # this runner's own asyncio task: whatever the run logs names it
         end: tuple[str, str, str]
         try:
             if self.abort_as is not None:

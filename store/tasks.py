@@ -109,6 +109,11 @@ async def with_status(conn: aiosqlite.Connection, statuses: tuple[str, ...]) -> 
     return [TaskRow.from_row(r) for r in rows]
 
 
+async def count_with_status(conn: aiosqlite.Connection, status: str) -> int:
+    rows = await conn.execute_fetchall("SELECT COUNT(*) FROM tasks WHERE status = ?", (status,))
+    return int(next(iter(rows))[0])
+
+
 def update(tx: WriteTx, task_id: str, **values: Any) -> None:
     sets = ", ".join(f"{k} = ?" for k in values)
     tx.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [*(_encode(k, v) for k, v in values.items()), task_id])

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from store.events import Event
+from telemetry.counters import COMMIT_BATCH_WRITES, COMMIT_SECONDS, Histogram
 
 log = logging.getLogger("parley.store")
 T = TypeVar("T")
@@ -53,6 +54,8 @@ class GroupCommitStore:
         self.on_gap: Callable[[], None] = lambda: None  # events may have been missed: catch up from the log
         self.commits = 0
         self.events_written = 0
+        self.commit_sizes = Histogram(COMMIT_BATCH_WRITES)  # writes (events and jobs) per commit
+        self.commit_seconds = Histogram(COMMIT_SECONDS)  # from taking the batch to its COMMIT's return
 
     # -- what a store provides ----------------------------------------------
 
@@ -165,6 +168,7 @@ class GroupCommitStore:
                 _release(waiters)
 
     async def _commit_batch(self, batch: list[Event | Job]) -> None:
+        started = time.perf_counter()
         try:
             try:
                 published, results = await self._run_batch(batch)
@@ -183,6 +187,8 @@ class GroupCommitStore:
             raise
         self.commits += 1
         self.events_written += len(published)
+        self.commit_sizes.observe(len(batch))
+        self.commit_seconds.observe(time.perf_counter() - started)
         if published and self.publishes_at_commit:
             try:
                 self.on_commit(published)

@@ -42,11 +42,6 @@ class AppAgentHandler(APIHandler):
 class AppAgentStreamHandler(EventStreamHandler, AppAgentHandler):
     """Writes a task's whole run in the AI SDK framing, from `start` to `data: [DONE]`."""
 
-    def take_slot(self) -> None:
-        if not self.slots.acquire(self.user_id):
-            raise ApiError(429, "too many open streams for this user", retry_after=5)
-        self._slot = True  # released in on_finish / on_connection_close
-
     async def stream_run(self, task_id: str) -> None:
         self.stream_headers()
         self.set_header(*AI_SDK_HEADER)

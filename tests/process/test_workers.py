@@ -112,9 +112,10 @@ def start_workers(start_server, pg_url, tmp_path):
     killed with it (its supervisor stopped first, so that it replaces none of them)."""
     servers: list[Server] = []
 
-    def start(n: int = 2, **options) -> Server:
+    def start(n: int = 2, extra: tuple[str, ...] = (), **options) -> Server:
         server = start_server(tmp_path / f"data-{len(servers)}", demo_delay_ms=20,
-                              extra=["--store", pg_url, "--lease-s", str(LEASE_S), "--workers", str(n)], **options)
+                              extra=["--store", pg_url, "--lease-s", str(LEASE_S), "--workers", str(n), *extra],
+                              **options)
         servers.append(server)
         return server
 
@@ -190,6 +191,20 @@ def test_sigterm_drains_every_worker(start_workers, pinned):
         reader.wait_ended(5)
         assert reader.terminal.event == "done" and len(reader.deltas) == 80  # each run finished
     assert gone(first) and gone(second)
+
+
+def test_json_logs_of_the_supervisor_and_every_worker_name_their_process(start_workers, pinned):
+    server = start_workers(2, extra=("--log-format", "json"))
+    first, second = workers_of(server)
+    for worker, thread in ((first, "j1"), (second, "j2")):
+        server.wait_status(start_on(pinned(server, worker, [first, second]), thread, "hello"), ("completed",))
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(20) == 0, server.log_tail()
+    records = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.strip()]
+    assert all(isinstance(r["pid"], int) for r in records)
+    access = {r["pid"] for r in records if r["logger"] == "parley.access" and r.get("path") == "/task"}
+    assert access == {first, second}
+    assert any(r["pid"] == server.proc.pid and r["logger"] == "parley.workers" for r in records)
 
 
 def test_a_second_signal_stops_the_workers_at_once(start_workers):
