@@ -1,6 +1,8 @@
-"""The oldest openai that setup.cfg admits runs every test that talks to the fake OpenAI server.
+"""What setup.cfg promises about the dependencies holds.
 
-The bound is read from setup.cfg's install_requires, so raising it there tests the new one.
+constraints.txt pins every package that the runtime and test requirements need, and nothing else.
+
+The oldest openai that setup.cfg admits runs every test that talks to the fake OpenAI server: the bound is read from setup.cfg's install_requires, so raising it there tests the new one.
 That release goes into .venv/lower-bounds/openai-X/ with `pip install --no-deps --target`,
 together with those of its own requirements that .venv does not meet (openai 1.x wants httpx,
 where .venv's newer openai has httpx2); the directory is kept, so a rerun needs no registry.
@@ -26,14 +28,52 @@ ROOT = Path(__file__).parents[1]
 CACHE = ROOT / ".venv" / "lower-bounds"
 
 
-def lower_bound(name: str) -> str:
-    """The `>=` version of `name` in setup.cfg's install_requires."""
+def requirements(section: str, key: str) -> list[Requirement]:
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    for line in cfg["options"]["install_requires"].splitlines():
-        if line.strip() and canonicalize_name(Requirement(line).name) == name:
-            return next(s.version for s in Requirement(line).specifier if s.operator == ">=")
+    return [Requirement(line) for line in cfg[section][key].splitlines() if line.strip()]
+
+
+def lower_bound(name: str) -> str:
+    """The `>=` version of `name` in setup.cfg's install_requires."""
+    for req in requirements("options", "install_requires"):
+        if canonicalize_name(req.name) == name:
+            return next(s.version for s in req.specifier if s.operator == ">=")
     raise LookupError(f"{name} is not in setup.cfg's install_requires")
+
+
+def needed(roots: list[Requirement]) -> dict[str, str]:
+    """Every package the requirements need on this interpreter, transitively, extras included: name -> version."""
+    found: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    todo = [(req, "") for req in roots]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        dist = metadata.distribution(name)
+        found[name] = dist.version
+        for wanted in ["", *sorted(req.extras)]:
+            if (name, wanted) not in seen:
+                seen.add((name, wanted))
+                todo.extend((Requirement(text), wanted) for text in dist.requires or [])
+    return found
+
+
+def test_constraints_pin_exactly_what_the_requirements_need():
+    """constraints.txt (written by `make constraints`, used by make's install step) names every runtime
+    and test package with the version installed here, and no package that nothing requires."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            assert [s.operator for s in req.specifier] == ["=="], line
+            pins[canonicalize_name(req.name)] = next(iter(req.specifier)).version
+    wanted = needed(requirements("options", "install_requires") + requirements("options.extras_require", "test"))
+    assert sorted(set(wanted) - set(pins)) == [], "not pinned: run make constraints"
+    assert sorted(set(pins) - set(wanted)) == [], "pinned but not required: run make constraints in a .venv made by make"
+    assert {name: pins[name] for name in wanted if pins[name] != wanted[name]} == {}, "pinned != installed"
 
 
 def unmet(target: Path) -> list[str]:
