@@ -11,13 +11,23 @@ PG_INITDB = $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
 
-.PHONY: run test bench check clean postgresql
+.PHONY: run test bench check clean postgresql constraints
 
-$(STAMP): setup.cfg
+# constraints.txt holds the version of every runtime and test package that the tests passed with.
+$(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+# After changing a requirement in setup.cfg (or, with ARGS=--upgrade, to take the newest releases
+# it allows): install what setup.cfg asks for into .venv, write .venv's versions to constraints.txt,
+# then run the tests and commit both files.  .venv must hold nothing installed by hand.
+constraints:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(ARGS) -e '.[test]'
+	{ echo "# The versions the tests passed with (make constraints writes this file; make installs with it)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

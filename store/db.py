@@ -1,15 +1,19 @@
 """The SQLite store: connections, PRAGMAs, migrations, and how a batch of the single writer commits.
 
 The queue and the writer task with group commit are store/writer.py's; here
-every write goes through one connection, and the whole batch is one call
-into that connection's thread.  Readers have their own connections (WAL).
+every write goes through one plain `sqlite3` connection that lives in a thread
+of its own (as store/postgres.py's writer does), and the whole batch is one
+call into that thread.  Readers are aiosqlite connections of their own (WAL).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from importlib.resources.abc import Traversable
 from itertools import cycle
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,8 +82,9 @@ class Database(GroupCommitStore):
         super().__init__()
         self.path = path
         self._reader_count = readers
-        self._writer_conn: aiosqlite.Connection | None = None
-        self._sync_conn: sqlite3.Connection | None = None
+        self._writer_conn: sqlite3.Connection | None = None  # used only in _thread
+        # The writer's connection lives in this one thread: a batch is one hop into it.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-sqlite-writer")
         self._readers: list[aiosqlite.Connection] = []
         self._reader_cycle: Any = None
         self._next_id = 0
@@ -88,23 +93,30 @@ class Database(GroupCommitStore):
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(str(self.path), isolation_level=None)
-        for pragma in _PRAGMAS:
-            await conn.execute(pragma)
-        # FULL: the WAL is synced at every commit, so a published event
-        # survives power loss; group commit keeps that to one sync per batch.
-        await conn.execute("PRAGMA synchronous = FULL")
-        self._writer_conn = conn
-        self._sync_conn = conn._conn  # used only inside the connection's own thread
-        await self._migrate(conn)
-        self._next_id = await events_sql.max_id(conn)
+        self._writer_conn = await self._in_writer_thread(self._connect_writer)
         for _ in range(self._reader_count):
             r = await aiosqlite.connect(str(self.path), isolation_level=None)
             await r.execute("PRAGMA busy_timeout = 5000")
             await r.execute("PRAGMA query_only = ON")
             self._readers.append(r)
         self._reader_cycle = cycle(self._readers)
+        self._next_id = await events_sql.max_id(self._readers[0])
         self._start_writer()
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """Runs in the writer's thread: the writer connection, its PRAGMAs, the migrations."""
+        conn = sqlite3.connect(str(self.path), isolation_level=None)
+        try:
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+            # FULL: the WAL is synced at every commit, so a published event
+            # survives power loss; group commit keeps that to one sync per batch.
+            conn.execute("PRAGMA synchronous = FULL")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     async def close(self) -> None:
         """Commit everything queued, then close every connection."""
@@ -114,36 +126,12 @@ class Database(GroupCommitStore):
             await r.close()
         self._readers.clear()
         if self._writer_conn is not None:
-            await self._writer_conn.close()
+            await self._in_writer_thread(self._writer_conn.close)
             self._writer_conn = None
+        self._thread.shutdown(wait=True)
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-        )
-        async with conn.execute("SELECT version FROM schema_migrations") as cur:
-            done = {row[0] for row in await cur.fetchall()}
-        files = sorted(
-            (f for f in resources.files("store").joinpath("migrations").iterdir() if f.name.endswith(".sql")),
-            key=lambda f: f.name,
-        )
-        for f in files:
-            version = int(f.name.split("_", 1)[0])
-            if version in done:
-                continue
-            log.info("applying migration %s", f.name)
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _split_sql(f.read_text()):
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, f.name, now_ms()),
-                )
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
+    async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     # -- writing ----------------------------------------------------------
 
@@ -159,12 +147,11 @@ class Database(GroupCommitStore):
     async def _run_batch(self, batch: list[Event | Job]) -> BatchResults:
         # The whole batch is one call into the connection's thread: a round
         # trip per statement would cap the writer at a few hundred runs/s.
-        assert self._writer_conn is not None
-        return await in_connection_thread(self._writer_conn, self._commit_sync, batch)
+        return await self._in_writer_thread(self._commit_sync, batch)
 
     def _commit_sync(self, batch: list[Event | Job]) -> BatchResults:
         """Runs in the writer's thread: one transaction for the whole batch, a savepoint per job."""
-        conn = self._sync_conn
+        conn = self._writer_conn
         assert conn is not None
         published: list[Event] = []
         results: list[tuple[Any, Any, Exception | None]] = []
@@ -218,20 +205,54 @@ class Database(GroupCommitStore):
         return await fn(conn)
 
 
-async def in_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """Run `fn(*args)` in the aiosqlite connection's own thread (where its sqlite3 connection lives).
+def migrate(conn: sqlite3.Connection, directory: Traversable | None = None) -> None:
+    """Apply the numbered migrations of `directory` (store/migrations/) not applied yet, each in
+    its own transaction; in the writer's thread."""
+    directory = directory or resources.files("store").joinpath("migrations")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    files = sorted(
+        (f for f in directory.iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    for f in files:
+        version = int(f.name.split("_", 1)[0])
+        if version in done:
+            continue
+        log.info("applying migration %s", f.name)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in split_sql(f.read_text()):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, f.name, now_ms()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
-    aiosqlite runs every call this way; its `_execute` is the one entry
-    point for a function of ours.  tests/store/test_db.py pins it.
-    """
-    result: T = await conn._execute(fn, *args)
-    return result
 
+def split_sql(script: str) -> list[str]:
+    """A migration's statements, each whole.
 
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements (no triggers with inner semicolons here)."""
-    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    A `;` ends a statement only where SQLite calls the statement complete, so one inside a
+    string, a comment or a CREATE TRIGGER's BEGIN ... END body does not split it.  (The file
+    runs inside a transaction of ours, which `executescript` would commit first.)"""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece
+        if sqlite3.complete_statement(pending + ";"):
+            statements.append(pending.strip())
+            pending = ""
+        else:
+            pending += ";"
+    statements.append(pending.strip())  # a last statement without its `;`
+    return [s for s in statements if not all(not ln.strip() or ln.strip().startswith("--") for ln in s.splitlines())]
 
 
 def dumps(value: Any) -> str:

@@ -141,7 +141,7 @@ class PostgresDatabase(GroupCommitStore):
         self._pool: AsyncConnectionPool[Any] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
-        # The writer's connection lives in this one thread, as SQLite's lives in aiosqlite's.
+        # The writer's connection lives in this one thread, as SQLite's writer connection lives in its own.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-pg-writer")
         self._last_id = 0
         self._seen = 0  # the last event id the bus delivered

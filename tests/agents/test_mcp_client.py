@@ -175,3 +175,57 @@ async def test_parley_tools_over_mcp_include_proxied_ones(parley, http_server_cl
     finally:
         await mcp.close()
     await asyncio.sleep(0)
+
+
+# A server in a fresh interpreter (this one has imported the SDK long ago): it serves a request
+# that is not /mcp, then a whole MCP exchange at /mcp, and prints whether the SDK was imported.
+SERVE_AND_ASK = r"""
+import asyncio, json, sys
+from pathlib import Path
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from server import Config, Parley
+
+async def main():
+    parley = Parley(Config(data_dir=Path(sys.argv[1]), internal_key="k", demo_delay_ms=0, extra=json.loads(sys.argv[2])))
+    server = HTTPServer(await parley.open())
+    sockets = bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    head = {"X-Internal-Key": "k", "X-User-Id": "alice", "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream"}
+    http = AsyncHTTPClient()
+    out = {"tools": sorted(t for t in parley.agents.tools if t.startswith("sample.")),
+           "health": (await http.fetch(url + "/health")).code, "sdk_after_health": "mcp" in sys.modules}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    resp = await http.fetch(url + "/mcp", method="POST", headers=head, body=json.dumps(init))
+    head["Mcp-Session-Id"] = resp.headers["Mcp-Session-Id"]
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "calculator", "arguments": {"expression": "6*7"}}}
+    result = json.loads((await http.fetch(url + "/mcp", method="POST", headers=head, body=json.dumps(call))).body)
+    out.update(calculated=result["result"]["structuredContent"]["result"], sdk_after_mcp="mcp" in sys.modules)
+    server.stop()
+    await parley.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def serve_and_ask(tmp_path, extra):
+    root = Path(__file__).parents[2]
+    proc = subprocess.run([sys.executable, "-c", SERVE_AND_ASK, str(tmp_path / "data"), json.dumps(extra)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_the_sdk_is_imported_only_when_a_server_is_configured(tmp_path):
+    """The SDK (and the web framework it pulls in) is not imported by a server without [[mcp_servers]],
+    not even when /mcp is used: Parley's own MCP endpoint does not need it."""
+    plain = serve_and_ask(tmp_path, {})
+    assert plain == {"tools": [], "health": 200, "sdk_after_health": False, "calculated": 42, "sdk_after_mcp": False}
+    configured = serve_and_ask(tmp_path, {"mcp_servers": [stdio_table()]})
+    assert configured["tools"] == ["sample.add", "sample.fail", "sample.shout"]
+    assert configured["sdk_after_health"] and configured["calculated"] == 42

@@ -1,6 +1,24 @@
 import json
 
-from handlers.openapi import OPERATIONS, route_paths
+from openapi_spec_validator import OpenAPIV31SpecValidator
+
+from handlers.openapi import OPERATIONS, document, route_paths
+from server import make_app
+
+
+def spec_errors(doc):
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in OpenAPIV31SpecValidator(doc).iter_errors()]
+
+
+async def test_the_document_is_valid_openapi_3_1(parley, http_server_client):
+    """openapi-spec-validator: the OpenAPI 3.1 schema, path parameters declared, every $ref resolved;
+    the document served, and the one of --dev (which serves more routes)."""
+    served = json.loads((await http_server_client.fetch("/openapi.json")).body)
+    assert not spec_errors(served), "\n".join(spec_errors(served))
+    parley.config.dev = True
+    dev = document(make_app(parley), "dev")
+    assert set(dev["paths"]) > set(served["paths"])
+    assert not spec_errors(dev), "\n".join(spec_errors(dev))
 
 
 async def test_every_route_is_documented(parley, http_server_client):

@@ -1,17 +1,18 @@
 """The store: migrations, group commit, event ids that only grow."""
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from store import Database
 from store import events as events_sql
+from store.db import migrate, split_sql
 
 
 async def test_wal_and_synchronous_full(db):
     async def pragma(name):
-        async with db._writer_conn.execute(f"PRAGMA {name}") as cur:
-            return (await cur.fetchone())[0]
+        return await db.write(lambda tx: tx.fetchone(f"PRAGMA {name}")[0])
 
     assert (await pragma("journal_mode")).lower() == "wal"
     assert await pragma("synchronous") == 2  # FULL
@@ -112,9 +113,6 @@ async def test_concurrent_writers_are_serialised(db):
 
 async def test_reads_see_every_commit_under_interleaving(db):
     """Reads take one trip each: a reader never answers from an old snapshot."""
-    from store.db import in_connection_thread
-
-    assert callable(in_connection_thread)
     for i in range(200):
         db.append("task-4", "thread-4", "text.delta", {"partId": "p", "delta": str(i)})
         if i % 20 == 19:
@@ -123,7 +121,34 @@ async def test_reads_see_every_commit_under_interleaving(db):
             assert {len(c) for c in counts} == {i + 1}
 
 
-def test_aiosqlite_still_offers_its_thread_entry_point():
-    import aiosqlite
+def test_a_migration_with_a_trigger_runs_whole(tmp_path):
+    """A `;` inside a trigger body, a string or a comment does not end a statement (sqlite3.complete_statement)."""
+    (tmp_path / "0001_counts.sql").write_text("""
+-- a table; its trigger counts the inserts
+CREATE TABLE items (name TEXT NOT NULL);
+CREATE TABLE counts (n INTEGER NOT NULL);
+INSERT INTO counts VALUES (0);
+CREATE TRIGGER items_counted AFTER INSERT ON items
+BEGIN
+    UPDATE counts SET n = n + 1;
+    UPDATE counts SET n = n + 0;  -- two statements in one body
+END;
+/* a block comment; with a semicolon */
+INSERT INTO items VALUES ('semi;colon'), ('-- not a comment')
+""")
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    migrate(conn, tmp_path)
+    migrate(conn, tmp_path)  # applied once
+    assert conn.execute("SELECT n FROM counts").fetchone() == (2,)
+    assert [r[0] for r in conn.execute("SELECT name FROM items ORDER BY rowid")] == ["semi;colon", "-- not a comment"]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == [("items_counted",)]
+    conn.execute("INSERT INTO items VALUES ('x')")
+    assert conn.execute("SELECT n FROM counts").fetchone() == (3,)
 
-    assert hasattr(aiosqlite.Connection, "_execute"), "store.db.in_connection_thread relies on it"
+
+def test_split_sql_keeps_statements_whole():
+    script = "CREATE TABLE a (x);\n-- only a comment;\nCREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; SELECT 2; END;\n-- end\n"
+    assert split_sql(script) == [
+        "CREATE TABLE a (x)",
+        "-- only a comment;\nCREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; SELECT 2; END",  # its `;` is the comment's
+    ]
