@@ -22,12 +22,13 @@ $(STAMP): setup.cfg constraints.txt
 
 # After changing a requirement in setup.cfg (or, with ARGS=--upgrade, to take the newest releases
 # it allows): install what setup.cfg asks for into .venv, write .venv's versions to constraints.txt,
-# then run the tests and commit both files.  .venv must hold nothing installed by hand.
+# then run the tests and commit both files.  .venv must hold nothing installed by hand.  (--all: setuptools
+# and wheel are test requirements, the wheel-building tests need them; pip itself is not pinned.)
 constraints:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(ARGS) -e '.[test]'
 	{ echo "# The versions the tests passed with (make constraints writes this file; make installs with it)."; \
-	  $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip=='; } > constraints.txt
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
