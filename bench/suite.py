@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import os
 import statistics
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from bench.client import Connection, HTTPError, Response, SSEReader
+from bench.flood import Flood
 from bench.procs import AUTH, HOST, JSON_HEADERS, ServerProcess, Servers
 from bench.results import Metric, Target
 
@@ -37,12 +39,14 @@ class Sizes:
     repeats: int = 3            # throughput and replay: median of this many
     first_chunk_iters: int = 500
     idle_streams: int = 10_000
-    health_probes: int = 200
+    health_probes: int = 200    # idle and fairness: sequential /health round trips
+    fairness_streams: int = 100  # runs streaming flat out while a newcomer is timed
+    fairness_iters: int = 100   # the newcomer's POST + first chunk, sequential
 
 
 FULL = Sizes()
 QUICK = Sizes(warmup_s=0.3, duration_s=1.5, events=5_000, readers=20, repeats=1,
-              first_chunk_iters=100, idle_streams=2_000, health_probes=100)
+              first_chunk_iters=100, idle_streams=2_000, health_probes=100, fairness_iters=20)
 
 
 @dataclass
@@ -568,6 +572,71 @@ async def bench_replay(ctx: Ctx) -> list[Metric]:
     )]
 
 
+# -- fairness under load ---------------------------------------------------------------------
+
+FAIR_WARMUP = 3  # the newcomer's first iterations open its code paths in this process: not counted
+
+
+async def fairness_scenario(server: ServerProcess, sz: Sizes, tag: str, stream_path: str | None = None) -> dict[str, Any]:
+    """`sz.fairness_streams` runs of `/count N` streaming at once (Flood: each client starts its next
+    run when its stream ends), and meanwhile, sequentially, a newcomer's POST + first chunk and
+    /health round trips.  `stream_path`: the baseline's stream (None: Parley's /stream/:id)."""
+    n = sz.events
+    health_conn = await Connection.open(HOST, server.port)
+    try:
+        async with Flood(server.port, sz.fairness_streams, f"/count {n}", stream_path or "/stream/{task_id}", n) as flood:
+            load_avg = os.getloadavg()[0]
+            flood.mark()
+            t0, s0 = time.perf_counter(), server.cpu_seconds()
+            first, posts = await first_chunk_series(server.port, sz.fairness_iters + FAIR_WARMUP, stream_path is None, tag)
+            health = await health_latency(health_conn, sz.health_probes)
+            elapsed = time.perf_counter() - t0
+            server_cpu = (server.cpu_seconds() - s0) / elapsed
+            load = await flood.finish()
+    finally:
+        health_conn.close()
+    first, posts = first[FAIR_WARMUP:], posts[FAIR_WARMUP:]
+    ms = 1000.0
+    return {
+        "first_p50_ms": pct(first, 50) * ms, "first_max_ms": max(first) * ms, "post_p50_ms": pct(posts, 50) * ms,
+        "health_p50_ms": pct(health, 50) * ms, "health_max_ms": max(health) * ms,
+        "window_s": elapsed, "server_cpu": round(server_cpu, 3), "load_avg_1m": load_avg, "load": load,
+    }
+
+
+async def bench_fairness(ctx: Ctx) -> list[Metric]:
+    """While 100 runs stream flat out: a newcomer's POST → first chunk, and /health round trips."""
+    sz = ctx.sizes
+    n, streams = sz.events, sz.fairness_streams
+    p = await fairness_scenario(ctx.parley, sz, ctx.tag)
+    per = max(1, round(p["load"]["chunks_per_frame"] or 1))
+    b = await fairness_scenario(ctx.baseline, sz, ctx.tag, f"/stream?n={n}&per={per}&prefix=3")
+    pl, bl = p["load"], b["load"]
+    error = "; ".join(f"{who}'s load: {x['failures']} streams failed ({x['first_failures'][0]})"
+                      for who, x in (("Parley", pl), ("baseline", bl)) if x["failures"])
+    under = f"{streams} runs streaming"
+    note = (f"{streams} clients in a load process of their own, each POSTing `/count {n}` and reading its stream to `done`, "
+            f"then the next; meanwhile, sequentially, {sz.fairness_iters} newcomer iterations (after {FAIR_WARMUP} not counted: "
+            f"POST `hi` then GET /stream at once, timed from before the POST; the POST alone p50 {p['post_p50_ms']:.1f} ms, "
+            f"baseline {b['post_p50_ms']:.1f} ms), then {sz.health_probes} /health round trips on a connection opened before; "
+            f"baseline = the same load on bare Tornado, its streams in frames of {per} chunks (Parley's average under this load); "
+            f"1-min load average {p['load_avg_1m']:.2f} (Parley) / {b['load_avg_1m']:.2f} (baseline) as the window began; "
+            f"server CPU cores busy: Parley {p['server_cpu']:.2f}, baseline {b['server_cpu']:.2f}")
+    detail = {"parley": p, "baseline": b, "mirrored_chunks_per_frame": per}
+    return [
+        Metric("fairness", f"newcomer POST to first chunk p50 ({under})", "ms", p["first_p50_ms"], b["first_p50_ms"],
+               Target("max", 50.0), note=note, error=error, detail=detail),
+        Metric("fairness", f"newcomer POST to first chunk max ({under})", "ms", p["first_max_ms"], b["first_max_ms"],
+               Target("max", 150.0)),
+        Metric("fairness", f"/health p50 ({under})", "ms", p["health_p50_ms"], b["health_p50_ms"]),
+        Metric("fairness", f"/health max ({under})", "ms", p["health_max_ms"], b["health_max_ms"], Target("max", 20.0)),
+        Metric("fairness", f"text-deltas/s streamed meanwhile ({under})", "ev/s", pl["deltas_per_s"], bl["deltas_per_s"],
+               note=f"all {streams} load streams together, over the measured window ({p['window_s']:.1f} s Parley, "
+                    f"{b['window_s']:.1f} s baseline); runs of the load read to `done` in it: Parley {pl['runs_done']}, "
+                    f"baseline {bl['runs_done']}"),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Ctx], Awaitable[list[Metric]]]] = {
     "starts": bench_starts,
     "short-runs": bench_short_runs,
@@ -575,6 +644,7 @@ BENCHMARKS: dict[str, Callable[[Ctx], Awaitable[list[Metric]]]] = {
     "first-chunk": bench_first_chunk,
     "idle": bench_idle,
     "replay": bench_replay,
+    "fairness": bench_fairness,
 }
 
 
