@@ -5,8 +5,9 @@
     make bench ARGS="throughput idle --json"
 
 Modules: `__main__` (command line, table/JSON), `suite` (the benchmarks:
-starts, short-runs, throughput, first-chunk, idle, replay), `client` (the
-asyncio HTTP/1.1 + SSE load client), `procs` (server subprocesses),
+starts, short-runs, throughput, first-chunk, idle, replay, fairness), `client` (the
+asyncio HTTP/1.1 + SSE load client), `flood` (a standing load of many streaming runs in
+a process of its own), `procs` (server subprocesses),
 `baseline` (the bare Tornado app), `results` (rows, targets, the table).
 Method, baselines and caveats: bench/README.md.
 """

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import os
 import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
 
 from bench.client import Connection, HTTPError, Response, SSEReader
+from bench.flood import Flood
 from bench.procs import AUTH, HOST, JSON_HEADERS, ServerProcess, Servers
 from bench.results import Metric, Target
 
@@ -37,12 +40,14 @@ class Sizes:
     repeats: int = 3            # throughput and replay: median of this many
     first_chunk_iters: int = 500
     idle_streams: int = 10_000
-    health_probes: int = 200
+    health_probes: int = 200    # idle and fairness: sequential /health round trips
+    fairness_streams: int = 100  # runs streaming flat out while a newcomer is timed
+    fairness_iters: int = 100   # the newcomer's POST + first chunk, sequential
 
 
 FULL = Sizes()
 QUICK = Sizes(warmup_s=0.3, duration_s=1.5, events=5_000, readers=20, repeats=1,
-              first_chunk_iters=100, idle_streams=2_000, health_probes=100)
+              first_chunk_iters=100, idle_streams=2_000, health_probes=100, fairness_iters=20)
 
 
 @dataclass
@@ -568,6 +573,103 @@ async def bench_replay(ctx: Ctx) -> list[Metric]:
     )]
 
 
+# -- fairness under load ---------------------------------------------------------------------
+
+FAIR_WARMUP = 3  # the newcomer's first iterations open its code paths in this process: not counted
+
+
+async def newcomer_series(port: int, iters: int, stream_path: str | None, tag: str) -> tuple[list[float], list[float]]:
+    """POST `hi`, then at once GET its stream on a connection opened before the POST, dropped at
+    the first `data:` frame (a newcomer need not wait for its run to end, and under load that takes
+    a second); seconds from before the POST to that frame, and to the POST's answer."""
+    loop = asyncio.get_running_loop()
+    post_conn = await Connection.open(HOST, port)
+    first: list[float] = []
+    posts: list[float] = []
+    try:
+        for i in range(iters):
+            stream_conn = await Connection.open(HOST, port)
+            try:
+                got: asyncio.Future[Any] = loop.create_future()
+                r = SSEReader(on_first_data=partial(got.set_result, None))  # once: the reader's first frame
+                t0 = time.perf_counter()
+                task_id = await start_task(post_conn, f"nc-{tag}-{i}", "hi")
+                posts.append(time.perf_counter() - t0)
+                fut = stream_conn.send("GET", stream_path or f"/stream/{task_id}", AUTH, on_body=r.feed)
+                fut.add_done_callback(_swallow)
+                await asyncio.wait([got, fut], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+                if not r.t_first_data:
+                    status = fut.result().status if fut.done() and not fut.exception() else "?"
+                    raise RuntimeError(f"newcomer stream {i} had no data frame (status {status})")
+                first.append(r.t_first_data - t0)
+            finally:
+                stream_conn.abort()
+    finally:
+        post_conn.close()
+    return first, posts
+
+
+async def fairness_scenario(server: ServerProcess, sz: Sizes, tag: str) -> dict[str, Any]:
+    """`sz.fairness_streams` runs of `/count N` streaming at once (Flood: each client starts its next
+    run when its stream ends), and meanwhile, sequentially, a newcomer's POST + first chunk and
+    /health round trips."""
+    n = sz.events
+    async with Flood(server.port, sz.fairness_streams, f"/count {n}", "/stream/{task_id}", n) as flood:
+        # Opened before the newcomer's turn, not before the load: an idle keep-alive connection is closed after a while.
+        health_conn = await Connection.open(HOST, server.port)
+        try:
+            load_avg = os.getloadavg()[0]
+            flood.mark()
+            t0, s0 = time.perf_counter(), server.cpu_seconds()
+            first, posts = await newcomer_series(server.port, sz.fairness_iters + FAIR_WARMUP, None, tag)
+            health = await health_latency(health_conn, sz.health_probes)
+            elapsed = time.perf_counter() - t0
+            server_cpu = (server.cpu_seconds() - s0) / elapsed
+            load = await flood.finish()
+        finally:
+            health_conn.close()
+    first, posts = first[FAIR_WARMUP:], posts[FAIR_WARMUP:]
+    ms = 1000.0
+    return {
+        "first_p50_ms": pct(first, 50) * ms, "first_max_ms": max(first) * ms, "post_p50_ms": pct(posts, 50) * ms,
+        "post_max_ms": max(posts) * ms, "health_p50_ms": pct(health, 50) * ms, "health_max_ms": max(health) * ms,
+        "window_s": elapsed, "server_cpu": round(server_cpu, 3), "load_avg_1m": load_avg, "load": load,
+    }
+
+
+async def bench_fairness(ctx: Ctx) -> list[Metric]:
+    """While 100 runs stream flat out: a newcomer's POST → first chunk, and /health round trips.
+
+    No baseline: bare Tornado streams pre-built frames as fast as the load reads them (40-100x
+    Parley's event rate), so the same number of streams is not the same load, and its newcomer's
+    figures swung from 2 to 700 ms with the frame size (and took up to 100 s) in trials."""
+    sz = ctx.sizes
+    n, streams = sz.events, sz.fairness_streams
+    p = await fairness_scenario(ctx.parley, sz, ctx.tag)
+    pl = p["load"]
+    error = f"{pl['failures']} streams of the load failed ({pl['first_failures'][0]})" if pl["failures"] else ""
+    under = f"{streams} runs streaming"
+    note = (f"{streams} clients in a load process of their own, each POSTing `/count {n}` and reading its stream to `done`, "
+            f"then the next; meanwhile, sequentially, {sz.fairness_iters} newcomer iterations (after {FAIR_WARMUP} not counted: "
+            "POST `hi` then GET /stream at once on a connection opened before, dropped at the first `data:` frame, timed from "
+            f"before the POST; the POST alone p50 {p['post_p50_ms']:.1f} ms, max {p['post_max_ms']:.1f} ms), then "
+            f"{sz.health_probes} /health round trips on a connection opened before; 1-min load average "
+            f"{p['load_avg_1m']:.2f} as the window began; server CPU cores busy {p['server_cpu']:.2f}; no baseline: bare "
+            "Tornado streams 40-100x faster under the same load, so it is not the same load (bench/README.md)")
+    detail = {"parley": p}
+    return [
+        Metric("fairness", f"newcomer POST to first chunk p50 ({under})", "ms", p["first_p50_ms"], None,
+               Target("max", 50.0), note=note, error=error, detail=detail),
+        Metric("fairness", f"newcomer POST to first chunk max ({under})", "ms", p["first_max_ms"], None, Target("max", 150.0)),
+        Metric("fairness", f"/health p50 ({under})", "ms", p["health_p50_ms"], None),
+        Metric("fairness", f"/health max ({under})", "ms", p["health_max_ms"], None, Target("max", 20.0)),
+        Metric("fairness", f"text-deltas/s streamed meanwhile ({under})", "ev/s", pl["deltas_per_s"], None,
+               note=f"all {streams} load streams together over the measured window ({p['window_s']:.1f} s); "
+                    f"runs of the load read to `done` in it: {pl['runs_done']}; Parley's frames averaged "
+                    f"{pl['chunks_per_frame'] or 0:.0f} chunks"),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Ctx], Awaitable[list[Metric]]]] = {
     "starts": bench_starts,
     "short-runs": bench_short_runs,
@@ -575,6 +677,7 @@ BENCHMARKS: dict[str, Callable[[Ctx], Awaitable[list[Metric]]]] = {
     "first-chunk": bench_first_chunk,
     "idle": bench_idle,
     "replay": bench_replay,
+    "fairness": bench_fairness,
 }
 
 
