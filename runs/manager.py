@@ -175,7 +175,9 @@ class RunManager(RunReads):
             return write_start(tx, req, agent.id, new_id, title, self.plans, self.leases)
 
         try:
-            task = await self.db.write(_start)
+            # first: a new run's start depends on no queued write (another run's end that a client
+            # saw is committed), so it never waits behind the backlog of events other runs queued.
+            task = await self.db.write(_start, first=True)
         except Conflict as exc:  # the unique index refused a second live task
             live = await self.db.read(lambda c: tasks_sql.live_for_thread(c, req.thread_id))
             raise ThreadBusy(live.id if live else "") from exc

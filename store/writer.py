@@ -43,6 +43,7 @@ class GroupCommitStore:
 
     def __init__(self) -> None:
         self._queue: list[Event | Job] = []
+        self._first: list[Event | Job] = []  # writes that depend on nothing queued (`submit(first=True)`)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -120,25 +121,31 @@ class GroupCommitStore:
     @property
     def backlog(self) -> int:
         """Number of queued writes not yet taken by a transaction."""
-        return len(self._queue)
+        return len(self._queue) + len(self._first)
 
-    def submit(self, fn: WriteFn) -> asyncio.Future[Any]:
-        """Queue `fn(tx)` for the next transaction; the future gets its result once committed."""
+    def submit(self, fn: WriteFn, *, first: bool = False) -> asyncio.Future[Any]:
+        """Queue `fn(tx)` for the next transaction; the future gets its result once committed.
+
+        `first`: the write depends on no queued write (a new run's start), so it need not wait
+        behind them: writes given `first` are committed in a transaction of their own as soon as
+        the one under way has committed, however long a backlog of events the other runs queued.
+        """
         if self._closing and self._writer_task is None:
             raise RuntimeError("database is closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(Job(fn, fut))
+        (self._first if first else self._queue).append(Job(fn, fut))
         self._wake.set()
         return fut
 
-    async def write(self, fn: Callable[[Any], T]) -> T:
-        """Run `fn(tx)` inside the next group transaction; return once it is committed."""
-        result: T = await self.submit(fn)
+    async def write(self, fn: Callable[[Any], T], *, first: bool = False) -> T:
+        """Run `fn(tx)` inside the next group transaction (see `submit` for `first`); return once
+        it is committed."""
+        result: T = await self.submit(fn, first=first)
         return result
 
     async def committed(self) -> None:
         """Wait until everything queued before this call is committed."""
-        if not self._queue and self._idle.is_set():
+        if not self._queue and not self._first and self._idle.is_set():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._commit_waiters.append(fut)
@@ -147,7 +154,7 @@ class GroupCommitStore:
 
     async def _writer(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue and not self._first:
                 # Nothing queued: whatever a waiter waited for is committed.
                 _release(self._commit_waiters)
                 self._commit_waiters = []
@@ -156,8 +163,12 @@ class GroupCommitStore:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch, self._queue = self._queue, []
-            waiters, self._commit_waiters = self._commit_waiters, []
+            waiters: list[asyncio.Future[None]] = []
+            if self._first:  # ahead of the backlog; the waiters wait for the backlog too
+                batch, self._first = self._first, []
+            else:
+                batch, self._queue = self._queue, []
+                waiters, self._commit_waiters = self._commit_waiters, []
             self._idle.clear()
             try:
                 await self._commit_batch(batch)

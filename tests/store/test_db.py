@@ -1,6 +1,7 @@
 """The store: migrations, group commit, event ids that only grow."""
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,29 @@ async def test_ids_rise_in_commit_order_across_jobs_and_events(db):
     await db.committed()
     assert [e.type for e in published] == ["text.delta", "step.started", "text.delta"]
     assert [e.id for e in published] == sorted(e.id for e in published)
+
+
+async def test_a_write_given_first_commits_ahead_of_the_backlog(db):
+    """A new run's start (`first=True`) waits for the transaction under way, never for the
+    backlog of events queued behind it: it commits alone, with lower ids than that backlog,
+    and a `committed()` waiter still waits for the whole backlog."""
+    gate = threading.Event()
+    published = []
+    db.on_commit = lambda events: published.append([e.type for e in events])
+    busy = db.submit(lambda tx: gate.wait(10))  # the transaction under way
+    while db.backlog:
+        await asyncio.sleep(0.001)
+    backlog = [db.append("task-b", "thread-b", "text.delta", {"partId": "p", "delta": str(i)}) for i in range(300)]
+    everything = asyncio.ensure_future(db.committed())
+    start = db.submit(lambda tx: tx.event("task-s", "thread-s", "run.started", {}).id, first=True)
+    await asyncio.sleep(0.01)
+    assert not start.done() and not everything.done()
+    gate.set()
+    await busy
+    start_id = await start
+    await everything
+    assert published[0] == ["run.started"] and published[1] == ["text.delta"] * 300
+    assert start_id < min(e.id for e in backlog)
 
 
 async def test_failed_job_rolls_back_alone(db):
