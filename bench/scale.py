@@ -15,15 +15,17 @@ POST → first chunk p50 when the POST goes to one instance and the stream to th
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BENCH_CONFIG, ServerProcess, free_port, parley_argv, raise_nofile
+from bench.procs import BENCH_CONFIG, ServerProcess, _process_tree, free_port, parley_argv, raise_nofile
 from bench.results import Metric, Target
 from bench.suite import Sizes, bench_short_runs_on, fanout, first_chunk_series, pct
 
@@ -54,9 +56,28 @@ async def layout(name: str, cluster: Any, workdir: Path) -> AsyncIterator[list[S
             s.stop()
 
 
-async def measure(name: str, servers: list[ServerProcess], sizes: Sizes) -> dict[str, Any]:
+def pg_cpu_seconds(cluster: Any) -> float:
+    """CPU time of the PostgreSQL server so far: the postmaster and its live backends, and the
+    backends it has reaped (the postmaster's children's times)."""
+    with open(os.path.join(cluster.root, "data", "postmaster.pid")) as fh:
+        postmaster = int(fh.readline())
+    total = 0
+    for pid in _process_tree(postmaster):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if pid == postmaster else 0)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(name: str, servers: list[ServerProcess], sizes: Sizes, cluster: Any) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
+    t0, pg0 = time.perf_counter(), pg_cpu_seconds(cluster)
     out: dict[str, Any] = {"short_runs": await bench_short_runs_on(servers, sizes, tag)}
+    # the PostgreSQL server's cores busy over the whole closed loop (warm-up included)
+    out["short_runs"]["pg_cpu"] = round((pg_cpu_seconds(cluster) - pg0) / (time.perf_counter() - t0), 3)
     n = sizes.events
     for readers in (1, sizes.readers):
         run = await fanout(servers[0], n, readers, f"/count {n}", "/stream/{task_id}", f"sc-{tag}-{readers}",
@@ -80,7 +101,7 @@ async def run_scale(sizes: Sizes, data_root: str | None, keep: bool) -> list[Met
     try:
         for name in LAYOUTS:
             async with layout(name, cluster, workdir) as servers:
-                results[name] = await measure(name, servers, sizes)
+                results[name] = await measure(name, servers, sizes, cluster)
     finally:
         cluster.stop()
         if not keep:
@@ -96,7 +117,8 @@ def rows(results: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
         target = Target("ratio_min", 1.3) if name == "pg-workers" else None
         out.append(Metric("scale", f"completed short runs/s, {name} (vs sqlite)", "/s", r["short_runs"]["rate"],
                           ref["short_runs"]["rate"], target,
-                          note=f"CPU cores busy: {name} {r['short_runs']['server_cpu']:.2f}, "
+                          note=f"CPU cores busy: {name} {r['short_runs']['server_cpu']:.2f} (the PostgreSQL server "
+                               f"{r['short_runs']['pg_cpu']:.2f}, the load {r['short_runs']['client_cpu']:.2f}), "
                                f"sqlite {ref['short_runs']['server_cpu']:.2f}",
                           detail={"layout": r["short_runs"], "sqlite": ref["short_runs"]}))
         for readers in (1, sizes.readers):
