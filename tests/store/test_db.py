@@ -56,9 +56,14 @@ async def test_a_write_given_first_commits_ahead_of_the_backlog(db):
     gate = threading.Event()
     published = []
     db.on_commit = lambda events: published.append([e.type for e in events])
-    busy = db.submit(lambda tx: gate.wait(10))  # the transaction under way
-    while db.backlog:
-        await asyncio.sleep(0.001)
+    entered = threading.Event()
+
+    def hold(tx):  # the transaction under way, until the gate opens
+        entered.set()
+        gate.wait(10)
+
+    busy = db.submit(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
     backlog = [db.append("task-b", "thread-b", "text.delta", {"partId": "p", "delta": str(i)}) for i in range(300)]
     everything = asyncio.ensure_future(db.committed())
     start = db.submit(lambda tx: tx.event("task-s", "thread-s", "run.started", {}).id, first=True)
