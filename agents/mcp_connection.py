@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from mcp import types
@@ -22,8 +22,10 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from agents.mcp_client import McpServerConfig
 from agents.tools import Tool, ToolEnv, ToolError
+
+if TYPE_CHECKING:  # agents/mcp_client.py imports this module only when a server is configured
+    from agents.mcp_client import McpServerConfig
 
 log = logging.getLogger("parley.mcp")
 CLOSE_TIMEOUT_S = 10.0
