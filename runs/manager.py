@@ -361,16 +361,26 @@ class RunManager(RunReads):
         A repeat of a signal already taken is answered and nothing runs
         twice; a signal for the next park of a task that has not parked yet
         is kept and taken when it parks.  Refusals: SignalRefused with
-        JOB_NOT_PARKED or INVALID_SIGNAL_KEY; NotFound.
+        JOB_NOT_PARKED or INVALID_SIGNAL_KEY; NotFound; TooManyRunning when waking the task
+        would pass its user's `max_running` (the signal is not taken: send it again later).
         """
 
         def _signal(tx: WriteTx) -> tuple[TaskRow, bool]:
-            return write_signal(tx, task_id, correlation_key, payload, self.leases)
+            return write_signal(tx, task_id, correlation_key, payload, self.leases, self._admit_wake)
 
         task, woke = await self.db.write(_signal)
         if woke:
             self._resume(task)
         return task
+
+    def _admit_wake(self, tx: WriteTx, task: TaskRow) -> None:
+        """A parked run woken by its signal runs again, so it counts against the plan's
+        `max_running` like a start (else parking runs and waking them all would pass the bound):
+        TooManyRunning while the user has as many going."""
+        tasks_sql.serialize_user(tx, task.user_id)  # the count holds until this signal commits
+        busy = self.plans.running_refusal(tx, self.plans.plan_of(tx, task.user_id), task.user_id)
+        if busy is not None:
+            raise TooManyRunning(busy.message, busy.details)
 
     def _resume(self, task: TaskRow) -> None:
         agent = self.agents.get(task.agent_id)

@@ -63,11 +63,14 @@ def write_park(tx: WriteTx, task: TaskRow, parked: Parked, parts: list[dict[str,
     return None
 
 
-def write_signal(tx: WriteTx, task_id: str, correlation_key: str, payload: Any, leases: Leases) -> tuple[TaskRow, bool]:
+def write_signal(tx: WriteTx, task_id: str, correlation_key: str, payload: Any, leases: Leases,
+                 admit_wake: Callable[[WriteTx, TaskRow], None] | None = None) -> tuple[TaskRow, bool]:
     """Take a signal for the task: (the task, whether it woke and must be resumed).
 
     A repeat of a signal already taken, or one kept for the next park, changes nothing.
-    Raises NotFound, or SignalRefused with JOB_NOT_PARKED or INVALID_SIGNAL_KEY.
+    Raises NotFound, or SignalRefused with JOB_NOT_PARKED or INVALID_SIGNAL_KEY; `admit_wake`
+    raises when the parked task may not run again now (its user has as many runs going as the
+    plan allows), and then the signal is not taken.
     """
     task = tasks_sql.get_tx(tx, task_id)
     if task is None:
@@ -87,6 +90,8 @@ def write_signal(tx: WriteTx, task_id: str, correlation_key: str, payload: Any, 
         raise SignalRefused("JOB_NOT_PARKED", f"job {task_id} is {task.status}, not parked")
     if not task.parked or task.parked.get("correlationKey") != correlation_key:
         raise SignalRefused("INVALID_SIGNAL_KEY", "correlation_key does not match the parked step")
+    if admit_wake is not None:
+        admit_wake(tx, task)
     state["taken"] = [*taken, correlation_key]
     state["resume"] = {"correlationKey": correlation_key, "payload": payload}
     tasks_sql.update(tx, task_id, status="running", parked=None, state=state)

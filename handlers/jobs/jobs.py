@@ -130,6 +130,8 @@ class JobsSignalHandler(JobsHandler):
             task = await self.runs.signal(job_id, key, body.get("payload"))
         except SignalRefused as exc:
             raise ApiError(400, str(exc), exc.code) from None
+        except TooManyRunning as exc:  # waking it would pass the plan's runs at once: not taken
+            raise self.run_refusal(exc) from None
         except NotFound:
             raise ApiError(404, f"job {job_id} not found", "JOB_NOT_FOUND") from None
         self.write_json({"job_id": task.id, "status": task.status})

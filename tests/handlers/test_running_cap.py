@@ -63,11 +63,25 @@ async def test_parked_runs_do_not_count(alice):
         await alice.wait_status(task_id, "parked", timeout=5.0)
     await fill(alice, 10)
     assert_too_many(await alice.start("t-one-more", "/sleep 30"))
-    # A parked run woken by its signal runs again (the limit is on starts); it counts from then on.
-    key = (await alice.task(parked[0]))["parked"]["correlationKey"]
-    resp = await alice.request("POST", f"/api/jobs/{parked[0]}/signal", {"correlation_key": key, "payload": {"approved": True}})
+
+
+
+async def test_a_signal_that_would_wake_one_run_too_many_is_429_and_not_taken(alice):
+    """A woken run runs again, so it counts like a start: parking runs and waking them all at
+    once must not pass the bound.  The refused signal is not taken; sent again later, it wakes."""
+    parked = await alice.start_ok("t-park", "/approve ship it")
+    await alice.wait_status(parked, "parked", timeout=5.0)
+    live = await fill(alice, 10)
+    key = (await alice.task(parked))["parked"]["correlationKey"]
+    signal = {"correlation_key": key, "payload": {"approved": True}}
+    refused = await alice.request("POST", f"/api/jobs/{parked}/signal", signal)
+    assert_too_many(refused)
+    assert body(refused)["error"]["code"] == "TOO_MANY_RUNNING"
+    assert (await alice.task(parked))["status"] == "parked"
+    assert (await alice.request("DELETE", f"/task/{live[0]}")).code == 204
+    resp = await alice.request("POST", f"/api/jobs/{parked}/signal", signal)
     assert resp.code == 200
-    assert (await alice.wait_status(parked[0], "completed", timeout=5.0))["status"] == "completed"
+    assert (await alice.wait_status(parked, "completed", timeout=5.0))["status"] == "completed"
 
 
 async def test_30_concurrent_starts_start_exactly_10(alice):
