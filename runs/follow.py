@@ -157,7 +157,8 @@ class TaskFollower(Follower):
         # Resumed at or after the end of a run that is over: nothing will follow.
         if not self.finished and not self._checked_end:
             self._checked_end = True
-            last = await self.runs.last_event(self.task_id)
+            # What this instance heard of (it may lag the store a moment; subscribed already, a later end still comes).
+            last = self.hub.recent.last(self.task_id) or await self.runs.last_event(self.task_id)
             self.finished = last is not None and last.terminal and last.id <= self.cursor
 
     def _hand_out(self, events: list[Event]) -> None:

@@ -92,7 +92,7 @@ class NativeStreamHandler(EventStreamHandler, NativeHandler):
         task = await self.own_task(task_id, fresh=False)  # a live task's row is in memory
         cursor = await self.cursor(beyond_ok=task.terminal)  # an ended run answers any later cursor with its last frame
         if task.terminal:
-            last = await self.runs.last_event(task.id)
+            last = await self.runs.last_heard(task.id)  # not the end yet: the stream below brings it
             if last is not None and last.terminal and cursor >= last.id:
                 if self.identity is not None and self.identity.via == "stream-token":
                     self.set_status(204)  # stops a browser EventSource for good
