@@ -5,6 +5,7 @@ import os
 import pytest
 
 from server import Config, Parley
+from store import make_store
 from tests.helpers import INTERNAL_KEY, Client
 
 
@@ -35,6 +36,15 @@ def store(request):
     if getattr(request, "param", "sqlite") == "postgresql":
         return request.getfixturevalue("pg_url")
     return "sqlite"
+
+
+@pytest.fixture
+def open_store(io_loop, tmp_path, store):
+    """A store of each kind, open for the test (SQLite in tmp_path, or a fresh PostgreSQL database)."""
+    database = make_store(store, tmp_path)
+    io_loop.run_sync(database.open)
+    yield database
+    io_loop.run_sync(database.close)
 
 
 @pytest.fixture

@@ -19,16 +19,7 @@ from auth.keys import (
     signing_key,
 )
 from auth.ratelimit import SlidingWindow, StoredWindow, Windows
-from store import make_store
 from store.postgres import PostgresDatabase
-
-
-@pytest.fixture
-def db(io_loop, tmp_path, store):
-    database = make_store(store, tmp_path)
-    io_loop.run_sync(database.open)
-    yield database
-    io_loop.run_sync(database.close)
 
 
 @pytest.fixture
@@ -41,9 +32,9 @@ def two(io_loop, pg_url):
 
 # -- secrets ------------------------------------------------------------------------
 
-async def test_the_store_of_one_process_keeps_the_secrets_as_private_files(db, tmp_path):
-    keys = secrets_for(db, tmp_path / "keys")
-    if db.shared:
+async def test_the_store_of_one_process_keeps_the_secrets_as_private_files(open_store, tmp_path):
+    keys = secrets_for(open_store, tmp_path / "keys")
+    if open_store.shared:
         assert isinstance(keys, StoredSecrets)
         return
     assert isinstance(keys, SecretFiles)
@@ -52,7 +43,7 @@ async def test_the_store_of_one_process_keeps_the_secrets_as_private_files(db, t
     assert await secret(keys, STREAM_TOKEN) == await secret(keys, STREAM_TOKEN) != await secret(keys, ATTACHMENT_URL)
     for name in (SIGNING_KEY, STREAM_TOKEN, ATTACHMENT_URL):
         assert stat.S_IMODE((tmp_path / "keys" / name).stat().st_mode) == 0o600
-    rows = await db.read(lambda c: c.execute_fetchall("SELECT name FROM secrets"))
+    rows = await open_store.read(lambda c: c.execute_fetchall("SELECT name FROM secrets"))
     assert rows == []  # nothing of them in the database
 
 
@@ -72,8 +63,8 @@ async def test_instances_starting_together_get_one_signing_key_and_one_of_each_s
     assert auth_b.verify_stream_token(auth_a.stream_token("ann", "task-1"), "task-1").user_id == "ann"
 
 
-async def test_a_secret_is_never_remade_once_kept(db):
-    keys = StoredSecrets(db)
+async def test_a_secret_is_never_remade_once_kept(open_store):
+    keys = StoredSecrets(open_store)
     first = await keys.get_or_make("x.secret", lambda: b"one")
     assert first == b"one"
     assert await keys.get_or_make("x.secret", lambda: pytest.fail("made again")) == b"one"
@@ -81,23 +72,23 @@ async def test_a_secret_is_never_remade_once_kept(db):
 
 # -- rate limits ----------------------------------------------------------------------
 
-async def test_windows_count_in_memory_unless_instances_share_the_store(db):
-    window = Windows(db).window("jobs.reads", 300)
-    assert isinstance(window, StoredWindow if db.shared else SlidingWindow)
+async def test_windows_count_in_memory_unless_instances_share_the_store(open_store):
+    window = Windows(open_store).window("jobs.reads", 300)
+    assert isinstance(window, StoredWindow if open_store.shared else SlidingWindow)
     assert (window.limit, window.window_s) == (300, 60.0)
     assert isinstance(Windows().window("x", 1), SlidingWindow)
 
 
-async def test_a_stored_window_answers_as_the_one_in_memory(db):
+async def test_a_stored_window_answers_as_the_one_in_memory(open_store):
     now = [1000.0]
-    stored = StoredWindow(db, "t", 2, 60, clock=lambda: now[0])
+    stored = StoredWindow(open_store, "t", 2, 60, clock=lambda: now[0])
     memory = SlidingWindow(2, 60, clock=lambda: now[0])
     for w in (stored, memory):
         assert await w.hit("a") == 0 and await w.hit("a") == 0
     now[0] += 10
     assert await stored.hit("a") == await memory.hit("a") == 50
     assert await stored.hit("b") == 0  # keys are counted apart
-    assert await StoredWindow(db, "other", 2, 60, clock=lambda: now[0]).hit("a") == 0  # and limits too
+    assert await StoredWindow(open_store, "other", 2, 60, clock=lambda: now[0]).hit("a") == 0  # and limits too
     await stored.record("ann")
     await stored.record("ann")
     assert await stored.blocked_for("ann") == 60
@@ -105,12 +96,12 @@ async def test_a_stored_window_answers_as_the_one_in_memory(db):
     assert await stored.hit("a") == 0 and await stored.blocked_for("ann") == 0
 
 
-async def test_a_stored_window_forgets_keys_without_hits_once_a_window(db):
+async def test_a_stored_window_forgets_keys_without_hits_once_a_window(open_store):
     now = [1000.0]
-    window = StoredWindow(db, "t", 5, 60, clock=lambda: now[0])
+    window = StoredWindow(open_store, "t", 5, 60, clock=lambda: now[0])
     for n in range(3):
         await window.hit(f"ip-{n}")
     now[0] += 61
     await window.hit("late")
-    rows = await db.read(lambda c: c.execute_fetchall("SELECT key FROM rate_limits"))
+    rows = await open_store.read(lambda c: c.execute_fetchall("SELECT key FROM rate_limits"))
     assert [r[0] for r in rows] == ["t:late"]

@@ -9,45 +9,38 @@ import uuid
 import pytest
 
 from runs.files import DiskFiles, Files, StoredFiles
-from store import Conflict, make_store
+from store import Conflict
 from store.documents import QuotaExceeded
 from tests.shared_state.kept import forget, kept, kept_names
 
 FOLDER = "0" * 32
 
 
-@pytest.fixture
-def db(io_loop, tmp_path, store):
-    database = make_store(store, tmp_path / "data")
-    io_loop.run_sync(database.open)
-    yield database
-    io_loop.run_sync(database.close)
-
 
 @pytest.fixture
-def files(db, tmp_path):
-    return Files(db, tmp_path / "data")
+def files(open_store, tmp_path):
+    return Files(open_store, tmp_path / "data")
 
 
 def a_path() -> str:
     return f"{FOLDER}/{uuid.uuid4()}.txt"
 
 
-async def test_an_attachment_is_kept_where_every_instance_finds_it(db, files, tmp_path):
-    assert isinstance(files.contents, StoredFiles if db.shared else DiskFiles)
+async def test_an_attachment_is_kept_where_every_instance_finds_it(open_store, files, tmp_path):
+    assert isinstance(files.contents, StoredFiles if open_store.shared else DiskFiles)
     path, data = a_path(), b"hello attachment\n" * 100
     row = await files.save_attachment("bucket", path, "ann", "a.txt", "text/plain", data, None)
     assert (row.user_id, row.size, row.sha256) == ("ann", len(data), hashlib.sha256(data).hexdigest())
     assert await files.attachment_bytes("bucket", path) == data
-    assert await kept(db, tmp_path / "data", f"attachments/bucket/{path}") == data
+    assert await kept(open_store, tmp_path / "data", f"attachments/bucket/{path}") == data
     on_disk = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "attachments" in p.parts]
-    assert len(on_disk) == (0 if db.shared else 1)  # nothing on this instance's disk when the store is shared
+    assert len(on_disk) == (0 if open_store.shared else 1)  # nothing on this instance's disk when the store is shared
 
 
-async def test_a_taken_name_is_refused_and_its_content_kept(db, files):
+async def test_a_taken_name_is_refused_and_its_content_kept(open_store, files):
     path = a_path()
     await files.save_attachment("bucket", path, "ann", "a.txt", "text/plain", b"first", None)
-    if db.shared:  # the content is refused before the record (on disk, names are uuids: never taken)
+    if open_store.shared:  # the content is refused before the record (on disk, names are uuids: never taken)
         with pytest.raises(Conflict):
             await files.save_attachment("bucket", path, "bob", "b.txt", "text/plain", b"second", None)
     assert await files.attachment_bytes("bucket", path) == b"first"
@@ -66,25 +59,25 @@ async def test_a_missing_content_is_file_not_found(files):
         await files.attachment_bytes("bucket", a_path())
 
 
-async def test_a_document_is_kept_and_its_content_goes_with_it(db, files, tmp_path):
+async def test_a_document_is_kept_and_its_content_goes_with_it(open_store, files, tmp_path):
     doc = await files.save_document("ann", "kb", "d.md", "text/markdown", b"# Doc\n\nwords\n", ["words"], 10**6)
-    assert await kept(db, tmp_path / "data", f"documents/{doc['id']}") == b"# Doc\n\nwords\n"
+    assert await kept(open_store, tmp_path / "data", f"documents/{doc['id']}") == b"# Doc\n\nwords\n"
     assert await files.document_usage("ann") == len(b"# Doc\n\nwords\n")
     await files.delete_document(doc["id"])
-    assert await kept(db, tmp_path / "data", f"documents/{doc['id']}") is None
+    assert await kept(open_store, tmp_path / "data", f"documents/{doc['id']}") is None
     assert await files.document(doc["id"]) is None
 
 
-async def test_a_document_whose_record_fails_leaves_no_content(db, files, tmp_path):
+async def test_a_document_whose_record_fails_leaves_no_content(open_store, files, tmp_path):
     with pytest.raises(QuotaExceeded):
         await files.save_document("ann", "kb", "big.txt", "text/plain", b"x" * 100, ["x"], 10)
-    assert await kept_names(db, tmp_path / "data", "documents/") == set()
+    assert await kept_names(open_store, tmp_path / "data", "documents/") == set()
 
 
-async def test_a_content_gone_behind_the_servers_back_is_file_not_found(db, files, tmp_path):
+async def test_a_content_gone_behind_the_servers_back_is_file_not_found(open_store, files, tmp_path):
     path = a_path()
     await files.save_attachment("bucket", path, "ann", "a.txt", "text/plain", b"x", None)
-    assert await kept_names(db, tmp_path / "data", "attachments/") == {f"attachments/bucket/{path}"}
-    await forget(db, tmp_path / "data", f"attachments/bucket/{path}")
+    assert await kept_names(open_store, tmp_path / "data", "attachments/") == {f"attachments/bucket/{path}"}
+    await forget(open_store, tmp_path / "data", f"attachments/bucket/{path}")
     with pytest.raises(FileNotFoundError):
         await files.attachment_bytes("bucket", path)

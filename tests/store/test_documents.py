@@ -5,21 +5,12 @@ import pytest
 from agents import extraction, knowledge
 from agents.tools import ToolEnv, ToolError
 from store import documents as documents_sql
-from store import make_store
 
 
-@pytest.fixture
-def db(io_loop, tmp_path, store):
-    database = make_store(store, tmp_path)
-    io_loop.run_sync(database.open)
-    yield database
-    io_loop.run_sync(database.close)
-
-
-async def add(db, doc_id, user, kid, text, filename=None):
+async def add(open_store, doc_id, user, kid, text, filename=None):
     doc = {"id": doc_id, "user_id": user, "knowledge_id": kid, "filename": filename or f"{doc_id}.txt",
            "media_type": "text/plain", "size": len(text)}
-    return await db.write(lambda tx: documents_sql.insert(tx, doc, extraction.chunk_text(text)))
+    return await open_store.write(lambda tx: documents_sql.insert(tx, doc, extraction.chunk_text(text)))
 
 
 def test_chunks_follow_paragraphs_and_sentences():
@@ -45,39 +36,39 @@ def test_match_expression_quotes_every_term():
     assert documents_sql.match_expression("Ünïcödé café") == '"ünïcödé" OR "café"'
 
 
-async def test_search_ranks_and_scopes(db):
-    await add(db, "d1", "alice", "kb1", "Our refund policy: a refund is given within 30 days. Refund requests go to billing.")
-    await add(db, "d2", "alice", "kb1", "Shipping takes five days. Ask support about a refund if the parcel is lost.")
-    await add(db, "d3", "alice", "kb2", "Unrelated notes about gardening and tomatoes.")
-    await add(db, "d4", "bob", "kb1", "Bob's refund policy refund refund refund.")
+async def test_search_ranks_and_scopes(open_store):
+    await add(open_store, "d1", "alice", "kb1", "Our refund policy: a refund is given within 30 days. Refund requests go to billing.")
+    await add(open_store, "d2", "alice", "kb1", "Shipping takes five days. Ask support about a refund if the parcel is lost.")
+    await add(open_store, "d3", "alice", "kb2", "Unrelated notes about gardening and tomatoes.")
+    await add(open_store, "d4", "bob", "kb1", "Bob's refund policy refund refund refund.")
     match = documents_sql.match_expression("refund policy")
-    hits = await db.read(lambda c: documents_sql.search(c, "alice", match, None, 10))
+    hits = await open_store.read(lambda c: documents_sql.search(c, "alice", match, None, 10))
     assert [h["document_id"] for h in hits] == ["d1", "d2"]
     assert hits[0]["score"] > hits[1]["score"] > 0
     assert "**refund**" in hits[0]["snippet"].lower()
-    scoped = await db.read(lambda c: documents_sql.search(c, "alice", match, "kb2", 10))
+    scoped = await open_store.read(lambda c: documents_sql.search(c, "alice", match, "kb2", 10))
     assert scoped == []
-    bobs = await db.read(lambda c: documents_sql.search(c, "bob", match, None, 10))
+    bobs = await open_store.read(lambda c: documents_sql.search(c, "bob", match, None, 10))
     assert [h["document_id"] for h in bobs] == ["d4"]
-    limited = await db.read(lambda c: documents_sql.search(c, "alice", match, None, 1))
+    limited = await open_store.read(lambda c: documents_sql.search(c, "alice", match, None, 1))
     assert [h["document_id"] for h in limited] == ["d1"]
 
 
-async def test_one_result_per_document_and_delete(db):
+async def test_one_result_per_document_and_delete(open_store):
     text = "\n\n".join(f"Section {i}: the warranty covers parts. " + "filler " * 100 for i in range(5))
-    row = await add(db, "w", "alice", "kb", text)
+    row = await add(open_store, "w", "alice", "kb", text)
     assert row["chunks"] >= 3
     match = documents_sql.match_expression("warranty")
-    hits = await db.read(lambda c: documents_sql.search(c, "alice", match, None, 10))
+    hits = await open_store.read(lambda c: documents_sql.search(c, "alice", match, None, 10))
     assert [h["document_id"] for h in hits] == ["w"]
-    await db.write(lambda tx: documents_sql.delete(tx, "w"))
-    assert await db.read(lambda c: documents_sql.search(c, "alice", match, None, 10)) == []
-    assert await db.read(lambda c: documents_sql.list_for(c, "alice")) == []
+    await open_store.write(lambda tx: documents_sql.delete(tx, "w"))
+    assert await open_store.read(lambda c: documents_sql.search(c, "alice", match, None, 10)) == []
+    assert await open_store.read(lambda c: documents_sql.list_for(c, "alice")) == []
 
 
-async def test_tool_validates_and_scopes(db, tmp_path):
-    await add(db, "a1", "alice", "kb", "The refund window is thirty days.", filename="policy.txt")
-    tool = knowledge.make_tool(db, tmp_path)
+async def test_tool_validates_and_scopes(open_store, tmp_path):
+    await add(open_store, "a1", "alice", "kb", "The refund window is thirty days.", filename="policy.txt")
+    tool = knowledge.make_tool(open_store, tmp_path)
     assert tool.name == "knowledge_search" and tool.input_schema["required"] == ["query"]
     out = await tool.run({"query": "refund"}, ToolEnv("alice", "t", "th"))
     assert [(r["document_id"], r["filename"], r["knowledge_id"]) for r in out["results"]] == [("a1", "policy.txt", "kb")]

@@ -7,19 +7,12 @@ import os
 
 import pytest
 
-from store import Conflict, blobs, limits, make_store
+from store import Conflict, blobs, limits
 from store import secrets as secrets_sql
 from store.postgres import PostgresDatabase
 
 MINUTE = 60_000
 
-
-@pytest.fixture
-def db(io_loop, tmp_path, store):
-    database = make_store(store, tmp_path)
-    io_loop.run_sync(database.open)
-    yield database
-    io_loop.run_sync(database.close)
 
 
 @pytest.fixture
@@ -40,12 +33,12 @@ def two(io_loop, pg_url):
 
 # -- secrets ------------------------------------------------------------------------
 
-async def test_a_secret_is_made_once_and_then_read_back(db):
-    assert await secrets_sql.get(db, "k") is None
-    assert await secrets_sql.keep_first(db, "k", b"first") == b"first"
-    assert await secrets_sql.keep_first(db, "k", b"second") == b"first"
-    assert await secrets_sql.get(db, "k") == b"first"
-    assert await secrets_sql.keep_first(db, "other", b"\x00\xff" * 16) == b"\x00\xff" * 16
+async def test_a_secret_is_made_once_and_then_read_back(open_store):
+    assert await secrets_sql.get(open_store, "k") is None
+    assert await secrets_sql.keep_first(open_store, "k", b"first") == b"first"
+    assert await secrets_sql.keep_first(open_store, "k", b"second") == b"first"
+    assert await secrets_sql.get(open_store, "k") == b"first"
+    assert await secrets_sql.keep_first(open_store, "other", b"\x00\xff" * 16) == b"\x00\xff" * 16
 
 
 async def test_instances_offering_a_secret_together_agree_on_one(two):
@@ -59,23 +52,23 @@ async def test_instances_offering_a_secret_together_agree_on_one(two):
 
 # -- blobs --------------------------------------------------------------------------
 
-async def test_a_blob_is_kept_read_and_deleted(db):
+async def test_a_blob_is_kept_read_and_deleted(open_store):
     data = os.urandom(blobs.SLICE * 2 + 5)  # read in three slices on PostgreSQL
-    await blobs.put(db, "attachments/b/x.png", data)
-    assert await blobs.get(db, "attachments/b/x.png") == data
+    await blobs.put(open_store, "attachments/b/x.png", data)
+    assert await blobs.get(open_store, "attachments/b/x.png") == data
     with pytest.raises(Conflict):
-        await blobs.put(db, "attachments/b/x.png", b"other")
-    assert await blobs.get(db, "attachments/b/x.png") == data
-    await blobs.delete(db, "attachments/b/x.png")
-    assert await blobs.get(db, "attachments/b/x.png") is None
-    await blobs.delete(db, "attachments/b/x.png")  # gone already: nothing to do
+        await blobs.put(open_store, "attachments/b/x.png", b"other")
+    assert await blobs.get(open_store, "attachments/b/x.png") == data
+    await blobs.delete(open_store, "attachments/b/x.png")
+    assert await blobs.get(open_store, "attachments/b/x.png") is None
+    await blobs.delete(open_store, "attachments/b/x.png")  # gone already: nothing to do
 
 
 @pytest.mark.parametrize("size", [0, 1, blobs.SLICE - 1, blobs.SLICE, blobs.SLICE + 1])
-async def test_blobs_of_every_size_around_a_slice(db, size):
+async def test_blobs_of_every_size_around_a_slice(open_store, size):
     data = os.urandom(size)
-    await blobs.put(db, f"documents/{size}", data)
-    assert await blobs.get(db, f"documents/{size}") == data
+    await blobs.put(open_store, f"documents/{size}", data)
+    assert await blobs.get(open_store, f"documents/{size}") == data
 
 
 async def test_a_blob_written_by_one_instance_is_read_by_the_other(two):
@@ -86,35 +79,35 @@ async def test_a_blob_written_by_one_instance_is_read_by_the_other(two):
 
 # -- rate limits ----------------------------------------------------------------------
 
-async def test_hits_are_counted_in_a_sliding_window(db):
+async def test_hits_are_counted_in_a_sliding_window(open_store):
     t = 1_000_000
-    assert [await limits.hit(db, "u", 2, MINUTE, t + n) for n in (0, 1)] == [0, 0]
-    assert await limits.hit(db, "u", 2, MINUTE, t + 10_000) == 50_000  # the first hit leaves in 50 s
-    assert await limits.hit(db, "v", 2, MINUTE, t + 10_000) == 0  # keys are counted apart
-    assert await limits.hit(db, "u", 2, MINUTE, t + 60_000) == 0  # the first has left: room for one
-    assert await limits.hit(db, "u", 2, MINUTE, t + 60_000) == 1  # the second leaves in 1 ms
-    assert await limits.hit(db, "u", 2, MINUTE, t + 60_001) == 0  # refused hits were not counted
-    assert await limits.hit(db, "u", 2, MINUTE, t + 60_002) == 59_998
+    assert [await limits.hit(open_store, "u", 2, MINUTE, t + n) for n in (0, 1)] == [0, 0]
+    assert await limits.hit(open_store, "u", 2, MINUTE, t + 10_000) == 50_000  # the first hit leaves in 50 s
+    assert await limits.hit(open_store, "v", 2, MINUTE, t + 10_000) == 0  # keys are counted apart
+    assert await limits.hit(open_store, "u", 2, MINUTE, t + 60_000) == 0  # the first has left: room for one
+    assert await limits.hit(open_store, "u", 2, MINUTE, t + 60_000) == 1  # the second leaves in 1 ms
+    assert await limits.hit(open_store, "u", 2, MINUTE, t + 60_001) == 0  # refused hits were not counted
+    assert await limits.hit(open_store, "u", 2, MINUTE, t + 60_002) == 59_998
 
 
-async def test_blocked_for_only_asks_and_record_always_counts(db):
+async def test_blocked_for_only_asks_and_record_always_counts(open_store):
     t = 1_000_000
-    assert await limits.blocked_for(db, "ann", 2, MINUTE, t) == 0
-    await limits.record(db, "ann", 2, MINUTE, t)
-    assert await limits.blocked_for(db, "ann", 2, MINUTE, t) == 0
-    await limits.record(db, "ann", 2, MINUTE, t + 10_000)
-    assert await limits.blocked_for(db, "ann", 2, MINUTE, t + 10_000) == 50_000
-    await limits.record(db, "ann", 2, MINUTE, t + 20_000)  # counted although blocked
-    assert await limits.blocked_for(db, "ann", 2, MINUTE, t + 60_000) == 10_000  # two are in the window
-    assert await limits.blocked_for(db, "ann", 2, MINUTE, t + 70_000) == 0
+    assert await limits.blocked_for(open_store, "ann", 2, MINUTE, t) == 0
+    await limits.record(open_store, "ann", 2, MINUTE, t)
+    assert await limits.blocked_for(open_store, "ann", 2, MINUTE, t) == 0
+    await limits.record(open_store, "ann", 2, MINUTE, t + 10_000)
+    assert await limits.blocked_for(open_store, "ann", 2, MINUTE, t + 10_000) == 50_000
+    await limits.record(open_store, "ann", 2, MINUTE, t + 20_000)  # counted although blocked
+    assert await limits.blocked_for(open_store, "ann", 2, MINUTE, t + 60_000) == 10_000  # two are in the window
+    assert await limits.blocked_for(open_store, "ann", 2, MINUTE, t + 70_000) == 0
 
 
-async def test_sweep_forgets_the_keys_without_hits_in_their_window(db):
+async def test_sweep_forgets_the_keys_without_hits_in_their_window(open_store):
     t = 1_000_000
-    await limits.hit(db, "old", 5, MINUTE, t)
-    await limits.hit(db, "new", 5, MINUTE, t + 30_000)
-    await limits.sweep(db, t + MINUTE)
-    rows = await db.read(lambda c: c.execute_fetchall("SELECT key FROM rate_limits ORDER BY key"))
+    await limits.hit(open_store, "old", 5, MINUTE, t)
+    await limits.hit(open_store, "new", 5, MINUTE, t + 30_000)
+    await limits.sweep(open_store, t + MINUTE)
+    rows = await open_store.read(lambda c: c.execute_fetchall("SELECT key FROM rate_limits ORDER BY key"))
     assert [r[0] for r in rows] == ["new"]
 
 
