@@ -37,13 +37,26 @@ class AgentCatalog:
                 continue
             self.agents.add(_agent_from_row(row))
 
-    def visible(self, user_id: str) -> list[AgentDef]:
-        """Shared agents (built in or configured) and the user's own."""
+    async def visible(self, user_id: str) -> list[AgentDef]:
+        """Shared agents (built in or configured) and the user's own (on a shared store, as the
+        store has them: another instance may have created one)."""
+        if self.db.shared:
+            for row in await self.db.read(lambda c: agents_sql.for_user(c, user_id)):
+                self._learn(row)
         return [a for a in self.agents.all() if a.extra.get("owner") in (None, user_id)]
 
-    def agent_for(self, agent_id: str, user_id: str) -> AgentDef:
-        """The agent if this user may use it: NotFound, or Forbidden for another user's."""
+    async def find(self, agent_id: str) -> AgentDef | None:
+        """The agent of that id, whoever owns it; on a shared store one this instance has not
+        seen is looked up there (another instance created it)."""
         agent = self.agents.get(agent_id)
+        if agent is None and self.db.shared:
+            row = await self.db.read(lambda c: agents_sql.get(c, agent_id))
+            agent = self._learn(row) if row is not None else None
+        return agent
+
+    async def agent_for(self, agent_id: str, user_id: str) -> AgentDef:
+        """The agent if this user may use it: NotFound, or Forbidden for another user's."""
+        agent = await self.find(agent_id)
         if agent is None:
             raise NotFound(f"agent {agent_id} not found")
         if agent.extra.get("owner") not in (None, user_id):
@@ -63,6 +76,16 @@ class AgentCatalog:
             agents_sql.insert(tx, row)
 
         await self.db.write(_insert)
+        agent = _agent_from_row(row)
+        self.agents.add(agent)
+        return agent
+
+
+    def _learn(self, row: dict[str, Any]) -> AgentDef | None:
+        """Register a stored agent another instance created (never over a shared one's id)."""
+        known = self.agents.get(row["id"])
+        if known is not None:
+            return known if known.extra.get("owner") == row["user_id"] else None
         agent = _agent_from_row(row)
         self.agents.add(agent)
         return agent

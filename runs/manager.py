@@ -143,13 +143,13 @@ class RunManager(RunReads):
         """Register the agents users created through the API (kept in the store)."""
         await self.catalog.load()
 
-    def visible_agents(self, user_id: str) -> list[AgentDef]:
+    async def visible_agents(self, user_id: str) -> list[AgentDef]:
         """Shared agents (built in or configured) and the user's own."""
-        return self.catalog.visible(user_id)
+        return await self.catalog.visible(user_id)
 
-    def agent_for(self, agent_id: str, user_id: str) -> AgentDef:
+    async def agent_for(self, agent_id: str, user_id: str) -> AgentDef:
         """The agent if this user may use it: NotFound, or Forbidden for another user's."""
-        return self.catalog.agent_for(agent_id, user_id)
+        return await self.catalog.agent_for(agent_id, user_id)
 
     async def create_agent(self, user_id: str, spec: dict[str, Any]) -> AgentDef:
         """Store a new agent owned by `user_id` (Conflict, TooManyAgents)."""
@@ -167,7 +167,7 @@ class RunManager(RunReads):
         if self.draining:
             raise Draining("the server is draining")
         try:
-            agent = self.agent_for(req.agent_id, req.user_id)
+            agent = await self.agent_for(req.agent_id, req.user_id)
         except NotFound:
             raise Invalid(f"unknown agent: {req.agent_id}") from None
         new_id = task_id or str(uuid.uuid4())
@@ -268,7 +268,7 @@ class RunManager(RunReads):
         runner.park_write = asyncio.ensure_future(self.db.write(_park))
         woken = await asyncio.shield(runner.park_write)
         if woken is not None:
-            self._resume(woken)
+            await self._resume(woken)
 
     async def abort(self, task_id: str, status: str = "cancelled", reason: str = "cancelled",
                     message: str = "The run was cancelled.") -> None:
@@ -372,7 +372,7 @@ class RunManager(RunReads):
 
         task, woke = await self.db.write(_signal)
         if woke:
-            self._resume(task)
+            await self._resume(task)
         return task
 
     def _admit_wake(self, tx: WriteTx, task: TaskRow) -> None:
@@ -384,8 +384,8 @@ class RunManager(RunReads):
         if busy is not None:
             raise TooManyRunning(busy.message, busy.details)
 
-    def _resume(self, task: TaskRow) -> None:
-        agent = self.agents.get(task.agent_id)
+    async def _resume(self, task: TaskRow) -> None:
+        agent = await self.catalog.find(task.agent_id)  # created on another instance, maybe
         state = task.state or {}
         if agent is None:
             self._background(self.finish(task, "failed", "agent_missing", f"agent {task.agent_id} no longer exists", None))
@@ -408,7 +408,7 @@ class RunManager(RunReads):
             events = await self.task_events(task.id)
             if task.state and task.state.get("resume") and task.status == "running" and resumed_after_park(events):
                 # Woken by a signal but the process died before the agent finished: run it again.
-                self._resume(task)
+                await self._resume(task)
                 continue
             parts = MessageAssembler().apply_all(events).parts
             await self.finish(task, "failed", "interrupted", "The server stopped while the run was in progress.", parts)

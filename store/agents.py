@@ -34,3 +34,13 @@ def count_for_user_tx(tx: WriteTx, user_id: str) -> int:
 
 async def all_agents(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
     return [_row(r) for r in await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM agents ORDER BY created_at")]
+
+
+async def get(conn: aiosqlite.Connection, agent_id: str) -> dict[str, Any] | None:
+    rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM agents WHERE id = ?", (agent_id,)))
+    return _row(rows[0]) if rows else None
+
+
+async def for_user(conn: aiosqlite.Connection, user_id: str) -> list[dict[str, Any]]:
+    return [_row(r) for r in await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM agents WHERE user_id = ? ORDER BY created_at", (user_id,))]

@@ -60,9 +60,9 @@ class JobsHandler(APIHandler):
         except Forbidden:
             raise ApiError(403, "this job belongs to another user", "FORBIDDEN") from None
 
-    def own_agent(self, agent_id: str) -> AgentDef:
+    async def own_agent(self, agent_id: str) -> AgentDef:
         try:
-            return self.runs.agent_for(agent_id, self.user_id)
+            return await self.runs.agent_for(agent_id, self.user_id)
         except NotFound:
             raise ApiError(404, f"agent {agent_id} not found", "AGENT_NOT_FOUND") from None
         except Forbidden:
@@ -98,7 +98,7 @@ class JobsRunsHandler(JobsHandler):
         agent_id = inp.get("agent_id", self.settings["default_agent"])
         if not isinstance(agent_id, str):
             raise ApiError(422, "input.agent_id must be a string", "VALIDATION_ERROR")
-        self.own_agent(agent_id)
+        await self.own_agent(agent_id)
         try:
             thread_id = check_id(inp.get("thread_id"), "input.thread_id", required=False) or str(uuid.uuid4())
         except ApiError as exc:
@@ -214,9 +214,9 @@ MAX_INSTRUCTIONS = 20_000
 
 
 class JobsAgentsHandler(JobsHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         """The agents this user may run: shared ones and their own."""
-        self.write_json({"agents": [a.public() for a in self.runs.visible_agents(self.user_id)]})
+        self.write_json({"agents": [a.public() for a in await self.runs.visible_agents(self.user_id)]})
 
     async def post(self) -> None:
         """Create an agent: 201 with the agent; the server makes the id unless the body gives one.
@@ -273,7 +273,7 @@ class JobsAgentsHandler(JobsHandler):
 class JobsAgentStateHandler(JobsHandler):
     async def get(self, agent_id: str) -> None:
         """The agent, this user's live and parked jobs of it, and their counts by status."""
-        agent = self.own_agent(agent_id)
+        agent = await self.own_agent(agent_id)
         live = await self.runs.agent_tasks(agent.id, self.user_id, None)
         counts = await self.runs.agent_counts(agent.id, self.user_id)
         self.write_json({
@@ -293,7 +293,7 @@ class JobsAgentJobsHandler(JobsHandler):
 
     async def get(self, agent_id: str) -> None:
         """This user's jobs of the agent, newest first (at most 100), optionally of one status."""
-        agent = self.own_agent(agent_id)
+        agent = await self.own_agent(agent_id)
         status = self.get_query_argument("status", None)
         if status is not None and status not in JOB_STATUSES:
             raise ApiError(422, f"status must be one of {', '.join(JOB_STATUSES)}", "VALIDATION_ERROR")

@@ -67,6 +67,24 @@ def test_a_job_parked_on_one_instance_is_signalled_through_the_other(pair):
     assert "Approved" in "".join(a.replay(task).deltas)
 
 
+def test_an_agent_created_on_one_instance_is_listed_run_and_woken_on_the_other(pair):
+    """A user's agent lives in the database: B lists it and runs it, and a job of it parked on B
+    is resumed by A when the signal comes through A."""
+    a, b = pair
+    r = a.request("POST", "/api/agents", {"id": "helper-x", "name": "Helper", "type": "demo", "tools": ["wait_approval"]})
+    assert r.status == 201, r.body
+    assert "helper-x" in [agent["id"] for agent in b.request("GET", "/api/agents").json()["agents"]]
+    r = b.request("POST", "/api/runs", {"workflow_id": "w", "input": {"message": "/approve refund order-7",
+                                                                       "agent_id": "helper-x"}})
+    assert r.status == 201, r.body
+    job = r.json()["job_id"]
+    key = b.wait_status(job, ("parked",))["parked"]["correlationKey"]
+    r = a.request("POST", f"/api/jobs/{job}/signal", {"correlation_key": key, "payload": {"approved": True}})
+    assert r.status == 200, r.body
+    assert a.wait_status(job, ("completed",), timeout=20)["status"] == "completed"
+    assert a.request("GET", "/api/agents/helper-x/state").status == 200
+
+
 def test_one_201_for_100_concurrent_starts_over_two_instances(pair):
     a, b = pair
 

@@ -47,9 +47,9 @@ async def test_a_configured_agent_wins_over_a_stored_one_at_start(parley_config,
     try:
         with caplog.at_level(logging.WARNING, logger="parley.runs"):
             await restarted.runs.load_agents()
-        agent = restarted.runs.agent_for("assistant", "bob")  # no Forbidden: it is shared again
+        agent = await restarted.runs.agent_for("assistant", "bob")  # no Forbidden: it is shared again
         assert agent.name == "Assistant" and "owner" not in agent.extra
-        assert [a.name for a in restarted.runs.visible_agents("alice") if a.id == "assistant"] == ["Assistant"]
+        assert [a.name for a in await restarted.runs.visible_agents("alice") if a.id == "assistant"] == ["Assistant"]
         assert any("'assistant' of user 'alice' is not loaded" in r.getMessage() for r in caplog.records)
     finally:
         await restarted.db.close()
