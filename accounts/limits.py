@@ -13,6 +13,7 @@ from auth.ratelimit import IN_MEMORY, Windows, retry_after
 FAILURES_PER_EMAIL = 10
 SIGNUPS_PER_IP = 60
 LOGINS_PER_IP = 120
+NOTICE_EVERY_S = 60.0  # at most one "you already have an account" mail an email per this many seconds
 
 
 class Limits:
@@ -22,6 +23,7 @@ class Limits:
         self.failures = windows.window("accounts.failures", FAILURES_PER_EMAIL)
         self.signups_per_ip = windows.window("accounts.signups", SIGNUPS_PER_IP)
         self.logins_per_ip = windows.window("accounts.logins", LOGINS_PER_IP)
+        self.notices = windows.window("accounts.notices", 1, NOTICE_EVERY_S)
 
     async def count_request(self, kind: str, ip: str) -> None:
         """Count a request of `kind` ("signup", else a login or code check) from `ip`; RATE_LIMITED past the limit."""
@@ -41,3 +43,8 @@ class Limits:
     async def count_failure(self, email: str) -> None:
         """A wrong password or code for `email`."""
         await self.failures.record(email)
+
+    async def notice_due(self, email: str) -> bool:
+        """Whether `email` may get an "already has an account" notice now (one a cooldown, counted
+        where the windows are: so also once over every instance that shares the store)."""
+        return not await self.notices.hit(email)

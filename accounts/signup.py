@@ -44,7 +44,6 @@ log = logging.getLogger("parley.accounts")
 CODE_TTL_MS = 10 * 60 * 1000
 CODE_MAX_TRIES = 5
 MAIL_COOLDOWN_MS = 60 * 1000
-KEEP_NOTICES = 10_000  # emails whose last "you already have an account" time is remembered
 
 
 class Signups:
@@ -60,7 +59,6 @@ class Signups:
         self.public_url = public_url
         self.redirect_origins = redirect_origins
         self._pepper = pepper
-        self._notices: dict[str, int] = {}
 
     def redirect_allowed(self, url: str) -> bool:
         """Whether `url` is on the public URL's origin or an allowed one (never judged by the request's Host)."""
@@ -207,21 +205,13 @@ class Signups:
 
     async def _notice(self, email: str) -> None:
         """Tell the owner of `email` that it already has an account (at most once per cooldown)."""
-        now = now_ms()
-        if now - self._notices.get(email, 0) < MAIL_COOLDOWN_MS:
+        if not await self.limits.notice_due(email):
             return
-        self._notices[email] = now
-        if len(self._notices) > KEEP_NOTICES:
-            self._notices = {k: v for k, v in self._notices.items() if now - v < MAIL_COOLDOWN_MS}
         text = (f"Hello,\n\nsomeone (maybe you) tried to sign up to Parley with {email}, which already has "
                 "an account.\nSign in with your password instead; if it was not you, ignore this message.")
         if self.public_url:
             text += f"\n\n{self._page_url()}"
-        try:
-            await self._send(email, "You already have a Parley account", text)
-        except AccountError:
-            self._notices.pop(email, None)
-            raise
+        await self._send(email, "You already have a Parley account", text)
 
     async def _send(self, to: str, subject: str, body: str, code: str | None = None) -> None:
         """Send, or refuse MAIL_FAILED: a sign-up whose code never left must say so (the same for every email)."""

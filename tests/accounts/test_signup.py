@@ -79,6 +79,17 @@ async def test_auth_config_names_the_mail_delivery(parley, anon):
     assert body(r) == {"mail": "smtp"}
 
 
+async def test_an_existing_email_gets_one_notice_a_cooldown(parley, anon):
+    """The "already has an account" mail is sent once a minute at most, counted where the rate
+    limits are counted (in the database when instances share it), so repeated sign-ups cannot mail-bomb."""
+    await sign_up(anon, parley.data_dir)
+    before = len(outbox(parley.data_dir))
+    for name in ("other", "third", "fourth"):
+        r = await anon.request("POST", V, {"username": name, "email": "ann@example.com", "password": "another pass"})
+        assert r.code == 202 and body(r) == {"email": "ann@example.com"}
+    assert len(outbox(parley.data_dir)) == before + 1
+
+
 def test_is_loopback():
     from handlers.accounts.auth import is_loopback
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("127.8.9.10")

@@ -73,6 +73,12 @@ def test_accounts_made_on_one_instance_sign_in_and_are_accepted_on_the_other(pai
     assert jwks == b.request("GET", "/.well-known/jwks.json", auth=False).json() and len(jwks["keys"]) == 1
     # and no key is on either disk
     assert not (a.data_dir / "keys").exists() and not (b.data_dir / "keys").exists()
+    # sign-ups for the account's email, through both: one "already has an account" mail over both
+    for server, name in ((a, "ann2"), (b, "ann3"), (a, "ann4"), (b, "ann5")):
+        r = server.request("POST", V, {"username": name, "email": "ann@example.com", "password": PASSWORD}, auth=False)
+        assert r.status == 202, r.body
+    notices = [p for s in pair for p in (s.data_dir / "outbox").glob("*.txt") if "already has an account" in p.read_text()]
+    assert len(notices) == 1, notices
 
 
 def test_a_stream_token_from_one_instance_opens_the_stream_on_the_other(pair):
