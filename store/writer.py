@@ -44,6 +44,7 @@ class GroupCommitStore:
     def __init__(self) -> None:
         self._queue: list[Event | Job] = []
         self._first: list[Event | Job] = []  # writes that depend on nothing queued (`submit(first=True)`)
+        self._took_first = False  # the last batch was such writes: the backlog's turn comes next
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -128,7 +129,8 @@ class GroupCommitStore:
 
         `first`: the write depends on no queued write (a new run's start), so it need not wait
         behind them: writes given `first` are committed in a transaction of their own as soon as
-        the one under way has committed, however long a backlog of events the other runs queued.
+        the one under way has committed, however long a backlog of events the other runs queued
+        (taking turns with that backlog, so a stream of starts never starves it).
         """
         if self._closing and self._writer_task is None:
             raise RuntimeError("database is closed")
@@ -164,7 +166,8 @@ class GroupCommitStore:
                 await self._wake.wait()
                 continue
             waiters: list[asyncio.Future[None]] = []
-            if self._first:  # ahead of the backlog; the waiters wait for the backlog too
+            self._took_first = bool(self._first) and not (self._queue and self._took_first)
+            if self._took_first:  # ahead of the backlog; the waiters wait for the backlog too
                 batch, self._first = self._first, []
             else:
                 batch, self._queue = self._queue, []

@@ -77,6 +77,39 @@ async def test_a_write_given_first_commits_ahead_of_the_backlog(db):
     assert start_id < min(e.id for e in backlog)
 
 
+async def test_writes_given_first_take_turns_with_the_backlog(db):
+    """Starts that keep coming never starve the backlog: after a transaction of `first` writes,
+    the backlog's transaction comes before the next one of them."""
+    gate, entered = threading.Event(), threading.Event()
+    published = []
+    later = []
+
+    def start(tx):
+        tx.event("task-s", "thread-s", "run.started", {})
+
+    def on_commit(events):
+        published.append([e.type for e in events])
+        if len(published) == 1:  # another start arrives while the first one commits
+            later.append(db.submit(start, first=True))
+
+    def hold(tx):
+        entered.set()
+        gate.wait(10)
+
+    db.on_commit = on_commit
+    busy = db.submit(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
+    for i in range(50):
+        db.append("task-b", "thread-b", "text.delta", {"partId": "p", "delta": str(i)})
+    first = db.submit(start, first=True)
+    gate.set()
+    await busy
+    await first
+    await later[0]
+    await db.committed()
+    assert published == [["run.started"], ["text.delta"] * 50, ["run.started"]]
+
+
 async def test_failed_job_rolls_back_alone(db):
     def bad(tx):
         tx.event("task-3", "thread-3", "step.started", {"node": "x"})
