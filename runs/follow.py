@@ -157,8 +157,7 @@ class TaskFollower(Follower):
         # Resumed at or after the end of a run that is over: nothing will follow.
         if not self.finished and not self._checked_end:
             self._checked_end = True
-            # What this instance heard of (it may lag the store a moment; subscribed already, a later end still comes).
-            last = self.hub.recent.last(self.task_id) or await self.runs.last_event(self.task_id)
+            last = await last_heard(self.runs, self.hub, self.task_id)  # subscribed already: a later end still comes
             self.finished = last is not None and last.terminal and last.id <= self.cursor
 
     def _hand_out(self, events: list[Event]) -> None:
@@ -211,6 +210,14 @@ class ThreadFollower(Follower):
 
     def _idle_over(self) -> bool:
         return self.idle_since is not None and self._loop.time() >= self.idle_since + self.idle_limit_s
+
+
+async def last_heard(runs: RunManager, hub: EventHub, task_id: str) -> Event | None:
+    """The task's last event as far as this instance's streams know: from the in-memory log of
+    recent tasks when it holds the task, else from the store.  It may lag the store (a commit is
+    read a moment before it is published; on PostgreSQL, until the bus brings it): for a stream,
+    whose subscription gets any later event, never for a read of the log."""
+    return hub.recent.last(task_id) or await runs.last_event(task_id)
 
 
 def follow_task(

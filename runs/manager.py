@@ -103,13 +103,6 @@ class RunManager(RunReads):
         runner = self._runners.get(task_id)
         return runner.task if runner is not None else self._ended.get(task_id)
 
-    async def last_heard(self, task_id: str) -> Any:
-        """The task's last event as far as this instance's streams know: from the in-memory log of
-        recent tasks when it holds the task, else from the store.  It may lag the store (a commit
-        is published a moment after a read can see it; on PostgreSQL, when the bus brings it):
-        for a stream, whose subscription gets any later event, never for a read of the log."""
-        return self.hub.recent.last(task_id) or await self.last_event(task_id)
-
     # -- threads --------------------------------------------------------------
 
     async def create_thread(self, user_id: str, thread_id: str, title: str | None,

@@ -10,6 +10,7 @@ from handlers.schema import JSON, TASK_INFO, error_responses, response
 from handlers.sse import native_frames, native_terminal_frame
 from handlers.streaming import CURSOR_PARAMETERS, EventStreamHandler
 from handlers.validation import ID, start_request_from
+from runs.follow import last_heard
 from runs.manager import Forbidden, RunError, ThreadBusy
 from store import NotFound
 from store.tasks import TaskRow
@@ -92,7 +93,7 @@ class NativeStreamHandler(EventStreamHandler, NativeHandler):
         task = await self.own_task(task_id, fresh=False)  # a live task's row is in memory
         cursor = await self.cursor(beyond_ok=task.terminal)  # an ended run answers any later cursor with its last frame
         if task.terminal:
-            last = await self.runs.last_heard(task.id)  # not the end yet: the stream below brings it
+            last = await last_heard(self.runs, self.hub, task.id)  # not the end yet: the stream below brings it
             if last is not None and last.terminal and cursor >= last.id:
                 if self.identity is not None and self.identity.via == "stream-token":
                     self.set_status(204)  # stops a browser EventSource for good
