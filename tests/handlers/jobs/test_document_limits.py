@@ -90,8 +90,10 @@ async def test_a_pdf_bomb_is_stopped_at_the_time_limit_and_its_worker_killed(ali
     # the event loop never waited on the parse (blocked, one probe would wait the whole 1 s limit; a loaded
     # 2-core machine shared with the worker still answers well under that)
     assert max(latencies) < 0.6, latencies
-    assert workers and not workers & set(knowledge.EXTRACTION.pids)
-    for pid in workers:  # killed and reaped: nothing keeps a core busy after the limit
+    # the bomb's worker is gone (another worker of the pool, idle in another thread, may stay)
+    killed = workers - set(knowledge.EXTRACTION.pids)
+    assert killed
+    for pid in killed:  # killed and reaped: nothing keeps a core busy after the limit
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     before = children_cpu()
