@@ -127,6 +127,51 @@ async def test_failed_job_rolls_back_alone(db):
     assert [e.data["node"] for e in stored] == ["y"]
 
 
+async def test_a_failed_job_costs_the_rest_of_its_batch_nothing(db):
+    """A batch runs without savepoints until a job fails; then it runs again with them. The
+    writes around the failed job are stored once each, their ids follow on without a gap, and
+    a job that ran before the failure in the first attempt is not stored twice."""
+    published = []
+    db.on_commit = lambda events: published.extend(events)
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(tx):  # queue the whole batch behind this one
+        entered.set()
+        gate.wait(10)
+
+    def row(tx):
+        tx.execute("INSERT INTO rate_limits (key, hits, expires_at) VALUES ('once', '[]', 0)")
+        tx.event("task-4", "thread-4", "step.started", {"node": "row"})
+        return "row"
+
+    def bad(tx):
+        tx.event("task-4", "thread-4", "step.started", {"node": "bad"})
+        raise ValueError("refused")
+
+    statements = []
+    await db._in_writer_thread(db._writer_conn.set_trace_callback, statements.append)
+    busy = db.submit(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
+    assert not any(s.startswith("SAVEPOINT") for s in statements)  # a batch whose jobs all succeed
+    db.append("task-4", "thread-4", "text.delta", {"partId": "p", "delta": "a"})
+    row_fut, bad_fut = db.submit(row), db.submit(bad)
+    db.append("task-4", "thread-4", "text.delta", {"partId": "p", "delta": "b"})
+    gate.set()
+    await busy
+    assert await row_fut == "row"
+    with pytest.raises(ValueError, match="refused"):
+        await bad_fut
+    await db.committed()
+    assert [e.data.get("node", e.data.get("delta")) for e in published] == ["a", "row", "b"]
+    ids = [e.id for e in published]
+    assert ids == list(range(ids[0], ids[0] + 3))
+    stored = await db.read(lambda c: events_sql.for_task(c, "task-4"))
+    assert [e.id for e in stored] == ids
+    assert await db.write(lambda tx: tx.fetchone("SELECT COUNT(*) FROM rate_limits WHERE key = 'once'")[0]) == 1
+    assert statements.count("SAVEPOINT job") == 2  # run again: a savepoint for each of its two jobs
+    await db._in_writer_thread(db._writer_conn.set_trace_callback, None)
+
+
 async def test_event_ids_are_never_reused_after_delete_and_reopen(tmp_path):
     db = Database(tmp_path / "ids.db")
     await db.open()
