@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +46,7 @@ from store import health as health_sql
 from store import tasks as tasks_sql
 from store import threads as threads_sql
 from store.db import now_ms
+from store.ids import uuid7
 from store.tasks import TaskRow
 
 __all__ = [
@@ -163,7 +163,7 @@ class RunManager(RunReads):
             agent = await self.agent_for(req.agent_id, req.user_id)
         except NotFound:
             raise Invalid(f"unknown agent: {req.agent_id}") from None
-        new_id = task_id or str(uuid.uuid4())
+        new_id = task_id or uuid7()
         title = message_title(req.message)
 
         def _start(tx: WriteTx) -> TaskRow:
@@ -212,21 +212,22 @@ class RunManager(RunReads):
 
     async def finish(
         self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None,
-        only_if: Callable[[WriteTx], bool] | None = None,
+        only_if: Callable[[WriteTx], bool] | None = None, values: Callable[[], dict[str, Any]] | None = None,
     ) -> bool:
-        """End the task with its one terminal event; False when it had already ended.
+        """End the task with its one terminal event; False when it had already ended.  `values`
+        (a runner's `end_values`) is called as the end is queued: more columns it stores.
 
         A live task must not stay live because this write failed (the group commit it shared
         failed as a whole, or its parts could not be stored): it is tried once more, with the
         reply rebuilt from the events that did commit when the parts were at fault.
         """
         try:
-            ended = await self._write_end(task, status, reason, message, parts, only_if)
+            ended = await self._write_end(task, status, reason, message, parts, only_if, values)
         except Exception:
             log.exception("ending task %s failed; trying once more", task.id)
             if not encodable(parts):
                 parts = await self._reply_from_log(task.id)
-            ended = await self._write_end(task, status, reason, message, parts, only_if)
+            ended = await self._write_end(task, status, reason, message, parts, only_if, values)
         if ended:  # a runner's row answers reads from memory (owned_task): it is over from now on
             task.status = status
             key = (status, "" if status == "completed" else reason)
@@ -244,12 +245,17 @@ class RunManager(RunReads):
 
     async def _write_end(
         self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None,
-        only_if: Callable[[WriteTx], bool] | None = None,
+        only_if: Callable[[WriteTx], bool] | None = None, values: Callable[[], dict[str, Any]] | None = None,
     ) -> bool:
-        def _finish(tx: WriteTx) -> bool:
-            return write_end(tx, task, status, reason, message, parts, only_if)
+        extra: dict[str, Any] = {}
 
-        return bool(await asyncio.shield(self.db.write(_finish)))
+        def _finish(tx: WriteTx) -> bool:
+            return write_end(tx, task, status, reason, message, parts, only_if, **extra)
+
+        written = self.db.submit(_finish)
+        if values is not None:
+            extra.update(values())  # in the same loop turn as the submit: it knows which take holds the end
+        return bool(await asyncio.shield(written))
 
     async def park(self, runner: Runner, parked: Parked) -> None:
         """Park the task at `parked` (or, when its signal came early, wake it again at once)."""

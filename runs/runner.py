@@ -55,7 +55,10 @@ class Runner:
         self._db = manager.db
         self._node: str | None = task.current_node
         self._node_queued = False  # a queued write will store `_node` as it is when it runs
+        self._running_take: int | None = None  # the writer's take that stores `running` (`_write_running`)
+        self._end_take: int | None = None  # the take that stores the run's end, once it is queued
         self._emitted = 0
+        self._started_at = 0
 
     # -- Sink -----------------------------------------------------------
 
@@ -81,16 +84,32 @@ class Runner:
         self._node = node
         if not self._node_queued:
             self._node_queued = True
-            self._db.submit(self._write_node)
+            take = self._db.queue_takes
+            self._db.submit(lambda tx: self._write_node(tx, take))
 
-    def _write_node(self, tx: WriteTx) -> None:
+    def _write_node(self, tx: WriteTx, take: int) -> None:
         self._node_queued = False  # from here on, a new step queues a write of its own
-        tasks_sql.update(tx, self.task.id, current_node=self._node)
+        if take != self._end_take:  # else the run's end, in this same transaction, stores the step
+            tasks_sql.update(tx, self.task.id, current_node=self._node)
 
     def _write_running(self, tx: WriteTx) -> None:
         """The task is running, at the step its agent took before this write ran (if any)."""
         self._node_queued = False
-        tasks_sql.update_if(tx, self.task.id, ("pending",), status="running", started_at=now_ms(), current_node=self._node)
+        if self._running_take != self._end_take:  # else the run's end, in this transaction, stores both
+            tasks_sql.update_if(tx, self.task.id, ("pending",), status="running", started_at=self._started_at,
+                                current_node=self._node)
+
+    def end_values(self) -> dict[str, Any]:
+        """What the run's end stores besides its status, called as the end is queued (take `queue_takes`).
+
+        A run that ends before the writer took its `running` or step write (a short run does: its
+        whole reply is queued at once) has them folded into the end, in the same transaction; the
+        write itself, run just before the end's, then stores nothing (`_end_take`)."""
+        self._end_take = self._db.queue_takes
+        values: dict[str, Any] = {"current_node": self._node}
+        if self._running_take == self._end_take:
+            values["started_at"] = self._started_at
+        return values
 
     def correlation_key(self, node: str) -> str:
         return next_park_key(self.task)
@@ -132,7 +151,7 @@ class Runner:
         else:
             # abort_as: aborted after the agent's last await
             end = self.abort_as or ("completed", "", "")
-        await self.manager.finish(task, *end, self.assembler.parts)
+        await self.manager.finish(task, *end, self.assembler.parts, values=self.end_values)
 
     async def _park(self, parked: Parked) -> tuple[str, str, str] | None:
         """Park the task; None when it parked (or woke again), else how the run must end instead."""
@@ -166,6 +185,8 @@ class Runner:
             # Queued ahead of the agent's first events, committed with them: no extra wait; the
             # agent's first step is stored with it.
             self._node_queued = True
+            self._started_at = now_ms()
+            self._running_take = self._db.queue_takes
             self._db.submit(self._write_running)
         ctx = RunContext(
             self,

@@ -102,14 +102,15 @@ def write_signal(tx: WriteTx, task_id: str, correlation_key: str, payload: Any, 
 
 
 def write_end(tx: WriteTx, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None,
-              only_if: Callable[[WriteTx], bool] | None = None) -> bool:
+              only_if: Callable[[WriteTx], bool] | None = None, **values: Any) -> bool:
     """End the live task `status` (completed, failed, cancelled) with its reply (`parts`) and its
-    one terminal event; False when it had already ended, or `only_if` says no."""
+    one terminal event, storing `values` (more columns) with it; False when it had already
+    ended, or `only_if` says no."""
     if only_if is not None and not only_if(tx):
         return False
     error = None if status == "completed" else {"reason": reason, "message": message}
     if not tasks_sql.update_if(
-        tx, task.id, LIVE, status=status, finished_at=now_ms(), error=error, parked=None
+        tx, task.id, LIVE, status=status, finished_at=now_ms(), error=error, parked=None, **values
     ):
         return False
     if parts:

@@ -45,6 +45,7 @@ class GroupCommitStore:
         self._queue: list[Event | Job] = []
         self._first: list[Event | Job] = []  # writes that depend on nothing queued (`submit(first=True)`)
         self._took_first = False  # the last batch was such writes: the backlog's turn comes next
+        self.queue_takes = 0  # times the writer took the queue: what is queued now goes with take + 1
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -127,6 +128,9 @@ class GroupCommitStore:
     def submit(self, fn: WriteFn, *, first: bool = False) -> asyncio.Future[Any]:
         """Queue `fn(tx)` for the next transaction; the future gets its result once committed.
 
+        Writes (and events) queued while `queue_takes` keeps one value commit in one transaction,
+        in the order they were queued.
+
         `first`: the write depends on no queued write (a new run's start), so it need not wait
         behind them: writes given `first` are committed in a transaction of their own as soon as
         the one under way has committed, however long a backlog of events the other runs queued
@@ -171,6 +175,7 @@ class GroupCommitStore:
                 batch, self._first = self._first, []
             else:
                 batch, self._queue = self._queue, []
+                self.queue_takes += 1
                 waiters, self._commit_waiters = self._commit_waiters, []
             self._idle.clear()
             try:
@@ -187,7 +192,7 @@ class GroupCommitStore:
             try:
                 published, results = await self._run_batch(batch)
             except Exception:
-                # The batch failed as a whole (not one job: each has its savepoint), e.g. an I/O
+                # The batch failed as a whole (not one job: a failed job is undone alone), e.g. an I/O
                 # error or a lock held too long.  It rolled back and nothing of it was published,
                 # so it runs once more before every write in it fails: one fault must not fail
                 # the writes of every run that happened to share the batch.

@@ -1,0 +1,43 @@
+"""What a run costs the writer (issue 14), on both stores: a run whose end is queued before the
+writer took its `running` write stores both in one statement, in one transaction; a run that
+takes longer is `running` in the store while it works."""
+from __future__ import annotations
+
+import pytest
+
+from store import tasks as tasks_sql
+
+
+@pytest.fixture
+def task_updates(monkeypatch):
+    """Every conditional update of a task row: (task id, the columns it set)."""
+    calls: list[tuple[str, dict]] = []
+    real = tasks_sql.update_if
+
+    def update_if(tx, task_id, statuses, **values):
+        calls.append((task_id, values))
+        return real(tx, task_id, statuses, **values)
+
+    monkeypatch.setattr(tasks_sql, "update_if", update_if)
+    return calls
+
+
+async def test_a_short_run_stores_running_with_its_end(alice, task_updates):
+    task_id = await alice.start_ok("t-short-cost", "hi")
+    info = await alice.wait_status(task_id, "completed")
+    mine = [values for tid, values in task_updates if tid == task_id]
+    assert len(mine) == 1, mine
+    assert mine[0]["status"] == "completed" and mine[0]["started_at"] == info["startedAt"]
+    assert info["createdAt"] <= info["startedAt"] <= info["finishedAt"]
+    assert info["currentNode"] == mine[0]["current_node"]
+
+
+async def test_a_run_that_works_is_running_in_the_store_meanwhile(alice, task_updates):
+    task_id = await alice.start_ok("t-long-cost", "/sleep 30")
+    info = await alice.wait_status(task_id, "running")
+    assert info["startedAt"] is not None and info["finishedAt"] is None
+    await alice.request("DELETE", f"/task/{task_id}")
+    ended = await alice.wait_status(task_id, "cancelled")
+    assert ended["startedAt"] == info["startedAt"]
+    mine = [values for tid, values in task_updates if tid == task_id]
+    assert [v["status"] for v in mine] == ["running", "cancelled"] and "started_at" not in mine[1]
