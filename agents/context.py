@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from store.event_types import (
     TOOL_ERROR,
     TOOL_RESULT,
 )
+from store.ids import random_hex
 
 log = logging.getLogger("parley.agents")
 
@@ -119,7 +119,7 @@ class RunContext:
         await self.sink.emit(STEP_FINISHED, {"node": node})
 
     async def text_start(self) -> str:
-        part_id = f"txt_{uuid.uuid4().hex[:16]}"
+        part_id = f"txt_{random_hex(16)}"
         await self.sink.emit(TEXT_START, {"messageId": self.message_id, "partId": part_id})
         return part_id
 
@@ -137,7 +137,7 @@ class RunContext:
 
     async def tool_call(self, name: str, args: dict[str, Any], call_id: str | None = None) -> Any:
         """Announce a tool call, run it and return its output (a ToolError returns None after a `tool.error`)."""
-        call_id = call_id or f"call_{uuid.uuid4().hex[:16]}"
+        call_id = call_id or f"call_{random_hex(16)}"
         await self.sink.emit(TOOL_CALL_START, {"toolCallId": call_id, "toolName": name})
         await self.sink.emit(TOOL_CALL_ARGS, {"toolCallId": call_id, "delta": orjson.dumps(args).decode()})
         await self.sink.emit(TOOL_CALL_END, {"toolCallId": call_id, "toolName": name, "input": args})

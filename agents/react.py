@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from store.event_types import (
     TOOL_ERROR,
     TOOL_RESULT,
 )
+from store.ids import random_hex
 
 if TYPE_CHECKING:
     from agents import AgentDef
@@ -194,7 +194,7 @@ class _StreamedAnswer:
 
     async def reasoning(self, delta: str) -> None:
         if self.reasoning_part is None:
-            self.reasoning_part = f"rsn_{uuid.uuid4().hex[:16]}"
+            self.reasoning_part = f"rsn_{random_hex(16)}"
             await self.ctx.sink.emit(REASONING_START, {"messageId": self.ctx.message_id, "partId": self.reasoning_part})
         await self.ctx.sink.emit(REASONING_DELTA, {"partId": self.reasoning_part, "delta": delta})
 
@@ -295,7 +295,7 @@ class ReactLoop:
 
     async def _announce(self, call: dict[str, Any]) -> None:
         if not call["id"]:
-            call["id"] = f"call_{uuid.uuid4().hex[:16]}"
+            call["id"] = f"call_{random_hex(16)}"
         call["wire"] = call["wire"] or "unknown"
         call["name"] = self.names.get(call["wire"], call["wire"])
         call["started"] = True

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from handlers.errors import ApiError
 from runs.manager import StartRequest, text_message
+from store.ids import uuid7, uuid7_hex
 
 MAX_ID = 128
 MAX_CONTENT = 100_000
@@ -49,7 +49,7 @@ def _from_ui_message(message: Any) -> dict[str, Any]:
         raise ApiError(422, "message must be a UIMessage object")
     if message.get("role", "user") != "user":
         raise ApiError(422, "message.role must be 'user'")
-    msg_id = check_id(message.get("id"), "message.id", required=False) or f"msg_{uuid.uuid4().hex}"
+    msg_id = check_id(message.get("id"), "message.id", required=False) or f"msg_{uuid7_hex()}"
     parts = _checked_parts(message.get("parts"))
     out: dict[str, Any] = {"id": msg_id, "role": "user", "parts": parts}
     if isinstance(message.get("metadata"), dict):
@@ -77,7 +77,7 @@ def _checked_parts(parts: Any) -> list[Any]:
 def start_request_from(body: dict[str, Any], user_id: str, default_agent: str) -> StartRequest:
     """A run start as `POST /task` (and kira-be's `POST /agent/task`) take it: `threadId` (a new
     UUID when absent), `content` or `message`, `agentId`, `rewindFrom` (422 on the first bad one)."""
-    thread_id = check_id(body.get("threadId"), "threadId", required=False) or str(uuid.uuid4())
+    thread_id = check_id(body.get("threadId"), "threadId", required=False) or uuid7()
     message = user_message_from(body)
     agent_id = check_id(body.get("agentId"), "agentId", required=False) or default_agent
     rewind_from = check_id(body.get("rewindFrom"), "rewindFrom", required=False)

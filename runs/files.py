@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -28,6 +27,7 @@ from store import attachments as attachments_sql
 from store import documents as documents_sql
 from store import tasks as tasks_sql
 from store.attachments import Attachment
+from store.ids import uuid7
 from store.produced_files import ProducedFile
 from store.tasks import TaskRow
 
@@ -184,7 +184,7 @@ class Files:
         bytes (checked in the writer's transaction); then, or when the record fails otherwise,
         the file is removed again.
         """
-        doc_id = str(uuid.uuid4())
+        doc_id = uuid7()
         doc = {"id": doc_id, "user_id": user_id, "knowledge_id": knowledge_id, "filename": filename,
                "media_type": media_type, "size": len(data)}
         return await self._recorded(f"documents/{doc_id}", data, lambda tx: documents_sql.insert(tx, doc, chunks, quota))

@@ -3,13 +3,13 @@ thread: the agent runs, the model and the tools do not) and a retry (after it fa
 for insufficient credits, on the same thread)."""
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 from agents.replay import Recording
 from runs.errors import Invalid
 from runs.start import StartRequest, check_retryable
 from store.event_types import TOOL_CALL_END
+from store.ids import uuid7, uuid7_hex
 from store.tasks import TaskRow
 
 if TYPE_CHECKING:
@@ -25,10 +25,10 @@ async def replay(runs: RunManager, task_id: str, user_id: str) -> TaskRow:
     recording = Recording(await runs.task_events(task_id))
     message = await runs.message(original.thread_id, original.user_message_id, original.id)
     parts = message["parts"] if message else [{"type": "text", "text": ""}]
-    new_id = str(uuid.uuid4())
+    new_id = uuid7()
     early = {f"approval-{new_id}-{n}": payload for n, payload in enumerate(recording.signals, 1)}
     req = StartRequest(
-        user_id, f"replay-{new_id}", {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": parts},
+        user_id, f"replay-{new_id}", {"id": f"msg_{uuid7_hex()}", "role": "user", "parts": parts},
         original.agent_id, initial_state={"replay_of": task_id, "early": early},
     )
     return await runs.start_run(req, task_id=new_id)

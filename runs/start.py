@@ -7,7 +7,6 @@ then stores the user message, the task (`pending`) and its `run.started`.
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +19,13 @@ from store import tasks as tasks_sql
 from store import threads as threads_sql
 from store.db import now_ms
 from store.event_types import RUN_STARTED
+from store.ids import uuid7_hex
 from store.tasks import TaskRow
 
 
 def text_message(text: str) -> dict[str, Any]:
     """A new user UIMessage with one text part."""
-    return {"id": f"msg_{uuid.uuid4().hex}", "role": "user", "parts": [{"type": "text", "text": text}]}
+    return {"id": f"msg_{uuid7_hex()}", "role": "user", "parts": [{"type": "text", "text": text}]}
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def write_start(tx: WriteTx, req: StartRequest, agent_id: str, task_id: str, tit
     task = TaskRow(
         id=task_id, thread_id=req.thread_id, user_id=req.user_id, agent_id=agent_id, status="pending",
         created_at=now_ms(), started_at=None, finished_at=None, current_node=None, error=None, parked=None,
-        state=req.initial_state, user_message_id=req.message["id"], assistant_message_id=f"msg_{uuid.uuid4().hex}",
+        state=req.initial_state, user_message_id=req.message["id"], assistant_message_id=f"msg_{uuid7_hex()}",
         assistant_seq=seq + 1, client_run_id=req.client_run_id,
     )
     tasks_sql.insert(tx, task)

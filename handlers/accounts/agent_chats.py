@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
@@ -66,6 +65,7 @@ from store.event_types import (
     TOOL_ERROR,
     TOOL_RESULT,
 )
+from store.ids import uuid7
 
 MAX_MESSAGE = 8000
 DEFAULT_TIMEOUT_S = 300.0
@@ -141,7 +141,7 @@ class AccountsAgentChatsHandler(APIHandler):
         if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE:
             raise ApiError(422, f"message must be a non-empty string of at most {MAX_MESSAGE} characters", "VALIDATION_ERROR")
         try:
-            session_id = check_id(body.get("session_id"), "session_id", required=False) or str(uuid.uuid4())
+            session_id = check_id(body.get("session_id"), "session_id", required=False) or uuid7()
         except ApiError as exc:
             raise ApiError(422, exc.message, "VALIDATION_ERROR") from None
         user_message = text_message(message)

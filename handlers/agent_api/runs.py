@@ -9,7 +9,6 @@ already, or the client's own view of it: the server's history wins).
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -23,6 +22,7 @@ from handlers.validation import ID, MAX_CONTENT, check_id
 from runs.hub import Batch
 from runs.manager import Forbidden, StartRequest
 from store import NotFound
+from store.ids import uuid7
 from store.tasks import TaskRow
 
 ROLES = frozenset({"developer", "system", "assistant", "user", "tool", "activity", "reasoning"})
@@ -103,8 +103,8 @@ def _user_parts(content: Any, at: str) -> list[dict[str, Any]]:
 
 def parse_run_input(body: dict[str, Any], default_agent: str) -> RunInput:
     """Validate a `RunAgentInput` (422 with the first problem) and take the new user message."""
-    thread_id = _ids(body.get("threadId"), "threadId", required=False) or str(uuid.uuid4())
-    run_id = _ids(body.get("runId"), "runId", required=False) or str(uuid.uuid4())
+    thread_id = _ids(body.get("threadId"), "threadId", required=False) or uuid7()
+    run_id = _ids(body.get("runId"), "runId", required=False) or uuid7()
     for name in ("tools", "context"):
         if body.get(name) is not None and not isinstance(body[name], list):
             raise ApiError(422, f"{name} must be a list")

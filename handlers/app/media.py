@@ -10,7 +10,6 @@ marking the task's state (store/produced_files.py); the event log and the thread
 """
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from agents.tools import MAX_IMAGE_PROMPT
@@ -19,6 +18,7 @@ from handlers.errors import ApiError, native_busy
 from handlers.validation import ID, check_id
 from runs.manager import Forbidden, Invalid, RunError, StartRequest, ThreadBusy, text_message
 from store import NotFound
+from store.ids import uuid7
 from store.produced_files import ProducedFile, hidden
 from store.tasks import TaskRow
 
@@ -131,7 +131,7 @@ class AppMediaInitializeHandler(AppMediaHandler):
         """{threadId?, prompt} → 201 {taskId, threadId}: a run of the default agent whose user message is
         `/video PROMPT` or `/music PROMPT`.  403 (another user's thread, the plan), 409 {message, taskId}, 422, 503."""
         body = self.json_body()
-        thread_id = check_id(body.get("threadId"), "threadId", required=False) or str(uuid.uuid4())
+        thread_id = check_id(body.get("threadId"), "threadId", required=False) or uuid7()
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ApiError(422, f"prompt must be a non-empty string describing the {self.kind}")

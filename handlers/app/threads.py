@@ -1,7 +1,6 @@
 """kira-be's thread routes (seed 001, SPEC section 10): create, list, timelines, delete.  Errors: {message}."""
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from agents.titles import shorten
@@ -10,6 +9,7 @@ from handlers.errors import ApiError
 from handlers.validation import ID, check_id
 from runs.manager import Forbidden
 from store import Conflict, NotFound
+from store.ids import uuid7
 from store.threads import ThreadRow
 
 MAX_TITLE = 200
@@ -31,7 +31,7 @@ class AppThreadsHandler(APIHandler):
         (the first message's text; with `[titles]` configured, the model names it after the first run)."""
         body = self.json_body() if self._body else {}
         try:
-            thread_id = check_id(body.get("threadId", body.get("id")), "threadId", required=False) or str(uuid.uuid4())
+            thread_id = check_id(body.get("threadId", body.get("id")), "threadId", required=False) or uuid7()
         except ApiError as exc:
             raise ApiError(422, exc.message) from None
         title = body.get("title")

@@ -1,7 +1,6 @@
 """The job surface (seed 003, SPEC section 11): a job is a task seen through Aetheris's API."""
 from __future__ import annotations
 
-import uuid
 from typing import Any, cast
 
 from agents import AGENT_TYPES, AgentDef
@@ -27,6 +26,7 @@ from runs.manager import (
     text_message,
 )
 from store import Conflict, NotFound
+from store.ids import random_hex, uuid7
 from store.tasks import TaskRow
 
 MAX_MESSAGE = 100_000
@@ -100,7 +100,7 @@ class JobsRunsHandler(JobsHandler):
             raise ApiError(422, "input.agent_id must be a string", "VALIDATION_ERROR")
         await self.own_agent(agent_id)
         try:
-            thread_id = check_id(inp.get("thread_id"), "input.thread_id", required=False) or str(uuid.uuid4())
+            thread_id = check_id(inp.get("thread_id"), "input.thread_id", required=False) or uuid7()
         except ApiError as exc:
             raise ApiError(422, exc.message, "VALIDATION_ERROR") from None
         user_message = text_message(message)
@@ -237,7 +237,7 @@ class JobsAgentsHandler(JobsHandler):
             return ApiError(422, message, "VALIDATION_ERROR")
 
         try:
-            agent_id = check_id(body.get("id"), "id", required=False) or f"agent_{uuid.uuid4().hex[:12]}"
+            agent_id = check_id(body.get("id"), "id", required=False) or f"agent_{random_hex(12)}"
         except ApiError as exc:
             raise bad(exc.message) from None
         name = body.get("name")
