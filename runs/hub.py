@@ -48,7 +48,7 @@ class Subscription:
         self.queued = 0
         self.lagged = False
         self.closed = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._limit = limit
 
     def push(self, batch: Batch) -> None:
@@ -76,7 +76,7 @@ class Subscription:
     def _wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
-            w.set_result(None)
+            w.set_result(True)
 
     def take(self) -> list[Batch]:
         out = list(self.batches)
@@ -88,14 +88,20 @@ class Subscription:
         """Wait for events (True) or until `timeout` passes (False)."""
         if self.batches or self.lagged or self.closed:
             return True
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # One future and one timer (asyncio.wait_for would add a task-like wrapper of its own).
+        timer = loop.call_later(timeout, _time_out, waiter)
         try:
-            await asyncio.wait_for(self._waiter, timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+            return bool(await waiter)
         finally:
+            timer.cancel()
             self._waiter = None
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class RecentLogs:
