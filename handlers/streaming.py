@@ -23,7 +23,12 @@ CURSOR_PARAMETERS: list[dict[str, object]] = [
 # The surfaces that stream (their `surface`): each is counted in /metrics from the start, at 0.
 STREAM_SURFACES = ("native", "app", "agent_api", "jobs")
 _KEEPALIVE_FRAMES = [KEEPALIVE]
-_RETRY_FRAMES = [RETRY]
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """A flush nobody awaits: a client gone meanwhile is no error (the pump sees it at its next send)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class StreamSlots:
@@ -84,6 +89,7 @@ class EventStreamHandler(APIHandler):
 
     _sub: Subscription | None = None
     _slot: str | None = None  # the surface whose stream slot this request holds
+    _held = False  # written but not flushed yet: the `retry:` frame, waiting for the first batch
 
     @property
     def slots(self) -> StreamSlots:
@@ -148,6 +154,7 @@ class EventStreamHandler(APIHandler):
         if not frames:
             return
         self.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        self._held = False
         await self.flush()
 
     def task_batches(self, task_id: str, cursor: int = 0) -> AsyncIterator[Batch | None]:
@@ -174,7 +181,11 @@ class EventStreamHandler(APIHandler):
         """
         try:
             if retry:
-                await self.send(_RETRY_FRAMES)
+                # Sent with the first batch when the log has one at once (one write instead of
+                # two), else on its own before the stream waits for one.
+                self.write(RETRY)
+                self._held = True
+                asyncio.get_running_loop().call_soon(self._flush_held)
             async for batch in follow:
                 if batch is None:
                     frames = _KEEPALIVE_FRAMES
@@ -188,6 +199,13 @@ class EventStreamHandler(APIHandler):
         except iostream.StreamClosedError:
             return
         self.end()
+
+    def _flush_held(self) -> None:
+        """Send what `write` holds (the headers and the `retry:` frame) unless a batch took it along."""
+        if not self._held or self._finished or self.request.connection.stream.closed():  # type: ignore[union-attr]
+            return
+        self._held = False
+        self.flush().add_done_callback(_retrieve)
 
     def end(self) -> None:
         """End the response (the chunked terminator) unless the client is already gone."""
