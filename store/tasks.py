@@ -42,11 +42,13 @@ class TaskRow:
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRow:
-        values = [loads(v) if f.name in _JSON else v for f, v in zip(fields(cls), row, strict=True)]
-        return cls(*values)
+        return cls(*[loads(v) if json else v for json, v in zip(_IS_JSON, row, strict=True)])
 
 
-_COLUMNS = ", ".join(f.name for f in fields(TaskRow))
+_NAMES = tuple(f.name for f in fields(TaskRow))
+_IS_JSON = tuple(name in _JSON for name in _NAMES)
+_COLUMNS = ", ".join(_NAMES)
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' for _ in _NAMES)})"
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -54,11 +56,7 @@ def _encode(name: str, value: Any) -> Any:
 
 
 def insert(tx: WriteTx, task: TaskRow) -> None:
-    names = [f.name for f in fields(TaskRow)]
-    tx.execute(
-        f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' for _ in names)})",
-        [_encode(n, getattr(task, n)) for n in names],
-    )
+    tx.execute(_INSERT, [_encode(n, getattr(task, n)) for n in _NAMES])
 
 
 _GET = f"SELECT {_COLUMNS} FROM tasks WHERE id = ?"
