@@ -64,8 +64,23 @@ class Event:
         return f"Event({self.id}, {self.type}, task={self.task_id})"
 
 
+# Rows per INSERT statement: a batch is inserted in statements of these sizes (largest first), so
+# that its rows take a few statements, not one each (`executemany` steps once per row, and each
+# step gives up the GIL and waits to take it back from the event loop), with few distinct SQL
+# texts (each is prepared once and cached).  128 rows are 768 parameters: under SQLite's oldest
+# limit of 999.
+_CHUNKS = (128, 16, 4, 1)
+_INSERT_ROWS = {n: _INSERT + ", (?, ?, ?, ?, ?, ?)" * (n - 1) for n in _CHUNKS}
+
+
 def insert_batch(conn: sqlite3.Connection, events: list[Event]) -> None:
-    conn.executemany(_INSERT, [e.row() for e in events])
+    """Insert `events` (SQLite)."""
+    at = 0
+    for size in _CHUNKS:
+        sql = _INSERT_ROWS[size]
+        while len(events) - at >= size:
+            conn.execute(sql, [v for e in events[at:at + size] for v in e.row()])
+            at += size
 
 
 async def max_id(conn: aiosqlite.Connection) -> int:

@@ -172,6 +172,23 @@ async def test_a_failed_job_costs_the_rest_of_its_batch_nothing(db):
     await db._in_writer_thread(db._writer_conn.set_trace_callback, None)
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 21, 128, 300])
+async def test_a_batch_of_events_is_stored_whole_and_in_order(db, n):
+    """A batch's events go in with a few multi-row statements (128, 16, 4 and 1 rows)."""
+    statements = []
+    await db._in_writer_thread(db._writer_conn.set_trace_callback, statements.append)
+    for i in range(n):
+        db.append(f"task-n{n}", "thread-n", "text.delta", {"partId": "p", "delta": str(i)})
+    await db.committed()
+    await db._in_writer_thread(db._writer_conn.set_trace_callback, None)
+    stored = await db.read(lambda c: events_sql.for_task(c, f"task-n{n}", 0, 1000))
+    assert [e.data["delta"] for e in stored] == [str(i) for i in range(n)]
+    assert [e.id for e in stored] == list(range(stored[0].id, stored[0].id + n))
+    inserts = [s for s in statements if s.startswith("INSERT INTO events")]
+    q, r = divmod(n, 128)
+    assert len(inserts) == q + r // 16 + r % 16 // 4 + r % 4
+
+
 async def test_event_ids_are_never_reused_after_delete_and_reopen(tmp_path):
     db = Database(tmp_path / "ids.db")
     await db.open()
