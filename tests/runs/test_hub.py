@@ -43,6 +43,18 @@ def test_recent_logs_keep_whole_logs_only():
     assert [e.id for e in logs.after("e", 0)] == [14, 15, 16] and logs.size == 5
 
 
+def test_recent_logs_let_live_tasks_go_too_once_no_ended_one_is_left():
+    """`total` bounds what is kept (and what the garbage collector walks), live tasks or not."""
+    logs = RecentLogs(per_task=5, total=6)
+    for task in "abc":
+        logs.add(task, [ev(ord(task) * 10, task, "run.started"), ev(ord(task) * 10 + 1, task)])
+    assert logs.size == 6
+    logs.add("c", [ev(ord("c") * 10 + 2, "c")])  # past the total with no ended task: the oldest live one goes
+    assert logs.after("a", 0) is None and logs.after("b", 0) is not None and logs.size == 5
+    logs.add("a", [ev(ord("a") * 10 + 2, "a")])  # and stays gone (its readers read the store)
+    assert logs.after("a", 0) is None
+
+
 def test_thread_subscribers_get_every_task_of_their_thread():
     hub = EventHub()
     thread = hub.subscribe_thread("th")
