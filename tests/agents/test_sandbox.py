@@ -133,7 +133,9 @@ async def test_close_kills_every_worker(sandboxes):
 
 
 async def test_an_answer_larger_than_the_cap_is_a_failure_and_its_worker_goes(sandboxes):
-    box = sandboxes("big", memory_mb=2048)
+    # One worker: with two, the second call may start one of its own in a second thread (the
+    # first thread may not have counted itself idle yet), and the first worker rightly stays.
+    box = sandboxes("big", memory_mb=2048, workers=1)
     assert len(await box.call(5, mb=1)) == 1024 * 1024
     pid = box.pids[0]
     with pytest.raises(SandboxFailed, match="larger than"):
