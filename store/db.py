@@ -148,11 +148,6 @@ class Database(GroupCommitStore):
         self._next_id += 1
         return self._next_id
 
-    async def _run_batch(self, batch: list[Event | Job]) -> BatchResults:
-        # The whole batch is one call into the connection's thread: a round
-        # trip per statement would cap the writer at a few hundred runs/s.
-        return await self._in_writer_thread(self._commit_sync, batch)
-
     def _commit_sync(self, batch: list[Event | Job]) -> BatchResults:
         """Runs in the writer's thread: one transaction for the whole batch.
 

@@ -195,8 +195,8 @@ class PostgresDatabase(GroupCommitStore):
     def last_event_id(self) -> int:
         return self._last_id
 
-    async def _run_batch(self, batch: list[Event | Job]) -> BatchResults:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, batch)
+    async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def _commit_sync(self, batch: list[Event | Job]) -> BatchResults:
         """Runs in the writer's thread: one transaction for the whole batch.

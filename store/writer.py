@@ -1,11 +1,12 @@
 """The single writer with group commit, whatever the database behind it.
 
-Every write is queued; one task takes everything queued while the last
-transaction was committing and commits it as the next transaction: many
-runs' events, one fsync.  Events are handed to `on_commit` only after their
-transaction committed, so no reader can ever see an event that a crash
-could lose.  A store (SQLite, PostgreSQL) says how one batch is committed
-(`_commit_batch_sync`, run off the event loop) and how reads are made.
+Every write is queued; the store's writer thread takes everything queued while
+the last transaction was committing and commits it as the next transaction:
+many runs' events, one fsync.  It goes on with the next batch at once, and
+hands each commit to the event loop, in commit order, which publishes its
+events (`on_commit`) and settles its futures: no reader can ever see an event
+that a crash could lose.  A store (SQLite, PostgreSQL) says how one batch is
+committed (`_commit_sync`, in its writer thread) and how reads are made.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class GroupCommitStore:
         self._idle = asyncio.Event()
         self._idle.set()
         self._writer_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._commit_waiters: list[asyncio.Future[None]] = []
         self.on_commit: Callable[[list[Event]], None] = lambda events: None
@@ -58,7 +60,7 @@ class GroupCommitStore:
         self.commits = 0
         self.events_written = 0
         self.commit_sizes = Histogram(COMMIT_BATCH_WRITES)  # writes (events and jobs) per commit
-        self.commit_seconds = Histogram(COMMIT_SECONDS)  # from taking the batch to its COMMIT's return
+        self.commit_seconds = Histogram(COMMIT_SECONDS)  # in the writer thread, from the batch's first statement to COMMIT's return
 
     # -- what a store provides ----------------------------------------------
 
@@ -73,8 +75,13 @@ class GroupCommitStore:
     async def close(self) -> None:
         raise NotImplementedError
 
-    async def _run_batch(self, batch: list[Event | Job]) -> BatchResults:
-        """Commit `batch` as one transaction (off the event loop); its events and each job's outcome."""
+    def _commit_sync(self, batch: list[Event | Job]) -> BatchResults:
+        """In the store's writer thread: commit `batch` as one transaction; its events and each
+        job's outcome."""
+        raise NotImplementedError
+
+    async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the store's writer thread."""
         raise NotImplementedError
 
     async def read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -95,6 +102,7 @@ class GroupCommitStore:
     # -- writing --------------------------------------------------------------
 
     def _start_writer(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._writer_task = asyncio.ensure_future(self._writer())
 
     async def _stop_writer(self) -> bool:
@@ -169,57 +177,86 @@ class GroupCommitStore:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            waiters: list[asyncio.Future[None]] = []
-            self._took_first = bool(self._first) and not (self._queue and self._took_first)
-            if self._took_first:  # ahead of the backlog; the waiters wait for the backlog too
-                batch, self._first = self._first, []
-            else:
-                batch, self._queue = self._queue, []
-                self.queue_takes += 1
-                waiters, self._commit_waiters = self._commit_waiters, []
             self._idle.clear()
             try:
-                await self._commit_batch(batch)
+                await self._in_writer_thread(self._commit_queued)
             except Exception:
-                log.exception("group commit failed; %d writes dropped", len(batch))
+                log.exception("the writer stopped committing")
             finally:
                 self._idle.set()
-                _release(waiters)
 
-    async def _commit_batch(self, batch: list[Event | Job]) -> None:
-        started = time.perf_counter()
+    def _take(self) -> tuple[list[Event | Job], list[asyncio.Future[None]]]:
+        """In the writer thread: the next batch (see `submit` for writes given first) and the
+        `committed()` waiters it answers.  Appends on the loop's thread need no lock: a list's
+        append and this swap are each atomic, so an item lands in the batch or in the next one."""
+        self._took_first = (bool(self._first) and not (self._queue and self._took_first))
+        if self._took_first:  # ahead of the backlog; the waiters wait for the backlog too
+            batch, self._first = self._first, []
+            return batch, []
+        # Counted before the swap: a write queued with the old count is in this batch or a later
+        # one, never in an earlier one (Runner.end_values relies on it).
+        self.queue_takes += 1
+        batch, self._queue = self._queue, []
+        waiters, self._commit_waiters = self._commit_waiters, []
+        return batch, waiters
+
+    def _commit_queued(self) -> None:
+        """In the writer thread: commit batch after batch until nothing is queued, handing each
+        commit's outcome to the event loop as it commits (`_committed`): the thread never waits
+        for the loop between two commits."""
+        loop = self._loop
+        assert loop is not None
+        while True:
+            batch, waiters = self._take()
+            if not batch:
+                if waiters:
+                    loop.call_soon_threadsafe(_release, waiters)
+                return
+            started = time.perf_counter()
+            try:
+                try:
+                    outcome: BatchResults | BaseException = self._commit_sync(batch)
+                except Exception:
+                    # The batch failed as a whole (not one job: a failed job is undone alone), e.g. an I/O
+                    # error or a lock held too long.  It rolled back and nothing of it was published,
+                    # so it runs once more before every write in it fails: one fault must not fail
+                    # the writes of every run that happened to share the batch.
+                    log.warning("group commit of %d writes failed; trying it once more", len(batch), exc_info=True)
+                    outcome = self._commit_sync(batch)
+            except BaseException as exc:
+                log.exception("group commit failed; %d writes dropped", len(batch))
+                outcome = exc
+            loop.call_soon_threadsafe(self._committed, batch, outcome, waiters, time.perf_counter() - started)
+
+    def _committed(self, batch: list[Event | Job], outcome: BatchResults | BaseException,
+                   waiters: list[asyncio.Future[None]], seconds: float) -> None:
+        """On the event loop, in commit order: publish a batch's events and settle its futures."""
         try:
-            try:
-                published, results = await self._run_batch(batch)
-            except Exception:
-                # The batch failed as a whole (not one job: a failed job is undone alone), e.g. an I/O
-                # error or a lock held too long.  It rolled back and nothing of it was published,
-                # so it runs once more before every write in it fails: one fault must not fail
-                # the writes of every run that happened to share the batch.
-                log.warning("group commit of %d writes failed; trying it once more", len(batch), exc_info=True)
-                published, results = await self._run_batch(batch)
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-            for item in batch:
-                if isinstance(item, Job) and item.future is not None and not item.future.done():
-                    item.future.set_exception(error)
-            raise
-        self.commits += 1
-        self.events_written += len(published)
-        self.commit_sizes.observe(len(batch))
-        self.commit_seconds.observe(time.perf_counter() - started)
-        if published and self.publishes_at_commit:
-            try:
-                self.on_commit(published)
-            except Exception:
-                log.exception("on_commit hook failed")
-        for fut, value, job_error in results:
-            if fut is None or fut.done():
-                continue
-            if job_error is not None:
-                fut.set_exception(job_error)
-            else:
-                fut.set_result(value)
+            if isinstance(outcome, BaseException):
+                error = outcome if isinstance(outcome, Exception) else RuntimeError(str(outcome))
+                for item in batch:
+                    if isinstance(item, Job) and item.future is not None and not item.future.done():
+                        item.future.set_exception(error)
+                return
+            published, results = outcome
+            self.commits += 1
+            self.events_written += len(published)
+            self.commit_sizes.observe(len(batch))
+            self.commit_seconds.observe(seconds)
+            if published and self.publishes_at_commit:
+                try:
+                    self.on_commit(published)
+                except Exception:
+                    log.exception("on_commit hook failed")
+            for fut, value, job_error in results:
+                if fut is None or fut.done():
+                    continue
+                if job_error is not None:
+                    fut.set_exception(job_error)
+                else:
+                    fut.set_result(value)
+        finally:
+            _release(waiters)
 
 
 def _release(waiters: list[asyncio.Future[None]]) -> None:

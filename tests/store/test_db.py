@@ -2,6 +2,7 @@
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,27 @@ async def test_writes_given_first_take_turns_with_the_backlog(db):
     await later[0]
     await db.committed()
     assert published == [["run.started"], ["text.delta"] * 50, ["run.started"]]
+
+
+async def test_the_writer_takes_the_next_batch_without_waiting_for_the_loop(db):
+    """The writer's thread commits batch after batch while anything is queued: a busy event loop
+    delays when a commit is published, never when the next one starts."""
+    gate, entered = threading.Event(), threading.Event()
+    ran: list[float] = []
+
+    def hold(tx):
+        entered.set()
+        gate.wait(10)
+
+    busy = db.submit(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
+    queued = db.submit(lambda tx: ran.append(time.monotonic()))  # the next batch
+    gate.set()
+    blocked_until = time.monotonic() + 0.3
+    time.sleep(0.3)  # noqa: ASYNC251 - the event loop is busy meanwhile: it neither publishes nor takes anything
+    assert ran and ran[0] < blocked_until
+    await busy
+    await queued
 
 
 async def test_failed_job_rolls_back_alone(db):
