@@ -75,7 +75,7 @@ class Runner:
         self._db.append(self.task.id, self.task.thread_id, type, data, text)
         self._emitted += 1
         if self._db.backlog > BACKLOG_HIGH_WATER:
-            await self._db.committed()
+            await self._db.room(BACKLOG_HIGH_WATER, YIELD_EVERY)
         elif self._emitted % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # an agent that never waits must not hold the loop from new requests
 

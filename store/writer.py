@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ class GroupCommitStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._commit_waiters: list[asyncio.Future[None]] = []
+        self._room_waiters: deque[tuple[asyncio.Future[None], int, int]] = deque()
         self.on_commit: Callable[[list[Event]], None] = lambda events: None
         self.on_control: Callable[[dict[str, Any]], None] = lambda message: None
         self.on_gap: Callable[[], None] = lambda: None  # events may have been missed: catch up from the log
@@ -166,12 +168,37 @@ class GroupCommitStore:
         self._wake.set()
         await fut
 
+    async def room(self, high_water: int, turn: int) -> None:
+        """Wait, in turn with the other writes that wait here, until the queue has room under
+        `high_water` (backpressure for an agent that runs ahead of the writer).
+
+        After each commit, only as many waiters go as can each queue `turn` writes before the
+        queue is back at `high_water` (at least one): a commit never wakes every waiting run at
+        once, to find most of them over the mark again in the same turn of the loop.  When
+        nothing is queued, every waiter goes."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append((fut, high_water, turn))
+        self._wake.set()
+        await fut
+
+    def _grant_room(self, everyone: bool = False) -> None:
+        granted = 0
+        while self._room_waiters:
+            fut, high_water, turn = self._room_waiters[0]
+            if not everyone and granted and self.backlog + granted * turn >= high_water:
+                return
+            self._room_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                granted += 1
+
     async def _writer(self) -> None:
         while True:
             if not self._queue and not self._first:
                 # Nothing queued: whatever a waiter waited for is committed.
                 _release(self._commit_waiters)
                 self._commit_waiters = []
+                self._grant_room(everyone=True)  # nothing queued: room for every waiter, and none may stall
                 if self._closing:
                     break
                 self._wake.clear()
@@ -257,6 +284,7 @@ class GroupCommitStore:
                     fut.set_result(value)
         finally:
             _release(waiters)
+            self._grant_room()
 
 
 def _release(waiters: list[asyncio.Future[None]]) -> None:

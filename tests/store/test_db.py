@@ -132,6 +132,30 @@ async def test_the_writer_takes_the_next_batch_without_waiting_for_the_loop(db):
     await queued
 
 
+async def test_room_lets_waiting_writers_go_a_few_at_a_time(db):
+    """Backpressure: a commit lets go only as many waiters as can each queue `turn` writes under
+    the mark (at least one); once nothing is queued, all of them."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(tx):
+        entered.set()
+        gate.wait(10)
+
+    busy = db.submit(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
+    backlog = [db.append("task-r", "thread-r", "text.delta", {"partId": "p", "delta": str(i)}) for i in range(10)]
+    waiting = [asyncio.ensure_future(db.room(40, 16)) for _ in range(10)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiting)
+    still_waiting = []  # right after the commit of `hold` (its future's callbacks run next)
+    busy.add_done_callback(lambda _: still_waiting.append(len(db._room_waiters)))
+    gate.set()
+    await busy
+    assert 7 <= still_waiting[0] <= 9  # 40 - (0 or 10 queued) leaves room for 2 or 3 turns of 16
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)  # the writer found nothing queued: every one went
+    assert backlog[-1].id > 0
+
+
 async def test_failed_job_rolls_back_alone(db):
     def bad(tx):
         tx.event("task-3", "thread-3", "step.started", {"node": "x"})
