@@ -254,7 +254,7 @@ class RunManager(RunReads):
 
         written = self.db.submit(_finish)
         if values is not None:
-            extra.update(values())  # in the same loop turn as the submit: it knows which take holds the end
+            extra.update(values())  # right after the submit: a take in between only keeps the fold from applying
         return bool(await asyncio.shield(written))
 
     async def park(self, runner: Runner, parked: Parked) -> None:

@@ -100,11 +100,13 @@ class Runner:
                                 current_node=self._node)
 
     def end_values(self) -> dict[str, Any]:
-        """What the run's end stores besides its status, called as the end is queued (take `queue_takes`).
+        """What the run's end stores besides its status, called right after the end is queued.
 
         A run that ends before the writer took its `running` or step write (a short run does: its
         whole reply is queued at once) has them folded into the end, in the same transaction; the
-        write itself, run just before the end's, then stores nothing (`_end_take`)."""
+        write itself, run just before the end's, then stores nothing (`_end_take`).  The writer's
+        thread counts a take before it takes the queue, so a take between the end's queueing and
+        this call only keeps the fold from applying (both writes then store their own columns)."""
         self._end_take = self._db.queue_takes
         values: dict[str, Any] = {"current_node": self._node}
         if self._running_take == self._end_take:
