@@ -212,22 +212,24 @@ class RunManager(RunReads):
 
     async def finish(
         self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None,
-        only_if: Callable[[WriteTx], bool] | None = None, values: Callable[[], dict[str, Any]] | None = None,
+        only_if: Callable[[WriteTx], bool] | None = None, values: dict[str, Any] | None = None,
+        queued: Callable[[], None] | None = None,
     ) -> bool:
-        """End the task with its one terminal event; False when it had already ended.  `values`
-        (a runner's `end_values`) is called as the end is queued: more columns it stores.
+        """End the task with its one terminal event; False when it had already ended.  `values`:
+        more columns the end stores; `queued` is called right after the end is queued (a runner's
+        `end_values` and `end_queued`).
 
         A live task must not stay live because this write failed (the group commit it shared
         failed as a whole, or its parts could not be stored): it is tried once more, with the
         reply rebuilt from the events that did commit when the parts were at fault.
         """
         try:
-            ended = await self._write_end(task, status, reason, message, parts, only_if, values)
+            ended = await self._write_end(task, status, reason, message, parts, only_if, values, queued)
         except Exception:
             log.exception("ending task %s failed; trying once more", task.id)
             if not encodable(parts):
                 parts = await self._reply_from_log(task.id)
-            ended = await self._write_end(task, status, reason, message, parts, only_if, values)
+            ended = await self._write_end(task, status, reason, message, parts, only_if, values, queued)
         if ended:  # a runner's row answers reads from memory (owned_task): it is over from now on
             task.status = status
             key = (status, "" if status == "completed" else reason)
@@ -245,16 +247,15 @@ class RunManager(RunReads):
 
     async def _write_end(
         self, task: TaskRow, status: str, reason: str, message: str, parts: list[dict[str, Any]] | None,
-        only_if: Callable[[WriteTx], bool] | None = None, values: Callable[[], dict[str, Any]] | None = None,
+        only_if: Callable[[WriteTx], bool] | None = None, values: dict[str, Any] | None = None,
+        queued: Callable[[], None] | None = None,
     ) -> bool:
-        extra: dict[str, Any] = {}
-
         def _finish(tx: WriteTx) -> bool:
-            return write_end(tx, task, status, reason, message, parts, only_if, **extra)
+            return write_end(tx, task, status, reason, message, parts, only_if, **(values or {}))
 
         written = self.db.submit(_finish)
-        if values is not None:
-            extra.update(values())  # right after the submit: a take in between only keeps the fold from applying
+        if queued is not None:
+            queued()
         return bool(await asyncio.shield(written))
 
     async def park(self, runner: Runner, parked: Parked) -> None:

@@ -100,18 +100,21 @@ class Runner:
                                 current_node=self._node)
 
     def end_values(self) -> dict[str, Any]:
-        """What the run's end stores besides its status, called right after the end is queued.
-
-        A run that ends before the writer took its `running` or step write (a short run does: its
-        whole reply is queued at once) has them folded into the end, in the same transaction; the
-        write itself, run just before the end's, then stores nothing (`_end_take`).  The writer's
-        thread counts a take before it takes the queue, so a take between the end's queueing and
-        this call only keeps the fold from applying (both writes then store their own columns)."""
-        self._end_take = self._db.queue_takes
+        """What the run's end stores besides its status: the step it is at, and (a first
+        activation) when it started.  Decided before the end is queued, and the same values the
+        `running` and step writes store: so either of those may be folded into the end."""
         values: dict[str, Any] = {"current_node": self._node}
-        if self._running_take == self._end_take:
+        if self._running_take is not None:
             values["started_at"] = self._started_at
         return values
+
+    def end_queued(self) -> None:
+        """Called right after the run's end is queued: a `running` or step write queued in the same
+        take of the writer (a short run's is: its whole reply is queued at once) is then folded
+        into the end, in the same transaction, and stores nothing itself.  The writer's thread
+        counts a take before it takes the queue, so equal counts mean the same transaction; a
+        take in between only keeps the fold from applying."""
+        self._end_take = self._db.queue_takes
 
     def correlation_key(self, node: str) -> str:
         return next_park_key(self.task)
@@ -153,7 +156,7 @@ class Runner:
         else:
             # abort_as: aborted after the agent's last await
             end = self.abort_as or ("completed", "", "")
-        await self.manager.finish(task, *end, self.assembler.parts, values=self.end_values)
+        await self.manager.finish(task, *end, self.assembler.parts, values=self.end_values(), queued=self.end_queued)
 
     async def _park(self, parked: Parked) -> tuple[str, str, str] | None:
         """Park the task; None when it parked (or woke again), else how the run must end instead."""

@@ -221,7 +221,7 @@ class GroupCommitStore:
             batch, self._first = self._first, []
             return batch, []
         # Counted before the swap: a write queued with the old count is in this batch or a later
-        # one, never in an earlier one (Runner.end_values relies on it).
+        # one, never in an earlier one (Runner.end_queued relies on it).
         self.queue_takes += 1
         batch, self._queue = self._queue, []
         waiters, self._commit_waiters = self._commit_waiters, []
