@@ -3,8 +3,12 @@ writer took its `running` write stores both in one statement, in one transaction
 takes longer is `running` in the store while it works."""
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
+from runs.runner import Runner
 from store import tasks as tasks_sql
 
 
@@ -22,7 +26,32 @@ def task_updates(monkeypatch):
     return calls
 
 
-async def test_a_short_run_stores_running_with_its_end(alice, task_updates):
+@pytest.fixture
+def writer_held_until_the_end(parley, monkeypatch):
+    """The writer is kept busy from the run's first step until its end is queued, so that the
+    run's writes share one take whatever the thread scheduling (the writer takes the queue
+    whenever it likes, and a take in between is allowed: it only keeps the fold from applying)."""
+    gate, entered = threading.Event(), threading.Event()
+    real_run_agent, real_end_queued = Runner._run_agent, Runner.end_queued
+
+    def hold(tx):
+        entered.set()
+        gate.wait(10)
+
+    async def run_agent(self):
+        self._db.submit(hold)
+        await asyncio.to_thread(entered.wait, 10)
+        await real_run_agent(self)
+
+    def end_queued(self):
+        real_end_queued(self)
+        gate.set()
+
+    monkeypatch.setattr(Runner, "_run_agent", run_agent)
+    monkeypatch.setattr(Runner, "end_queued", end_queued)
+
+
+async def test_a_short_run_stores_running_with_its_end(alice, task_updates, writer_held_until_the_end):
     task_id = await alice.start_ok("t-short-cost", "hi")
     info = await alice.wait_status(task_id, "completed")
     mine = [values for tid, values in task_updates if tid == task_id]
