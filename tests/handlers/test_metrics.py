@@ -12,10 +12,9 @@ from handlers.metrics import RouteTemplates
 from server import VERSION, Config
 from tests.agents import fake_openai as fo
 from tests.agents.test_react import fake  # noqa: F401  (fixture)
-from tests.helpers import INTERNAL_KEY, wait_until
+from tests.helpers import ENDED, INTERNAL_KEY, wait_until
 
 TOKEN = "metrics-token-7f3a"
-ENDED = ("completed", "failed", "cancelled")
 
 
 @pytest.fixture

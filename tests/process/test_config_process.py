@@ -1,15 +1,15 @@
 """A bad config file stops `python server.py` before anything starts; `server.py check-config` says the same."""
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-SERVER = Path(__file__).resolve().parents[2] / "server.py"
+from tests.process.proc import ROOT, server_env
+
+SERVER = ROOT / "server.py"
 
 
 def run(*args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    return subprocess.run([sys.executable, str(SERVER), *args], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run([sys.executable, str(SERVER), *args], capture_output=True, text=True, timeout=60,
+                          env=server_env())
 
 
 def test_a_bad_config_stops_the_start_with_every_problem(tmp_path):
