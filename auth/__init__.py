@@ -36,6 +36,12 @@ class Identity:
     claims: dict[str, Any] | None = None
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value; None for any other."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 class Authenticator:
     def __init__(
         self,
@@ -62,10 +68,10 @@ class Authenticator:
     async def authenticate(self, authorization: str | None, internal_key: str | None, user_id: str | None,
                            jwt_only: bool = False) -> Identity:
         if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = bearer_token(authorization)
+            if token is None:
                 raise AuthError("Authorization must be 'Bearer <token>'")
-            return await self.verify_jwt(token.strip())
+            return await self.verify_jwt(token)
         if internal_key is not None:
             if jwt_only:
                 raise AuthError("this route accepts only a JWT")

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from tornado import web
 
 from agents.llm import LLMProvider
-from auth import Authenticator
+from auth import Authenticator, bearer_token
 from handlers.base import APIHandler, NotFoundHandler
 from handlers.errors import ApiError
 from handlers.openapi import openapi_path
@@ -180,8 +180,8 @@ class MetricsHandler(APIHandler):
     def authorized(self) -> bool:
         """A Bearer token equal to --metrics-token, or the internal key (constant-time comparisons)."""
         token: str | None = self.settings.get("metrics_token")
-        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
-        if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        given = bearer_token(self.request.headers.get("Authorization", ""))
+        if token and given is not None and hmac.compare_digest(given.encode(), token.encode()):
             return True
         key = self.request.headers.get("X-Internal-Key")
         return key is not None and cast(Authenticator, self.settings["auth"]).internal_key_matches(key)
